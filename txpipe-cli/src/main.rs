@@ -1,0 +1,45 @@
+//! `txpipe`: the command-line face of txpipe-core. Glue only: flags → core calls.
+
+mod cmd;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Real-time payment-transaction monitoring: Kafka/JSON → fraud rules → Parquet lake.
+#[derive(Parser, Debug)]
+#[command(name = "txpipe", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate synthetic transactions (JSON lines) and matching dimension CSVs.
+    Generate(cmd::generate::Args),
+    /// Load dimension CSVs (customers, merchants, fx rates) into the lake.
+    Seed(cmd::seed::Args),
+    /// Land transactions in the lake exactly once: decode, flag fraud, write Parquet.
+    Ingest(cmd::ingest::Args),
+    /// Measure decode, rules, Parquet and end-to-end throughput and memory.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Seed(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::seed::run(a))),
+        Command::Ingest(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::ingest::run(a))),
+        Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

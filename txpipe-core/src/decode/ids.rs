@@ -1,0 +1,50 @@
+//! UUID normalisation to the lake's lower-case canonical form.
+
+use std::borrow::Cow;
+
+/// True for `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lower-case hex digits.
+fn is_canonical_lower(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
+/// Returns the canonical lower-case hyphenated form of a UUID, borrowing when
+/// the input already is canonical; `None` when `s` is not a UUID.
+///
+/// Accepts whatever the `uuid` crate parses: hyphenated in any case, simple
+/// (32 hex digits), braced and `urn:uuid:` forms.
+pub fn canonical_uuid(s: &str) -> Option<Cow<'_, str>> {
+    if is_canonical_lower(s) {
+        return Some(Cow::Borrowed(s));
+    }
+    uuid::Uuid::try_parse(s).ok().map(|u| Cow::Owned(u.hyphenated().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalises() {
+        let c = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        assert!(matches!(canonical_uuid(c), Some(Cow::Borrowed(_))));
+        assert_eq!(canonical_uuid("67E55044-10B1-426F-9247-BB680E5FE0C8").as_deref(), Some(c));
+        assert_eq!(canonical_uuid("67e5504410b1426f9247bb680e5fe0c8").as_deref(), Some(c));
+        assert_eq!(canonical_uuid("not-a-uuid"), None);
+        assert_eq!(canonical_uuid(""), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_uuid_round_trips(bytes in any::<[u8; 16]>(), upper in any::<bool>()) {
+            let u = uuid::Uuid::from_bytes(bytes);
+            let text = if upper { u.hyphenated().to_string().to_uppercase() } else { u.hyphenated().to_string() };
+            prop_assert_eq!(canonical_uuid(&text).as_deref(), Some(u.hyphenated().to_string().as_str()));
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Zero-copy view of one JSON message: the known fields as untyped scalars.
+//!
+//! serde drives a streaming parse of the raw bytes straight into this struct:
+//! strings without escapes are borrowed from the input, unknown keys and nested
+//! values are skipped without allocation. No `serde_json::Value` is built.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// One JSON value, reduced to what typing needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    /// The JSON kind, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "boolean",
+            Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_) => "number",
+            Scalar::Str(_) => "string",
+            Scalar::Array => "array",
+            Scalar::Object => "object",
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::UInt(v),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The keys of the message contract; anything else is ignored.
+#[derive(Clone, Copy)]
+enum Key {
+    TransactionId,
+    TransactionTs,
+    CustomerId,
+    MerchantId,
+    Amount,
+    Currency,
+    Latitude,
+    Longitude,
+    DeviceId,
+    PaymentMethod,
+    IsForeign,
+    Other,
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match v {
+            "transaction_id" => Key::TransactionId,
+            "transaction_ts" => Key::TransactionTs,
+            "customer_id" => Key::CustomerId,
+            "merchant_id" => Key::MerchantId,
+            "amount" => Key::Amount,
+            "currency" => Key::Currency,
+            "latitude" => Key::Latitude,
+            "longitude" => Key::Longitude,
+            "device_id" => Key::DeviceId,
+            "payment_method" => Key::PaymentMethod,
+            "is_foreign" => Key::IsForeign,
+            _ => Key::Other,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// The contract's fields as they appeared: `None` = absent, `Some(Null)` = null.
+#[derive(Debug, Default)]
+pub(crate) struct RawTransaction<'a> {
+    pub transaction_id: Option<Scalar<'a>>,
+    pub transaction_ts: Option<Scalar<'a>>,
+    pub customer_id: Option<Scalar<'a>>,
+    pub merchant_id: Option<Scalar<'a>>,
+    pub amount: Option<Scalar<'a>>,
+    pub currency: Option<Scalar<'a>>,
+    pub latitude: Option<Scalar<'a>>,
+    pub longitude: Option<Scalar<'a>>,
+    pub device_id: Option<Scalar<'a>>,
+    pub payment_method: Option<Scalar<'a>>,
+    pub is_foreign: Option<Scalar<'a>>,
+}
+
+struct TransactionVisitor;
+
+impl<'de> Visitor<'de> for TransactionVisitor {
+    type Value = RawTransaction<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut t = RawTransaction::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::TransactionId => &mut t.transaction_id,
+                Key::TransactionTs => &mut t.transaction_ts,
+                Key::CustomerId => &mut t.customer_id,
+                Key::MerchantId => &mut t.merchant_id,
+                Key::Amount => &mut t.amount,
+                Key::Currency => &mut t.currency,
+                Key::Latitude => &mut t.latitude,
+                Key::Longitude => &mut t.longitude,
+                Key::DeviceId => &mut t.device_id,
+                Key::PaymentMethod => &mut t.payment_method,
+                Key::IsForeign => &mut t.is_foreign,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(t)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTransaction<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(TransactionVisitor)
+    }
+}
+
+/// Parses one message; the error is a human-readable reason.
+pub(crate) fn parse(payload: &[u8]) -> Result<RawTransaction<'_>, String> {
+    serde_json::from_slice::<RawTransaction<'_>>(payload).map_err(|e| {
+        if e.is_data() {
+            format!("message is not a JSON object: {e}")
+        } else if e.is_eof() {
+            format!("message is not valid JSON (truncated): {e}")
+        } else {
+            format!("message is not valid JSON: {e}")
+        }
+    })
+}

@@ -1,0 +1,206 @@
+use super::*;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use proptest::prelude::*;
+
+const TID: &str = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+const CID: &str = "9f1c7a52-1b7e-4c53-8a53-2c1e7f0c9a10";
+const MID: &str = "0b9a3c1e-5d2f-4e8a-9c7b-1a2b3c4d5e6f";
+
+fn decoder() -> TransactionDecoder {
+    TransactionDecoder::new(Arc::new(FxTable::defaults()), "test")
+}
+
+fn valid() -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "transaction_id": TID, "transaction_ts": "2026-11-20T13:45:12.123Z",
+        "customer_id": CID, "merchant_id": MID, "amount": 123.45, "currency": "EUR",
+        "latitude": 37.56, "longitude": 126.97, "device_id": "dev-1",
+        "payment_method": "credit_card", "is_foreign": false
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn decode_one(payload: &[u8]) -> DecodedBatch {
+    let mut d = decoder();
+    d.push(payload, 3, 42);
+    d.finish(7).unwrap()
+}
+
+fn reason_of(payload: &[u8]) -> String {
+    let out = decode_one(payload);
+    assert_eq!(out.transactions.num_rows(), 0, "expected quarantine for {}", String::from_utf8_lossy(payload));
+    out.quarantine.column(1).as_string::<i32>().value(0).to_string()
+}
+
+#[test]
+fn decodes_a_valid_message_with_types_and_lineage() {
+    let out = decode_one(serde_json::to_string(&valid()).unwrap().as_bytes());
+    let b = &out.transactions;
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(out.quarantine.num_rows(), 0);
+    assert_eq!(b.column(0).as_string::<i32>().value(0), TID);
+    assert_eq!(b.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_700_712_123_000);
+    assert_eq!(b.column(4).as_primitive::<Decimal128Type>().value(0), 12345);
+    // EUR 123.45 at 1.08 = 133.326 → 133.33
+    assert_eq!(b.column(11).as_primitive::<Decimal128Type>().value(0), 13333);
+    assert_eq!(b.column(6).as_primitive::<Float64Type>().value(0), 37.56);
+    assert_eq!(b.column(12).as_string::<i32>().value(0), "test");
+    assert_eq!(b.column(14).as_primitive::<Int64Type>().value(0), 42);
+}
+
+#[test]
+fn normalises_offsets_epoch_millis_case_and_missing_optionals() {
+    let mut m = valid();
+    m.insert("transaction_ts".into(), "2026-11-20T22:45:12.123+09:00".into());
+    m.insert("transaction_id".into(), TID.to_uppercase().into());
+    m.insert("currency".into(), "usd".into());
+    m.remove("latitude");
+    m.insert("device_id".into(), serde_json::Value::Null);
+    m.insert("extra".into(), serde_json::json!({"nested": [1, 2, {"x": null}]}));
+    let out = decode_one(serde_json::to_string(&m).unwrap().as_bytes());
+    let b = &out.transactions;
+    assert_eq!(b.num_rows(), 1, "{:?}", out.quarantine);
+    assert_eq!(b.column(0).as_string::<i32>().value(0), TID);
+    assert_eq!(b.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_700_712_123_000);
+    assert_eq!(b.column(5).as_string::<i32>().value(0), "USD");
+    assert!(b.column(6).is_null(0));
+    assert!(b.column(8).is_null(0));
+
+    m.insert("transaction_ts".into(), 1_795_700_712_123_i64.into());
+    let out = decode_one(serde_json::to_string(&m).unwrap().as_bytes());
+    assert_eq!(out.transactions.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_700_712_123_000);
+}
+
+#[test]
+fn suspicious_but_typed_values_are_landed() {
+    let mut m = valid();
+    m.insert("latitude".into(), 200.into());
+    m.insert("amount".into(), 1e9.into());
+    m.insert("payment_method".into(), "cash".into());
+    let out = decode_one(serde_json::to_string(&m).unwrap().as_bytes());
+    assert_eq!(out.transactions.num_rows(), 1);
+}
+
+#[test]
+fn quarantine_reasons_name_the_field() {
+    let with = |k: &str, v: serde_json::Value| {
+        let mut m = valid();
+        m.insert(k.into(), v);
+        serde_json::to_vec(&m).unwrap()
+    };
+    let without = |k: &str| {
+        let mut m = valid();
+        m.remove(k);
+        serde_json::to_vec(&m).unwrap()
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "not valid JSON"),
+        (b"{\"transaction_id\":".to_vec(), "truncated"),
+        (b"[1,2,3]".to_vec(), "not a JSON object"),
+        (b"".to_vec(), "empty message"),
+        (b"   ".to_vec(), "whitespace"),
+        (without("transaction_id"), "missing required field 'transaction_id'"),
+        (with("amount", serde_json::Value::Null), "required field 'amount' is null"),
+        (with("amount", "12.5".into()), "field 'amount': expected a number, got string"),
+        (with("transaction_ts", "yesterday".into()), "field 'transaction_ts': 'yesterday' is not an RFC 3339"),
+        (with("transaction_ts", 1.5.into()), "field 'transaction_ts'"),
+        (with("customer_id", "cust-1".into()), "field 'customer_id': 'cust-1' is not a UUID"),
+        (with("merchant_id", 5.into()), "field 'merchant_id': expected a UUID string, got number"),
+        (with("currency", "XYZ".into()), "field 'currency': no fx rate for currency 'XYZ'"),
+        (with("is_foreign", "yes".into()), "field 'is_foreign': expected a boolean, got string"),
+        (with("latitude", "north".into()), "field 'latitude': expected a number, got string"),
+        (with("device_id", serde_json::json!([1])), "field 'device_id': expected a string, got array"),
+        (with("amount", 1e30.into()), "out of range"),
+    ];
+    for (payload, expected) in cases {
+        let reason = reason_of(&payload);
+        assert!(reason.contains(expected), "payload {:?}: reason {reason:?} lacks {expected:?}", String::from_utf8_lossy(&payload));
+    }
+    let mut two = serde_json::to_vec(&valid()).unwrap();
+    two.extend_from_slice(b" {}");
+    assert!(reason_of(&two).contains("trailing"), "{}", reason_of(&two));
+}
+
+#[test]
+fn quarantine_keeps_payload_and_position() {
+    let out = decode_one(b"\x00\xff binary");
+    let q = &out.quarantine;
+    assert_eq!(q.column(0).as_binary::<i32>().value(0), b"\x00\xff binary");
+    assert_eq!(q.column(3).as_primitive::<datafusion::arrow::datatypes::Int32Type>().value(0), 3);
+    assert_eq!(q.column(4).as_primitive::<Int64Type>().value(0), 42);
+}
+
+fn arb_valid_message() -> impl Strategy<Value = (serde_json::Map<String, serde_json::Value>, i64, i64)> {
+    (
+        any::<[u8; 16]>(),
+        -2_000_000_000_000i64..4_000_000_000_000,
+        -99_999_999_999i64..99_999_999_999,
+        prop::option::of(-1000.0f64..1000.0),
+        any::<bool>(),
+        prop::sample::select(vec!["USD", "EUR", "KRW", "jpy"]),
+        any::<bool>(),
+    )
+        .prop_map(|(id, ms, cents, lat, foreign, cur, as_int)| {
+            let mut m = valid();
+            m.insert("transaction_id".into(), uuid::Uuid::from_bytes(id).to_string().into());
+            let ts: serde_json::Value = if as_int {
+                ms.into()
+            } else {
+                timestamp::format_rfc3339_millis(ms * 1000).into()
+            };
+            m.insert("transaction_ts".into(), ts);
+            m.insert("amount".into(), serde_json::json!(cents as f64 / 100.0));
+            m.insert("latitude".into(), lat.into());
+            m.insert("is_foreign".into(), foreign.into());
+            m.insert("currency".into(), cur.into());
+            (m, ms * 1000, cents)
+        })
+}
+
+proptest! {
+    #[test]
+    fn valid_messages_round_trip((m, ts_us, cents) in arb_valid_message()) {
+        let out = decode_one(&serde_json::to_vec(&m).unwrap());
+        prop_assert_eq!(out.transactions.num_rows(), 1, "{:?}", out.quarantine);
+        let b = &out.transactions;
+        prop_assert_eq!(b.column(1).as_primitive::<TimestampMicrosecondType>().value(0), ts_us);
+        prop_assert_eq!(b.column(4).as_primitive::<Decimal128Type>().value(0), i128::from(cents));
+    }
+
+    #[test]
+    fn any_bytes_are_landed_or_quarantined(msgs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20)) {
+        let mut d = decoder();
+        for (i, m) in msgs.iter().enumerate() {
+            d.push(m, 0, i as i64);
+        }
+        let out = d.finish(0).unwrap();
+        prop_assert_eq!(out.rows_in(), msgs.len());
+    }
+
+    #[test]
+    fn mutated_messages_are_landed_or_quarantined(
+        (m, _, _) in arb_valid_message(),
+        cut in 0usize..400,
+        key in prop::sample::select(vec!["transaction_id", "transaction_ts", "customer_id", "amount", "currency", "latitude", "is_foreign", "payment_method"]),
+        val in prop_oneof![Just(serde_json::Value::Null), any::<i64>().prop_map(serde_json::Value::from), "\\PC{0,20}".prop_map(serde_json::Value::from), any::<bool>().prop_map(serde_json::Value::from)],
+    ) {
+        let mut mutated = m.clone();
+        mutated.insert(key.to_string(), val);
+        let full = serde_json::to_vec(&mutated).unwrap();
+        let truncated = &full[..cut.min(full.len())];
+        let mut d = decoder();
+        d.push(&full, 0, 0);
+        d.push(truncated, 0, 1);
+        let out = d.finish(0).unwrap();
+        prop_assert_eq!(out.rows_in(), 2);
+        // Every quarantined record carries a non-empty reason.
+        let reasons = out.quarantine.column(1).as_string::<i32>();
+        for i in 0..reasons.len() {
+            prop_assert!(!reasons.value(i).is_empty());
+        }
+    }
+}

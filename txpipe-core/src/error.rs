@@ -1,0 +1,103 @@
+//! The crate's error type, grouped by the phase that failed.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in txpipe-core.
+///
+/// Bad *records* are not errors: they are quarantined (see [`crate::decode`]).
+/// These errors are about the job itself: configuration, I/O, the lake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value (flag, option, config file) is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A fraud rule failed to compile; the message names the rule.
+    #[error("rule '{rule}': {reason}")]
+    Rule {
+        /// Name of the rule as written in the rules file.
+        rule: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The rules file itself could not be read or parsed.
+    #[error("rules file {path}: {reason}")]
+    RulesFile {
+        /// Path of the rules file.
+        path: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A local file could not be read or written.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What txpipe was doing.
+        context: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A dimension CSV (customers, merchants, fx rates) is malformed.
+    #[error("{file}: {reason}")]
+    Csv {
+        /// The CSV file name.
+        file: String,
+        /// What is wrong, with the line where known.
+        reason: String,
+    },
+
+    /// The lake's object store failed.
+    #[error("object store ({context}): {source}")]
+    ObjectStore {
+        /// What txpipe was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// The lake's commit log is inconsistent or another writer got in the way.
+    #[error("commit log: {0}")]
+    CommitLog(String),
+
+    /// Arrow failed (building or concatenating batches).
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// Parquet encoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// DataFusion failed (planning or running a query or expression).
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// JSON (commit log entries, run records) could not be (de)serialised.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// A worker thread of the pipeline stopped unexpectedly.
+    #[error("pipeline worker failed: {0}")]
+    Worker(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done and to which file.
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { context, path: path.into(), source }
+    }
+
+    /// Wraps an object store error with context.
+    pub fn store(context: impl Into<String>, source: object_store::Error) -> Self {
+        Error::ObjectStore { context: context.into(), source }
+    }
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

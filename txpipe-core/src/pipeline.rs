@@ -1,0 +1,238 @@
+//! The micro-batch loop: it only coordinates.
+//!
+//! ```text
+//!  source thread ──RawBatch──▶ N worker threads ──EncodedBatch──▶ committer (async)
+//!  (read + batch)              (decode, rules, Parquet)           (stage, commit, publish, in order)
+//! ```
+//!
+//! Channels are bounded, so memory is bounded by roughly `2 × workers + 1`
+//! batches whatever the input size. Batches are committed strictly in source
+//! order, so the positions in the commit log only move forward.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::process::BatchProcessor;
+use crate::rules::RuleSet;
+use crate::seed::load_fx;
+use crate::sink::{BatchCounts, CommitEntry, EncodedBatch, LakeWriter};
+use crate::source::file::{stream_key, BatchLimits, FileSource};
+use crate::source::RawBatch;
+
+/// Default most rows per micro-batch.
+pub const DEFAULT_BATCH_ROWS: usize = 100_000;
+/// Default most payload bytes per micro-batch.
+pub const DEFAULT_BATCH_BYTES: usize = 64 << 20;
+/// Default longest wait before a non-empty micro-batch is closed.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Options of an ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Most messages per micro-batch (one commit each).
+    pub batch_rows: usize,
+    /// Most payload bytes per micro-batch.
+    pub batch_bytes: usize,
+    /// Longest time a non-empty micro-batch stays open.
+    pub batch_wait: Duration,
+    /// Threads decoding, ruling and encoding (default: one per core).
+    pub workers: usize,
+    /// Set to stop after the batches in flight are committed (e.g. on Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            batch_rows: DEFAULT_BATCH_ROWS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl IngestOptions {
+    fn validate(&self) -> Result<()> {
+        if self.batch_rows == 0 || self.batch_bytes == 0 || self.workers == 0 {
+            return Err(Error::Config("batch rows, batch bytes and workers must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestSummary {
+    /// The source (absolute file path, `stdin`, or topic).
+    pub source: String,
+    /// Offset (line) the run resumed at; 0 for a first run.
+    pub resumed_at: i64,
+    /// Row counts of this run (not of earlier runs).
+    pub counts: BatchCounts,
+    /// Micro-batches committed.
+    pub batches: u64,
+    /// Files published.
+    pub files: u64,
+    /// Parquet bytes published.
+    pub bytes_written: u64,
+    /// Raw input bytes consumed.
+    pub input_bytes: u64,
+    /// Wall time of the run so far.
+    pub elapsed: Duration,
+    /// Rule names, in rule order.
+    pub rules: Vec<String>,
+    /// True when the lake had no fx_rate table and the built-in rates were used.
+    pub default_fx: bool,
+}
+
+impl IngestSummary {
+    /// Input rows per second.
+    pub fn rows_per_sec(&self) -> f64 {
+        self.counts.rows_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn add(&mut self, entry: &CommitEntry, input_bytes: u64) {
+        self.counts.add(&entry.counts);
+        self.batches += 1;
+        self.files += entry.files.len() as u64;
+        self.bytes_written += entry.files.iter().map(|f| f.bytes).sum::<u64>();
+        self.input_bytes += input_bytes;
+    }
+}
+
+/// Lands a JSON-lines file (`-` for stdin) in the lake, exactly once.
+///
+/// Re-running after an interruption resumes after the last committed batch;
+/// re-running on a completed file lands nothing. `progress` is called after
+/// every commit with the running totals.
+///
+/// # Errors
+/// Bad options, an unreadable input, a store failure, or another writer
+/// ingesting the same file. Bad *records* are not errors: they are quarantined.
+pub async fn ingest_file(
+    lake: &Lake,
+    path: &str,
+    rules: Arc<RuleSet>,
+    opts: &IngestOptions,
+    progress: &mut (dyn FnMut(&IngestSummary) + Send),
+) -> Result<IngestSummary> {
+    opts.validate()?;
+    let started = Instant::now();
+    let (stream, name) = stream_key(path)?;
+    let writer = LakeWriter::new(lake.clone(), stream, name.clone());
+    let last = writer.recover().await?;
+    let start = last.as_ref().and_then(|e| e.positions.get(&0).copied());
+    let (fx, default_fx) = load_fx(lake).await?;
+    let processor = BatchProcessor::new(Arc::new(fx), rules.clone(), name.clone());
+    let mut summary = IngestSummary {
+        source: name,
+        resumed_at: start.map_or(0, |p| p.next_offset),
+        rules: rules.names().into_iter().map(String::from).collect(),
+        default_fx,
+        ..Default::default()
+    };
+    let mut source = FileSource::open(path, start, opts.stop.clone())?;
+    let limits = BatchLimits { max_rows: opts.batch_rows, max_bytes: opts.batch_bytes, max_wait: opts.batch_wait };
+
+    let (work_tx, work_rx) = sync_channel::<(u64, RawBatch)>(opts.workers);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<(u64, Result<EncodedBatch>)>(opts.workers + 1);
+    let stop = opts.stop.clone();
+    let failed = Arc::new(AtomicBool::new(false));
+
+    let reader_failed = failed.clone();
+    let reader_done = done_tx.clone();
+    let reader = std::thread::Builder::new()
+        .name("txpipe-batch".into())
+        .spawn(move || {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) && !reader_failed.load(Ordering::Relaxed) {
+                match source.next_batch(limits) {
+                    Ok(Some(raw)) => {
+                        if work_tx.send((seq, raw)).is_err() {
+                            return;
+                        }
+                        seq += 1;
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = reader_done.blocking_send((seq, Err(e)));
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::Worker(format!("starting batch thread: {e}")))?;
+
+    let work_rx: Arc<Mutex<Receiver<(u64, RawBatch)>>> = Arc::new(Mutex::new(work_rx));
+    let mut workers = Vec::with_capacity(opts.workers);
+    for i in 0..opts.workers {
+        let rx = work_rx.clone();
+        let tx = done_tx.clone();
+        let processor = processor.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("txpipe-work-{i}"))
+            .spawn(move || loop {
+                let next = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, raw)) = next else { return };
+                let result = processor.process(&raw);
+                if tx.blocking_send((seq, result)).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| Error::Worker(format!("starting worker thread: {e}")))?;
+        workers.push(worker);
+    }
+    drop(done_tx);
+
+    let outcome = commit_in_order(&writer, &mut done_rx, &mut summary, started, progress).await;
+    if outcome.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
+    // Unblock and join the threads.
+    done_rx.close();
+    while done_rx.recv().await.is_some() {}
+    drop(work_rx);
+    for w in workers {
+        w.join().map_err(|_| Error::Worker("a worker thread panicked".into()))?;
+    }
+    reader.join().map_err(|_| Error::Worker("the batch thread panicked".into()))?;
+    outcome?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+async fn commit_in_order(
+    writer: &LakeWriter,
+    done_rx: &mut tokio::sync::mpsc::Receiver<(u64, Result<EncodedBatch>)>,
+    summary: &mut IngestSummary,
+    started: Instant,
+    progress: &mut (dyn FnMut(&IngestSummary) + Send),
+) -> Result<()> {
+    let mut pending: BTreeMap<u64, EncodedBatch> = BTreeMap::new();
+    let mut next = 0u64;
+    while let Some((seq, result)) = done_rx.recv().await {
+        pending.insert(seq, result?);
+        while let Some(batch) = pending.remove(&next) {
+            let input_bytes = batch.input_bytes;
+            let entry = writer.commit(batch).await?;
+            summary.add(&entry, input_bytes);
+            summary.elapsed = started.elapsed();
+            progress(summary);
+            next += 1;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(Error::Worker(format!("{} processed batches were never committed", pending.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! JSON-lines files (or stdin) as a source: one message per line.
+//!
+//! A file is read by a background thread in blocks of whole lines; the batcher
+//! closes a micro-batch on rows, bytes or time, whichever comes first, so a slow
+//! stream on stdin still lands every `batch_ms`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{stable_hash, RawBatch};
+use crate::error::{Error, Result};
+use crate::sink::SourcePosition;
+
+/// How much a reader block holds before it is handed over.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// A block of whole lines read from the file.
+struct Block {
+    data: Vec<u8>,
+    /// `(start, end)` of each line's payload in `data` (without `\n` / `\r\n`).
+    lines: Vec<(usize, usize)>,
+    /// Bytes consumed from the file, terminators included.
+    consumed: u64,
+}
+
+/// Limits of one micro-batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most messages in a batch.
+    pub max_rows: usize,
+    /// Most payload bytes in a batch.
+    pub max_bytes: usize,
+    /// Longest time a batch stays open once it has a message.
+    pub max_wait: Duration,
+}
+
+/// A JSON-lines file or stdin, read from a committed position.
+pub struct FileSource {
+    name: String,
+    stream: String,
+    next_line: i64,
+    next_byte: u64,
+    blocks: Receiver<Result<Block>>,
+    pending: Option<Block>,
+    pending_line: usize,
+    done: bool,
+}
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource").field("name", &self.name).field("next_line", &self.next_line).finish()
+    }
+}
+
+/// The stream key of a file path (`-` is stdin): stable across runs.
+///
+/// # Errors
+/// The file does not exist.
+pub fn stream_key(path: &str) -> Result<(String, String)> {
+    if path == "-" {
+        return Ok(("stdin".into(), "stdin".into()));
+    }
+    let abs: PathBuf = std::fs::canonicalize(path).map_err(|e| Error::io("opening input", path, e))?;
+    let name = abs.display().to_string();
+    Ok((format!("file-{:016x}", stable_hash(name.as_bytes())), name))
+}
+
+fn read_blocks(mut reader: BufReader<Box<dyn Read + Send>>, tx: std::sync::mpsc::SyncSender<Result<Block>>, stop: Arc<AtomicBool>, name: String) {
+    loop {
+        let mut block = Block { data: Vec::with_capacity(BLOCK_BYTES + 4096), lines: Vec::new(), consumed: 0 };
+        while block.data.len() < BLOCK_BYTES {
+            let start = block.data.len();
+            match reader.read_until(b'\n', &mut block.data) {
+                Ok(0) => break,
+                Ok(n) => {
+                    block.consumed += n as u64;
+                    let mut end = block.data.len();
+                    if block.data[end - 1] == b'\n' {
+                        end -= 1;
+                        if end > start && block.data[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                    }
+                    block.lines.push((start, end));
+                    if reader.buffer().is_empty() {
+                        // Nothing more buffered: hand over what we have so a slow
+                        // stream does not wait for a full block.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Error::io("reading input", name.clone(), e)));
+                    return;
+                }
+            }
+        }
+        let eof = block.lines.is_empty();
+        if eof || tx.send(Ok(block)).is_err() || stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+impl FileSource {
+    /// Opens `path` (`-` for stdin) to resume at `start` (the committed position).
+    ///
+    /// Files seek to the committed byte; stdin skips the committed number of lines.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or is shorter than the committed position
+    /// (it was replaced: use a new lake or path).
+    pub fn open(path: &str, start: Option<SourcePosition>, stop: Arc<AtomicBool>) -> Result<Self> {
+        let (stream, name) = stream_key(path)?;
+        let next_line = start.map_or(0, |p| p.next_offset);
+        let next_byte = start.and_then(|p| p.next_byte).unwrap_or(0);
+        let reader: BufReader<Box<dyn Read + Send>> = if path == "-" {
+            let mut stdin: BufReader<Box<dyn Read + Send>> = BufReader::with_capacity(1 << 20, Box::new(std::io::stdin()));
+            let mut skipped = 0;
+            let mut sink = Vec::new();
+            while skipped < next_line {
+                sink.clear();
+                if stdin.read_until(b'\n', &mut sink).map_err(|e| Error::io("reading input", "stdin", e))? == 0 {
+                    break;
+                }
+                skipped += 1;
+            }
+            stdin
+        } else {
+            let mut file = File::open(Path::new(path)).map_err(|e| Error::io("opening input", path, e))?;
+            let len = file.metadata().map_err(|e| Error::io("reading input metadata", path, e))?.len();
+            if len < next_byte {
+                return Err(Error::Config(format!(
+                    "{name} has {len} bytes but {next_byte} were already committed from it: the file was replaced or truncated"
+                )));
+            }
+            file.seek(SeekFrom::Start(next_byte)).map_err(|e| Error::io("seeking input", path, e))?;
+            BufReader::with_capacity(1 << 20, Box::new(file))
+        };
+        let (tx, rx) = sync_channel(4);
+        let thread_name = name.clone();
+        std::thread::Builder::new()
+            .name("txpipe-read".into())
+            .spawn(move || read_blocks(reader, tx, stop, thread_name))
+            .map_err(|e| Error::Worker(format!("starting reader thread: {e}")))?;
+        Ok(Self { name, stream, next_line, next_byte, blocks: rx, pending: None, pending_line: 0, done: false })
+    }
+
+    /// The stream key (stable for the same path).
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The file's absolute path, or `stdin`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next line number to be read.
+    pub fn position(&self) -> SourcePosition {
+        SourcePosition { next_offset: self.next_line, next_byte: Some(self.next_byte) }
+    }
+
+    /// Reads the next micro-batch; `Ok(None)` at end of input.
+    ///
+    /// # Errors
+    /// Reading failed.
+    pub fn next_batch(&mut self, limits: BatchLimits) -> Result<Option<RawBatch>> {
+        let mut batch = RawBatch { data: Vec::with_capacity(limits.max_bytes.min(64 << 20)), ..Default::default() };
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < limits.max_rows && batch.data.len() < limits.max_bytes {
+            let block = match self.pending.take() {
+                Some(b) => b,
+                None if self.done => break,
+                None => {
+                    let received = match deadline {
+                        None => self.blocks.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(d) => self.blocks.recv_timeout(d.saturating_duration_since(Instant::now())),
+                    };
+                    match received {
+                        Ok(Ok(b)) => {
+                            self.pending_line = 0;
+                            b
+                        }
+                        Ok(Err(e)) => return Err(e),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            self.done = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            deadline.get_or_insert_with(|| Instant::now() + limits.max_wait);
+            let mut i = self.pending_line;
+            while i < block.lines.len() && batch.len() < limits.max_rows && batch.data.len() < limits.max_bytes {
+                let (s, e) = block.lines[i];
+                batch.push(&block.data[s..e], 0, self.next_line);
+                self.next_line += 1;
+                i += 1;
+            }
+            // Byte positions advance per line: the terminator length is what lies
+            // between this line's end and the next line's start.
+            self.next_byte += line_bytes(&block, self.pending_line, i);
+            self.pending_line = i;
+            if i < block.lines.len() {
+                self.pending = Some(block);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        batch.positions = BTreeMap::from([(0, self.position())]);
+        Ok(Some(batch))
+    }
+}
+
+/// Bytes of the file taken by lines `from..to` of a block, terminators included.
+fn line_bytes(block: &Block, from: usize, to: usize) -> u64 {
+    if from == to {
+        return 0;
+    }
+    let start = block.lines[from].0;
+    let end = match block.lines.get(to) {
+        Some(&(next_start, _)) => next_start,
+        None => return block.consumed - start as u64,
+    };
+    (end - start) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn limits(rows: usize) -> BatchLimits {
+        BatchLimits { max_rows: rows, max_bytes: 1 << 30, max_wait: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn reads_lines_in_batches_and_resumes_by_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut f = File::create(&path).unwrap();
+        write!(f, "a\r\nbb\n\nccc\nlast-no-newline").unwrap();
+        drop(f);
+        let p = path.to_str().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut src = FileSource::open(p, None, stop.clone()).unwrap();
+        let b1 = src.next_batch(limits(2)).unwrap().unwrap();
+        assert_eq!((b1.payload(0), b1.payload(1)), (&b"a"[..], &b"bb"[..]));
+        assert_eq!(b1.positions[&0], SourcePosition { next_offset: 2, next_byte: Some(7) });
+        let mut resumed = FileSource::open(p, Some(b1.positions[&0]), stop).unwrap();
+        let b2 = resumed.next_batch(limits(10)).unwrap().unwrap();
+        let payloads: Vec<&[u8]> = (0..b2.len()).map(|i| b2.payload(i)).collect();
+        assert_eq!(payloads, vec![&b""[..], b"ccc", b"last-no-newline"]);
+        assert_eq!(b2.spans[0].offset, 2);
+        assert_eq!(b2.positions[&0].next_byte, Some(std::fs::metadata(&path).unwrap().len()));
+        assert!(resumed.next_batch(limits(10)).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "a\n").unwrap();
+        let pos = SourcePosition { next_offset: 5, next_byte: Some(100) };
+        let e = FileSource::open(path.to_str().unwrap(), Some(pos), Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert!(e.to_string().contains("replaced or truncated"), "{e}");
+    }
+}

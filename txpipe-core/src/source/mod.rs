@@ -1,0 +1,66 @@
+//! Sources of raw messages: JSON-lines files (and stdin); Kafka plugs in beside them.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+
+use crate::sink::SourcePosition;
+
+/// Where one message sits inside a [`RawBatch`]'s buffer and in its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSpan {
+    /// Start of the payload in [`RawBatch::data`].
+    pub start: usize,
+    /// End (exclusive) of the payload in [`RawBatch::data`].
+    pub end: usize,
+    /// Source partition (0 for files).
+    pub partition: i32,
+    /// Offset in the partition (line number for files, from 0).
+    pub offset: i64,
+}
+
+/// A micro-batch of raw messages, with the positions to resume after it.
+#[derive(Debug, Clone, Default)]
+pub struct RawBatch {
+    /// Payloads, back to back.
+    pub data: Vec<u8>,
+    /// One span per message, in source order.
+    pub spans: Vec<MessageSpan>,
+    /// Next position per partition once this batch is committed.
+    pub positions: BTreeMap<i32, SourcePosition>,
+}
+
+impl RawBatch {
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the batch holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Payload of message `i`.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let s = &self.spans[i];
+        &self.data[s.start..s.end]
+    }
+
+    /// Appends one message.
+    pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.spans.push(MessageSpan { start, end: self.data.len(), partition, offset });
+    }
+}
+
+/// A stable 64-bit FNV-1a hash, used for stream keys (the same on every build).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
