@@ -257,7 +257,7 @@ mod tests {
         let mut src = FileSource::open(p, None, stop.clone()).unwrap();
         let b1 = src.next_batch(limits(2)).unwrap().unwrap();
         assert_eq!((b1.payload(0), b1.payload(1)), (&b"a"[..], &b"bb"[..]));
-        assert_eq!(b1.positions[&0], SourcePosition { next_offset: 2, next_byte: Some(7) });
+        assert_eq!(b1.positions[&0], SourcePosition { next_offset: 2, next_byte: Some(6) });
         let mut resumed = FileSource::open(p, Some(b1.positions[&0]), stop).unwrap();
         let b2 = resumed.next_batch(limits(10)).unwrap().unwrap();
         let payloads: Vec<&[u8]> = (0..b2.len()).map(|i| b2.payload(i)).collect();
