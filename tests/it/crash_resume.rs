@@ -1,0 +1,76 @@
+//! kill -9 at random moments, restart, and the lake still holds every line exactly once.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use txpipe_core::arrow::array::AsArray;
+use txpipe_core::arrow::datatypes::Int64Type;
+use txpipe_core::generate::Rng;
+
+use crate::file_to_lake::walk;
+use crate::helpers::*;
+
+async fn offsets(lake: &str, table: &str) -> Vec<i64> {
+    let mut v = Vec::new();
+    for b in query(lake, &format!("SELECT source_offset FROM {table}")).await {
+        v.extend(b.column(0).as_primitive::<Int64Type>().values().iter().copied());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
+    let t = TestDir::new();
+    let (lines, valid, bad) = generate(&t.path("gen"), 150_000, 0.01, 11);
+    let lake = t.str("lake");
+    let input = t.str("gen/transactions.jsonl");
+    let args = ["ingest", "--lake", &lake, "--from-file", &input, "--batch-rows", "2500", "--quiet"];
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = Rng::new(seed);
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut child = txpipe().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let wait = Duration::from_millis(150 + rng.below(700));
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        if status.success() {
+            break;
+        }
+    }
+    assert!(kills >= 1, "the ingest was never killed mid-run; make the input bigger");
+    // Finish the job.
+    run_ok(&args);
+
+    let landed = offsets(&lake, "fact_transaction").await;
+    let quarantined = offsets(&lake, "quarantine").await;
+    let landed_set: BTreeSet<i64> = landed.iter().copied().collect();
+    let quarantined_set: BTreeSet<i64> = quarantined.iter().copied().collect();
+    assert_eq!(landed.len(), landed_set.len(), "duplicated fact rows");
+    assert_eq!(quarantined.len(), quarantined_set.len(), "duplicated quarantine rows");
+    assert_eq!(landed.len() as u64, valid, "fact rows after {kills} kills");
+    assert_eq!(quarantined.len() as u64, bad, "quarantine rows after {kills} kills");
+    assert!(landed_set.is_disjoint(&quarantined_set));
+    let all: BTreeSet<i64> = landed_set.union(&quarantined_set).copied().collect();
+    assert_eq!(all, (0..lines as i64).collect::<BTreeSet<_>>(), "every line exactly once");
+    let ids = query_i64s(&lake, "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction").await;
+    assert_eq!(ids, vec![valid as i64]);
+    assert!(walk(&t.path("lake/_txpipe/staging")).is_empty(), "orphan files left in staging");
+    // The commit log's counts add up to the lake's contents.
+    let log = txpipe_core::sink::CommitLog::new(txpipe_core::lake::Lake::open(&lake).unwrap());
+    let entries = log.entries().await.unwrap();
+    let rows_in: u64 = entries.iter().map(|e| e.counts.rows_in).sum();
+    let landed_log: u64 = entries.iter().map(|e| e.counts.landed).sum();
+    assert_eq!((rows_in, landed_log), (lines, valid));
+}

@@ -1,0 +1,104 @@
+//! Shared test helpers: run the binary, query a lake.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use txpipe_core::arrow::array::{Array, AsArray, RecordBatch};
+use txpipe_core::arrow::datatypes::Int64Type;
+use txpipe_core::datafusion::prelude::SessionContext;
+use txpipe_core::lake::Lake;
+
+/// The `txpipe` binary built for these tests.
+pub fn txpipe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_txpipe"))
+}
+
+/// Runs `txpipe args…`, asserting success, and returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = txpipe().args(args).output().expect("run txpipe");
+    assert_success(&out, args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics with the process output when it failed.
+pub fn assert_success(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "txpipe {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A temp folder for one test.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn str(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+}
+
+/// `txpipe generate` into `dir`, returning the parsed summary line counts
+/// (lines, valid, malformed).
+pub fn generate(dir: &Path, count: u64, bad_rate: f64, seed: u64) -> (u64, u64, u64) {
+    let out = run_ok(&[
+        "generate",
+        "--count",
+        &count.to_string(),
+        "--bad-rate",
+        &bad_rate.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        &dir.display().to_string(),
+        "--quiet",
+    ]);
+    // "wrote N lines (V valid, B malformed, ..."
+    let nums: Vec<u64> = out
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (nums[0], nums[1], nums[2])
+}
+
+/// Runs one SQL query over the lake and returns the batches.
+pub async fn query(lake: &str, sql: &str) -> Vec<RecordBatch> {
+    let lake = Lake::open(lake).unwrap();
+    let ctx = SessionContext::new();
+    txpipe_core::read::register_lake(&ctx, &lake).await.unwrap();
+    ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap()
+}
+
+/// Runs a query returning one row of BIGINT columns.
+pub async fn query_i64s(lake: &str, sql: &str) -> Vec<i64> {
+    let batches = query(lake, sql).await;
+    let b = &batches[0];
+    (0..b.num_columns())
+        .map(|i| {
+            let c = txpipe_core::arrow::compute::cast(b.column(i), &txpipe_core::arrow::datatypes::DataType::Int64).unwrap();
+            let c = c.as_primitive::<Int64Type>();
+            if c.is_null(0) { 0 } else { c.value(0) }
+        })
+        .collect()
+}
+
+/// Parses every line of a JSON-lines file as a `serde_json::Value` (test oracle only).
+pub fn read_jsonl(path: &Path) -> Vec<Option<serde_json::Value>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}

@@ -1,0 +1,10 @@
+//! txpipe integration tests: the real `txpipe` binary, a real lake on disk, read
+//! back with DataFusion (and with DuckDB and pyarrow, as other people's tools).
+
+mod helpers;
+
+mod cli;
+mod crash_resume;
+mod exactly_once;
+mod external_readers;
+mod file_to_lake;
