@@ -82,6 +82,19 @@ pub enum Error {
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// Another writer already committed some of a batch's source positions
+    /// (a concurrent ingest of the same file, or a Kafka partition that moved
+    /// to another group member). The batch was not committed.
+    #[error("commit conflict on {source_name} partitions {partitions:?}: {reason}")]
+    CommitConflict {
+        /// The source (file or topic).
+        source_name: String,
+        /// Partitions whose positions were already committed past the batch start.
+        partitions: Vec<i32>,
+        /// What happened.
+        reason: String,
+    },
+
     /// A worker thread of the pipeline stopped unexpectedly.
     #[error("pipeline worker failed: {0}")]
     Worker(String),

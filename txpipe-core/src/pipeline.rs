@@ -126,9 +126,9 @@ pub async fn ingest_file(
     opts.validate()?;
     let started = Instant::now();
     let (stream, name) = stream_key(path)?;
-    let writer = LakeWriter::new(lake.clone(), stream, name.clone());
-    let last = writer.recover().await?;
-    let start = last.as_ref().and_then(|e| e.positions.get(&0).copied());
+    let mut writer = LakeWriter::new(lake.clone(), stream, name.clone());
+    // A file has one writer at a time, so everything left in its staging is an orphan.
+    let start = writer.recover(Duration::ZERO).await?.get(&0).copied();
     let (fx, default_fx) = load_fx(lake).await?;
     let processor = BatchProcessor::new(Arc::new(fx), rules.clone(), name.clone());
     let mut summary = IngestSummary {
@@ -194,7 +194,7 @@ pub async fn ingest_file(
     }
     drop(done_tx);
 
-    let outcome = commit_in_order(&writer, &mut done_rx, &mut summary, started, progress).await;
+    let outcome = commit_in_order(&mut writer, &mut done_rx, &mut summary, started, progress).await;
     if outcome.is_err() {
         failed.store(true, Ordering::Relaxed);
     }
@@ -212,7 +212,7 @@ pub async fn ingest_file(
 }
 
 async fn commit_in_order(
-    writer: &LakeWriter,
+    writer: &mut LakeWriter,
     done_rx: &mut tokio::sync::mpsc::Receiver<(u64, Result<EncodedBatch>)>,
     summary: &mut IngestSummary,
     started: Instant,

@@ -99,6 +99,16 @@ impl BatchProcessor {
                 data: Bytes::from(encode(&QUARANTINE_SCHEMA, &[ruled.quarantine], &self.props)?),
             });
         }
-        Ok(EncodedBatch { files, counts: ruled.counts, positions: raw.positions.clone(), input_bytes: raw.data.len() as u64 })
+        let mut start_offsets = std::collections::BTreeMap::new();
+        for span in &raw.spans {
+            start_offsets.entry(span.partition).or_insert(span.offset);
+        }
+        Ok(EncodedBatch {
+            files,
+            counts: ruled.counts,
+            start_offsets,
+            positions: raw.positions.clone(),
+            input_bytes: raw.data.len() as u64,
+        })
     }
 }

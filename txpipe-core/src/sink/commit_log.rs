@@ -96,6 +96,9 @@ pub struct CommitEntry {
     pub committed_at: String,
     /// txpipe version that wrote the entry.
     pub writer: String,
+    /// Identity of the writing process run (one per `txpipe ingest` start).
+    #[serde(default)]
+    pub writer_id: String,
 }
 
 /// Reader and writer of the commit log.
@@ -166,38 +169,25 @@ impl CommitLog {
         Ok(None)
     }
 
-    /// Appends an entry at the next free version and returns that version.
-    ///
-    /// The version is claimed with a create-if-absent put. When another writer
-    /// took it, the next one is tried, unless that writer was on the same stream,
-    /// which means two processes are ingesting the same source: that is an error.
+    /// Creates the entry at `entry.version` if no entry has that version yet;
+    /// `Ok(false)` when another writer already took it.
     ///
     /// # Errors
-    /// A concurrent writer on the same stream, or the store failed.
-    pub async fn append(&self, entry: &mut CommitEntry) -> Result<u64> {
-        let mut version = self.versions().await?.last().map_or(0, |v| v + 1);
-        for _ in 0..1000 {
-            entry.version = version;
-            let body = Bytes::from(serde_json::to_vec_pretty(entry)?);
-            if self.lake.put_if_absent(&entry_path(version), body).await? {
-                return Ok(version);
-            }
-            let other = self.read(version).await?;
-            if other.stream == entry.stream {
-                return Err(Error::CommitLog(format!(
-                    "another writer committed version {version} for the same source ({}); run one ingest per source",
-                    entry.source
-                )));
-            }
-            version += 1;
-        }
-        Err(Error::CommitLog("could not claim a version after 1000 attempts".into()))
+    /// The store failed.
+    pub async fn try_create(&self, entry: &CommitEntry) -> Result<bool> {
+        let body = Bytes::from(serde_json::to_vec_pretty(entry)?);
+        self.lake.put_if_absent(&entry_path(entry.version), body).await
     }
 }
 
 /// Folder where a stream stages files before they are committed.
 pub fn staging_dir(stream: &str) -> String {
     format!("{TXPIPE_DIR}/staging/{stream}")
+}
+
+/// Folder where one writer run of a stream stages its files.
+pub fn run_staging_dir(stream: &str, writer_id: &str) -> String {
+    format!("{TXPIPE_DIR}/staging/{stream}/{writer_id}")
 }
 
 #[cfg(test)]
@@ -214,16 +204,20 @@ mod tests {
             counts: BatchCounts::default(),
             committed_at: "now".into(),
             writer: "test".into(),
+            writer_id: "w".into(),
         }
     }
 
     #[tokio::test]
-    async fn appends_versions_and_finds_streams() {
+    async fn creates_versions_once_and_finds_streams() {
         let log = CommitLog::new(Lake::in_memory());
         assert_eq!(log.last_for_stream("a").await.unwrap(), None);
-        assert_eq!(log.append(&mut entry("a")).await.unwrap(), 0);
-        assert_eq!(log.append(&mut entry("b")).await.unwrap(), 1);
-        assert_eq!(log.append(&mut entry("a")).await.unwrap(), 2);
+        for (v, stream) in [(0, "a"), (1, "b"), (2, "a")] {
+            let mut e = entry(stream);
+            e.version = v;
+            assert!(log.try_create(&e).await.unwrap());
+            assert!(!log.try_create(&e).await.unwrap(), "a version is created once");
+        }
         assert_eq!(log.versions().await.unwrap(), vec![0, 1, 2]);
         assert_eq!(log.last_for_stream("a").await.unwrap().unwrap().version, 2);
         assert_eq!(log.last_for_stream("b").await.unwrap().unwrap().positions[&0].next_offset, 10);

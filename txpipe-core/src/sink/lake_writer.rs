@@ -1,24 +1,31 @@
 //! Exactly-once publishing of micro-batches: stage, commit, publish, recover.
 //!
 //! The protocol, per micro-batch:
-//! 1. every file is written under `_txpipe/staging/<stream>/…` (invisible to
-//!    readers of the table folders);
-//! 2. one commit log entry is created, listing the files and the source
-//!    positions the batch consumed — this is the atomic commit point;
+//! 1. every file is written under `_txpipe/staging/<stream>/<writer run>/…`
+//!    (invisible to readers of the table folders);
+//! 2. one commit log entry is created at the next free version with a
+//!    create-if-absent put, listing the files and the source positions the batch
+//!    ends at — this is the atomic commit point. Before claiming a version the
+//!    writer checks that no other writer has committed any of the batch's
+//!    source positions (optimistic concurrency, as in Delta Lake): a batch that
+//!    overlaps what the lake already holds is refused with
+//!    [`Error::CommitConflict`], so a zombie group member or a second ingest of
+//!    the same file can never duplicate rows;
 //! 3. the staged files are moved to their table folders.
 //!
-//! On start, [`LakeWriter::recover`] finishes step 3 for the stream's last
-//! committed entry (roll forward) and deletes whatever else is left in the
-//! stream's staging folder (files of a batch that never committed). A crash at
-//! any point therefore leaves either the whole batch or none of it, and the
-//! source resumes from the committed positions.
+//! On start, [`LakeWriter::recover`] finishes step 3 for the last entry of every
+//! earlier run of the stream (roll forward) and deletes files left in staging by
+//! batches that never committed. A crash at any point therefore leaves either
+//! the whole batch or none of it, and the source resumes from the committed
+//! positions ([`LakeWriter::positions`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::try_join_all;
 
-use super::commit_log::{staging_dir, BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition};
+use super::commit_log::{run_staging_dir, staging_dir, BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition};
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -36,13 +43,15 @@ pub struct EncodedFile {
     pub data: Bytes,
 }
 
-/// A processed micro-batch: its files, counts and the positions it ends at.
+/// A processed micro-batch: its files, counts and the source range it covers.
 #[derive(Debug, Clone, Default)]
 pub struct EncodedBatch {
     /// Files to publish.
     pub files: Vec<EncodedFile>,
     /// What happened to the batch's rows.
     pub counts: BatchCounts,
+    /// First offset per source partition in this batch.
+    pub start_offsets: BTreeMap<i32, i64>,
     /// Next position per source partition once this batch is committed.
     pub positions: BTreeMap<i32, SourcePosition>,
     /// Raw input bytes of the batch.
@@ -50,12 +59,17 @@ pub struct EncodedBatch {
 }
 
 /// Publishes micro-batches of one stream into a lake, exactly once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LakeWriter {
     lake: Lake,
     log: CommitLog,
     stream: String,
     source: String,
+    writer_id: String,
+    /// Newest log version this writer has read.
+    known_version: Option<u64>,
+    /// Committed positions of the stream as of `known_version`.
+    positions: BTreeMap<i32, SourcePosition>,
 }
 
 /// Current time in microseconds since the epoch.
@@ -68,9 +82,19 @@ pub fn now_micros() -> i64 {
 
 impl LakeWriter {
     /// A writer for `stream` (a stable key of the source) described as `source`.
+    ///
+    /// Call [`recover`](Self::recover) before the first commit.
     pub fn new(lake: Lake, stream: impl Into<String>, source: impl Into<String>) -> Self {
         let log = CommitLog::new(lake.clone());
-        Self { lake, log, stream: stream.into(), source: source.into() }
+        Self {
+            lake,
+            log,
+            stream: stream.into(),
+            source: source.into(),
+            writer_id: uuid::Uuid::new_v4().simple().to_string(),
+            known_version: None,
+            positions: BTreeMap::new(),
+        }
     }
 
     /// The stream key.
@@ -78,24 +102,75 @@ impl LakeWriter {
         &self.stream
     }
 
-    /// Completes the stream's last commit and removes uncommitted staged files.
+    /// The committed position of every source partition the stream has seen,
+    /// as of the last log version this writer read.
+    pub fn positions(&self) -> &BTreeMap<i32, SourcePosition> {
+        &self.positions
+    }
+
+    /// Reads log entries newer than the ones already seen; returns the stream's.
+    async fn catch_up(&mut self) -> Result<Vec<CommitEntry>> {
+        let known = self.known_version;
+        let versions = self.log.versions().await?;
+        let mut mine = Vec::new();
+        for v in versions.into_iter().filter(|v| known.is_none_or(|k| *v > k)) {
+            let e = self.log.read(v).await?;
+            self.known_version = Some(v);
+            if e.stream == self.stream {
+                self.positions.extend(e.positions.iter().map(|(p, pos)| (*p, *pos)));
+                mine.push(e);
+            }
+        }
+        Ok(mine)
+    }
+
+    /// Re-reads the log and returns the stream's current committed positions.
     ///
-    /// Returns the last committed entry of the stream, whose positions are where
-    /// the source resumes.
+    /// # Errors
+    /// The store failed.
+    pub async fn refresh(&mut self) -> Result<&BTreeMap<i32, SourcePosition>> {
+        self.catch_up().await?;
+        Ok(&self.positions)
+    }
+
+    /// Completes earlier runs' last commits and removes uncommitted staged files.
+    ///
+    /// Staging folders of earlier runs of this stream are removed when their
+    /// files are older than `orphan_grace` (use zero when this is the only
+    /// writer of the stream, as for a file; a grace period when group members
+    /// share the stream, so a live member's in-flight batch is left alone).
+    /// Returns the stream's committed positions.
     ///
     /// # Errors
     /// A committed file is neither published nor staged (the lake was damaged),
     /// or the store failed.
-    pub async fn recover(&self) -> Result<Option<CommitEntry>> {
-        let last = self.log.last_for_stream(&self.stream).await?;
-        if let Some(entry) = &last {
-            self.publish(entry).await?;
+    pub async fn recover(&mut self, orphan_grace: Duration) -> Result<BTreeMap<i32, SourcePosition>> {
+        let entries = self.catch_up().await?;
+        let mut last_per_run: HashMap<&str, &CommitEntry> = HashMap::new();
+        for e in &entries {
+            last_per_run.insert(e.writer_id.as_str(), e);
         }
-        let staging = staging_dir(&self.stream);
-        for leftover in self.lake.list(&staging).await? {
-            self.lake.delete(&self.lake.relative(&leftover.location)).await?;
+        for e in last_per_run.values() {
+            self.publish(e).await?;
         }
-        Ok(last)
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(orphan_grace).unwrap_or_default();
+        let staged = self.lake.list(&staging_dir(&self.stream)).await?;
+        let mut newest_per_run: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        let prefix = format!("{}/", staging_dir(&self.stream));
+        for m in &staged {
+            let rel = self.lake.relative(&m.location);
+            let run = rel.strip_prefix(&prefix).and_then(|r| r.split('/').next()).unwrap_or_default().to_string();
+            let t = newest_per_run.entry(run).or_insert(m.last_modified);
+            *t = (*t).max(m.last_modified);
+        }
+        for m in staged {
+            let rel = self.lake.relative(&m.location);
+            let run = rel.strip_prefix(&prefix).and_then(|r| r.split('/').next()).unwrap_or_default();
+            if newest_per_run.get(run).is_some_and(|t| *t <= cutoff) {
+                self.lake.delete(&rel).await?;
+            }
+        }
+        Ok(self.positions.clone())
     }
 
     async fn publish(&self, entry: &CommitEntry) -> Result<()> {
@@ -115,17 +190,27 @@ impl LakeWriter {
         Ok(())
     }
 
+    fn conflicts(&self, start: &BTreeMap<i32, i64>) -> Vec<i32> {
+        start
+            .iter()
+            .filter(|(p, s)| self.positions.get(p).is_some_and(|pos| **s < pos.next_offset))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Stages, commits and publishes one batch; returns its commit entry.
     ///
     /// # Errors
-    /// The store failed or another writer committed for the same stream. Files
-    /// staged before the failure are cleaned up by the next [`recover`](Self::recover).
-    pub async fn commit(&self, batch: EncodedBatch) -> Result<CommitEntry> {
-        let staging = staging_dir(&self.stream);
+    /// [`Error::CommitConflict`] when another writer already committed part of
+    /// the batch's source range (nothing is committed and the staged files are
+    /// removed); otherwise the store failed. Files staged before a failure are
+    /// cleaned up by the next [`recover`](Self::recover).
+    pub async fn commit(&mut self, batch: EncodedBatch) -> Result<CommitEntry> {
+        let staging = run_staging_dir(&self.stream, &self.writer_id);
         let mut actions = Vec::with_capacity(batch.files.len());
-        let puts = batch.files.into_iter().map(|f| {
-            let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
-            let path = format!("{}/{}/{name}", f.table, f.partition);
+        let mut puts = Vec::with_capacity(batch.files.len());
+        for f in batch.files {
+            let path = format!("{}/{}/part-{}.parquet", f.table, f.partition, uuid::Uuid::new_v4());
             let staged_path = format!("{staging}/{path}");
             actions.push(FileAction {
                 table: f.table.to_string(),
@@ -136,9 +221,8 @@ impl LakeWriter {
                 bytes: f.data.len() as u64,
             });
             let lake = &self.lake;
-            async move { lake.put(&staged_path, f.data).await }
-        });
-        let puts: Vec<_> = puts.collect();
+            puts.push(async move { lake.put(&staged_path, f.data).await });
+        }
         try_join_all(puts).await?;
         let mut entry = CommitEntry {
             version: 0,
@@ -147,10 +231,32 @@ impl LakeWriter {
             positions: batch.positions,
             files: actions,
             counts: batch.counts,
-            committed_at: format_rfc3339_millis(now_micros()),
+            committed_at: String::new(),
             writer: format!("txpipe {}", env!("CARGO_PKG_VERSION")),
+            writer_id: self.writer_id.clone(),
         };
-        self.log.append(&mut entry).await?;
+        loop {
+            let conflicts = self.conflicts(&batch.start_offsets);
+            if !conflicts.is_empty() {
+                for f in &entry.files {
+                    self.lake.delete(&f.staged_path).await?;
+                }
+                return Err(Error::CommitConflict {
+                    source_name: self.source.clone(),
+                    partitions: conflicts,
+                    reason: "another writer already committed these positions; the batch was dropped".into(),
+                });
+            }
+            entry.version = self.known_version.map_or(0, |v| v + 1);
+            entry.committed_at = format_rfc3339_millis(now_micros());
+            if self.log.try_create(&entry).await? {
+                self.known_version = Some(entry.version);
+                self.positions.extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
+                break;
+            }
+            // Someone else took that version: read what they committed, re-check.
+            self.catch_up().await?;
+        }
         self.publish(&entry).await?;
         Ok(entry)
     }
