@@ -1,16 +1,59 @@
 #!/usr/bin/env bash
-# The test command (README "Run the tests"): installs what the tests need on a
-# fresh Debian machine, skipping what is already there, then runs every test.
+# The test command (README "Run the tests"). On a fresh Debian machine it installs
+# and starts everything the tests need, skipping what is already there:
+#   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients);
+#   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
+#     kept in ~/.cache/txpipe-tools), started on 127.0.0.1 with SQLite storage;
+# then runs every unit, property, integration and doc test on a debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
+TOOLS="${TXPIPE_TOOLS:-$HOME/.cache/txpipe-tools}"
 
 log() { printf '\n== %s\n' "$*"; }
 
-# Independent readers of the lake (DuckDB, pyarrow) used by the interop tests.
-if ! python3 -c 'import duckdb, pyarrow' 2>/dev/null; then
-  log "installing duckdb and pyarrow (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow
+python_deps=(duckdb pyarrow confluent-kafka)
+if ! python3 -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
+  log "installing ${python_deps[*]} (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "${python_deps[@]}"
 fi
 
+if [ ! -x "$TOOLS/bin/tansu" ]; then
+  log "installing the Tansu broker into $TOOLS (cargo install, once)"
+  cargo install tansu --locked --features dynostore,libsql --root "$TOOLS"
+fi
+
+# A free loopback port for this run's broker.
+PORT="${TXPIPE_TEST_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
+BROKER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/txpipe-broker.XXXXXX")"
+log "starting Tansu on 127.0.0.1:$PORT (storage $BROKER_DIR/tansu.db)"
+(
+  cd "$BROKER_DIR"
+  exec "$TOOLS/bin/tansu" broker \
+    --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+    --storage-engine "sqlite://tansu.db"
+) >"$BROKER_DIR/broker.log" 2>&1 &
+BROKER_PID=$!
+cleanup() {
+  kill "$BROKER_PID" 2>/dev/null || true
+  wait "$BROKER_PID" 2>/dev/null || true
+  rm -rf "$BROKER_DIR"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 120); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$PORT),0.5)" 2>/dev/null; then break; fi
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then cat "$BROKER_DIR/broker.log"; echo "broker died" >&2; exit 1; fi
+  sleep 0.5
+done
+export TXPIPE_TEST_BROKERS="127.0.0.1:$PORT"
+
 log "cargo test (debug build, all crates, doctests and examples)"
-cargo test --workspace --locked "$@"
+status=0
+cargo test --workspace --locked "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  log "broker log (last 40 lines)"
+  tail -n 40 "$BROKER_DIR/broker.log" || true
+fi
+exit "$status"

@@ -8,3 +8,4 @@ mod crash_resume;
 mod exactly_once;
 mod external_readers;
 mod file_to_lake;
+mod kafka;

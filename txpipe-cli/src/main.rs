@@ -23,6 +23,8 @@ enum Command {
     Seed(cmd::seed::Args),
     /// Land transactions in the lake exactly once: decode, flag fraud, write Parquet.
     Ingest(cmd::ingest::Args),
+    /// Publish transactions to a Kafka topic (generated or from a file).
+    Produce(cmd::produce::Args),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
     Bench(cmd::bench::Args),
 }
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Seed(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::seed::run(a))),
         Command::Ingest(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::ingest::run(a))),
+        Command::Produce(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::produce::run(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };
     match result {

@@ -95,6 +95,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// Kafka failed: brokers unreachable, topic missing, delivery failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+
     /// A worker thread of the pipeline stopped unexpectedly.
     #[error("pipeline worker failed: {0}")]
     Worker(String),

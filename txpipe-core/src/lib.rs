@@ -71,6 +71,7 @@ pub mod decode;
 pub mod error;
 pub mod fx;
 pub mod generate;
+pub mod kafka;
 pub mod lake;
 pub mod pipeline;
 pub mod process;

@@ -7,7 +7,8 @@
 //!
 //! Channels are bounded, so memory is bounded by roughly `2 × workers + 1`
 //! batches whatever the input size. Batches are committed strictly in source
-//! order, so the positions in the commit log only move forward.
+//! order, so the positions in the commit log only move forward. The same loop
+//! serves files ([`ingest_file`]) and Kafka ([`ingest_kafka`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::kafka::consumer::{stream_key as kafka_stream_key, OffsetCommitter};
+use crate::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::lake::Lake;
 use crate::process::BatchProcessor;
 use crate::rules::RuleSet;
@@ -30,6 +33,8 @@ pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 pub const DEFAULT_BATCH_BYTES: usize = 64 << 20;
 /// Default longest wait before a non-empty micro-batch is closed.
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(1);
+/// Staged files of other group members younger than this are left alone on start.
+pub const KAFKA_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
 /// Options of an ingest run.
 #[derive(Debug, Clone)]
@@ -65,6 +70,10 @@ impl IngestOptions {
         }
         Ok(())
     }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits { max_rows: self.batch_rows, max_bytes: self.batch_bytes, max_wait: self.batch_wait }
+    }
 }
 
 /// What an ingest run did.
@@ -72,12 +81,15 @@ impl IngestOptions {
 pub struct IngestSummary {
     /// The source (absolute file path, `stdin`, or topic).
     pub source: String,
-    /// Offset (line) the run resumed at; 0 for a first run.
+    /// Offset (line) the run resumed at; 0 for a first run or Kafka.
     pub resumed_at: i64,
     /// Row counts of this run (not of earlier runs).
     pub counts: BatchCounts,
     /// Micro-batches committed.
     pub batches: u64,
+    /// Batches dropped because another writer had committed their positions
+    /// (Kafka rebalances); their rows are landed by whoever owns them.
+    pub conflicts: u64,
     /// Files published.
     pub files: u64,
     /// Parquet bytes published.
@@ -90,6 +102,8 @@ pub struct IngestSummary {
     pub rules: Vec<String>,
     /// True when the lake had no fx_rate table and the built-in rates were used.
     pub default_fx: bool,
+    /// The last commit (positions, version).
+    pub last_commit: Option<CommitEntry>,
 }
 
 impl IngestSummary {
@@ -129,18 +143,102 @@ pub async fn ingest_file(
     let mut writer = LakeWriter::new(lake.clone(), stream, name.clone());
     // A file has one writer at a time, so everything left in its staging is an orphan.
     let start = writer.recover(Duration::ZERO).await?.get(&0).copied();
-    let (fx, default_fx) = load_fx(lake).await?;
-    let processor = BatchProcessor::new(Arc::new(fx), rules.clone(), name.clone());
-    let mut summary = IngestSummary {
-        source: name,
-        resumed_at: start.map_or(0, |p| p.next_offset),
+    let mut summary = new_summary(lake, &name, &rules).await?;
+    summary.resumed_at = start.map_or(0, |p| p.next_offset);
+    let processor = BatchProcessor::new(summary_fx(lake).await?, rules, name);
+    let mut source = FileSource::open(path, start, opts.stop.clone())?;
+    let limits = opts.limits();
+    let next = move |_: &AtomicBool| source.next_batch(limits);
+    let mut on_commit = |_: &CommitEntry| {};
+    let mut on_conflict = |e: Error| Err(e);
+    run(next, &mut writer, processor, opts, &mut summary, started, progress, &mut on_commit, &mut on_conflict).await?;
+    Ok(summary)
+}
+
+/// Lands a Kafka topic in the lake, exactly once, as one member of `group`.
+///
+/// Runs until stopped (`opts.stop`), idle for `kafka.stop_when_idle`, or
+/// `kafka.max_messages` were consumed; then commits what is in flight and
+/// leaves the group.
+///
+/// # Errors
+/// Brokers unreachable after bounded retries, topic missing, a store failure.
+pub async fn ingest_kafka(
+    lake: &Lake,
+    kafka: KafkaSourceOptions,
+    rules: Arc<RuleSet>,
+    opts: &IngestOptions,
+    progress: &mut (dyn FnMut(&IngestSummary) + Send),
+) -> Result<IngestSummary> {
+    opts.validate()?;
+    if kafka.group.is_empty() || kafka.topic.is_empty() {
+        return Err(Error::Config("a Kafka ingest needs a topic and a group".into()));
+    }
+    let started = Instant::now();
+    let stream = kafka_stream_key(&kafka.topic, &kafka.group);
+    let topic = kafka.topic.clone();
+    let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone());
+    writer.recover(KAFKA_ORPHAN_GRACE).await?;
+    let mut summary = new_summary(lake, &topic, &rules).await?;
+    let processor = BatchProcessor::new(summary_fx(lake).await?, rules, topic.clone());
+    let reader = LakeWriter::new(lake.clone(), stream, topic);
+    let handle = tokio::runtime::Handle::current();
+    let mut source = tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))??;
+    let committer: OffsetCommitter = source.committer();
+    let limits = opts.limits();
+    let next = move |stop: &AtomicBool| {
+        let r = source.next_batch(limits, stop);
+        if !matches!(r, Ok(Some(_))) {
+            source.close();
+        }
+        r
+    };
+    let kafka_commits = committer.clone();
+    let mut on_commit = move |e: &CommitEntry| kafka_commits.commit(&e.positions);
+    let mut on_conflict = |e: Error| match e {
+        Error::CommitConflict { .. } => {
+            committer.request_resync();
+            Ok(())
+        }
+        other => Err(other),
+    };
+    run(next, &mut writer, processor, opts, &mut summary, started, progress, &mut on_commit, &mut on_conflict).await?;
+    Ok(summary)
+}
+
+async fn new_summary(lake: &Lake, source: &str, rules: &RuleSet) -> Result<IngestSummary> {
+    let (_, default_fx) = load_fx(lake).await?;
+    Ok(IngestSummary {
+        source: source.to_string(),
         rules: rules.names().into_iter().map(String::from).collect(),
         default_fx,
         ..Default::default()
-    };
-    let mut source = FileSource::open(path, start, opts.stop.clone())?;
-    let limits = BatchLimits { max_rows: opts.batch_rows, max_bytes: opts.batch_bytes, max_wait: opts.batch_wait };
+    })
+}
 
+async fn summary_fx(lake: &Lake) -> Result<Arc<crate::fx::FxTable>> {
+    Ok(Arc::new(load_fx(lake).await?.0))
+}
+
+/// Runs the loop: `next_batch` on a source thread, processing on workers,
+/// commits here in order.
+#[allow(clippy::too_many_arguments)]
+async fn run<N>(
+    mut next_batch: N,
+    writer: &mut LakeWriter,
+    processor: BatchProcessor,
+    opts: &IngestOptions,
+    summary: &mut IngestSummary,
+    started: Instant,
+    progress: &mut (dyn FnMut(&IngestSummary) + Send),
+    on_commit: &mut (dyn FnMut(&CommitEntry) + Send),
+    on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
+) -> Result<()>
+where
+    N: FnMut(&AtomicBool) -> Result<Option<RawBatch>> + Send + 'static,
+{
     let (work_tx, work_rx) = sync_channel::<(u64, RawBatch)>(opts.workers);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<(u64, Result<EncodedBatch>)>(opts.workers + 1);
     let stop = opts.stop.clone();
@@ -149,11 +247,11 @@ pub async fn ingest_file(
     let reader_failed = failed.clone();
     let reader_done = done_tx.clone();
     let reader = std::thread::Builder::new()
-        .name("txpipe-batch".into())
+        .name("txpipe-source".into())
         .spawn(move || {
             let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) && !reader_failed.load(Ordering::Relaxed) {
-                match source.next_batch(limits) {
+            while !reader_failed.load(Ordering::Relaxed) {
+                match next_batch(&stop) {
                     Ok(Some(raw)) => {
                         if work_tx.send((seq, raw)).is_err() {
                             return;
@@ -166,9 +264,16 @@ pub async fn ingest_file(
                         return;
                     }
                 }
+                if stop.load(Ordering::Relaxed) {
+                    // Let the source hand over what it holds, then finish.
+                    if let Ok(Some(raw)) = next_batch(&stop) {
+                        let _ = work_tx.send((seq, raw));
+                    }
+                    return;
+                }
             }
         })
-        .map_err(|e| Error::Worker(format!("starting batch thread: {e}")))?;
+        .map_err(|e| Error::Worker(format!("starting source thread: {e}")))?;
 
     let work_rx: Arc<Mutex<Receiver<(u64, RawBatch)>>> = Arc::new(Mutex::new(work_rx));
     let mut workers = Vec::with_capacity(opts.workers);
@@ -194,21 +299,27 @@ pub async fn ingest_file(
     }
     drop(done_tx);
 
-    let outcome = commit_in_order(&mut writer, &mut done_rx, &mut summary, started, progress).await;
+    let outcome = commit_in_order(writer, &mut done_rx, summary, started, progress, on_commit, on_conflict).await;
     if outcome.is_err() {
         failed.store(true, Ordering::Relaxed);
+        opts.stop.store(true, Ordering::Relaxed);
     }
     // Unblock and join the threads.
     done_rx.close();
     while done_rx.recv().await.is_some() {}
     drop(work_rx);
-    for w in workers {
-        w.join().map_err(|_| Error::Worker("a worker thread panicked".into()))?;
-    }
-    reader.join().map_err(|_| Error::Worker("the batch thread panicked".into()))?;
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            w.join().map_err(|_| Error::Worker("a worker thread panicked".into()))?;
+        }
+        reader.join().map_err(|_| Error::Worker("the source thread panicked".into()))
+    })
+    .await
+    .map_err(|e| Error::Worker(e.to_string()))?;
     outcome?;
+    joined?;
     summary.elapsed = started.elapsed();
-    Ok(summary)
+    Ok(())
 }
 
 async fn commit_in_order(
@@ -217,18 +328,30 @@ async fn commit_in_order(
     summary: &mut IngestSummary,
     started: Instant,
     progress: &mut (dyn FnMut(&IngestSummary) + Send),
+    on_commit: &mut (dyn FnMut(&CommitEntry) + Send),
+    on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
 ) -> Result<()> {
     let mut pending: BTreeMap<u64, EncodedBatch> = BTreeMap::new();
     let mut next = 0u64;
     while let Some((seq, result)) = done_rx.recv().await {
         pending.insert(seq, result?);
         while let Some(batch) = pending.remove(&next) {
+            next += 1;
             let input_bytes = batch.input_bytes;
-            let entry = writer.commit(batch).await?;
-            summary.add(&entry, input_bytes);
+            match writer.commit(batch).await {
+                Ok(entry) => {
+                    on_commit(&entry);
+                    summary.add(&entry, input_bytes);
+                    summary.last_commit = Some(entry);
+                }
+                Err(e @ Error::CommitConflict { .. }) => {
+                    summary.conflicts += 1;
+                    on_conflict(e)?;
+                }
+                Err(e) => return Err(e),
+            }
             summary.elapsed = started.elapsed();
             progress(summary);
-            next += 1;
         }
     }
     if !pending.is_empty() {

@@ -99,14 +99,10 @@ impl BatchProcessor {
                 data: Bytes::from(encode(&QUARANTINE_SCHEMA, &[ruled.quarantine], &self.props)?),
             });
         }
-        let mut start_offsets = std::collections::BTreeMap::new();
-        for span in &raw.spans {
-            start_offsets.entry(span.partition).or_insert(span.offset);
-        }
         Ok(EncodedBatch {
             files,
             counts: ruled.counts,
-            start_offsets,
+            start_offsets: raw.start_offsets.clone(),
             positions: raw.positions.clone(),
             input_bytes: raw.data.len() as u64,
         })

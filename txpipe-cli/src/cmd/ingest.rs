@@ -1,32 +1,58 @@
 //! `txpipe ingest`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use txpipe_core::kafka::{KafkaSourceOptions, StartOffset};
 use txpipe_core::lake::Lake;
 use txpipe_core::pipeline::{self, IngestOptions, IngestSummary};
 use txpipe_core::rules::RuleSet;
 
 use crate::progress::Progress;
 
-/// Land transactions in the lake exactly once.
+/// Land transactions in the lake exactly once, from a file or from Kafka.
 ///
 /// Each micro-batch is decoded, flagged by the fraud rules, written as Parquet
 /// under LAKE/fact_transaction/event_date=YYYY-MM-DD/ (bad records under
-/// LAKE/quarantine/) and committed together with its source position. Re-running
-/// after an interruption (Ctrl-C, crash, kill -9) resumes after the last committed
-/// batch; re-running on a completed file lands nothing new.
+/// LAKE/quarantine/) and committed together with its source positions. Re-running
+/// after an interruption (Ctrl-C, SIGTERM, crash, kill -9) resumes after the last
+/// committed batch; re-running on a completed file lands nothing new.
+///
+/// From Kafka (--brokers, --topic, --group), several processes in one group split
+/// the partitions; each partition resumes from the lake's committed offsets, and the
+/// group's Kafka offsets are committed after each lake commit for lag tools.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["from_file", "brokers"])))]
 pub struct Args {
     /// Lake location: a local folder, file:///path, or an object store URL.
     #[arg(long)]
     lake: String,
     /// JSON-lines file to land, one transaction per line ('-' reads stdin).
     #[arg(long)]
-    from_file: String,
+    from_file: Option<String>,
+    /// Kafka bootstrap brokers, HOST:PORT[,HOST:PORT…] (instead of --from-file).
+    #[arg(long, requires_all = ["topic", "group"])]
+    brokers: Option<String>,
+    /// Kafka topic to consume.
+    #[arg(long, requires = "brokers")]
+    topic: Option<String>,
+    /// Kafka consumer group; processes in one group split the partitions.
+    #[arg(long, requires = "brokers")]
+    group: Option<String>,
+    /// Where partitions the lake has never seen start: earliest or latest.
+    #[arg(long, value_enum, default_value_t = Start::Earliest, requires = "brokers")]
+    start_offset: Start,
+    /// Kafka: stop once this member owns partitions and no message arrived for SECS seconds.
+    #[arg(long, value_name = "SECS", requires = "brokers")]
+    stop_when_idle: Option<f64>,
+    /// Kafka: stop after consuming N messages.
+    #[arg(long, value_name = "N", requires = "brokers")]
+    max_messages: Option<u64>,
+    /// Extra librdkafka setting KEY=VALUE (repeatable), e.g. security.protocol=SSL.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = super::parse_key_value, requires = "brokers")]
+    kafka_config: Vec<(String, String)>,
     /// Fraud rules file [default: sql/rules.toml if present, else the built-in rules].
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -60,8 +86,8 @@ pub fn load_rules(path: Option<&PathBuf>) -> anyhow::Result<(RuleSet, String)> {
 }
 
 fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
-    if s.counts.rows_in == 0 {
-        println!("nothing new in {} (already landed up to line {}); lake {lake} unchanged", s.source, s.resumed_at);
+    if s.counts.rows_in == 0 && s.conflicts == 0 {
+        println!("nothing new in {} (already landed up to offset {}); lake {lake} unchanged", s.source, s.resumed_at);
         return;
     }
     let resumed = if s.resumed_at > 0 { format!(" (resumed at line {})", s.resumed_at) } else { String::new() };
@@ -84,9 +110,25 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
         s.rows_per_sec(),
         s.input_bytes as f64 / 1e6 / s.elapsed.as_secs_f64().max(1e-9)
     );
+    if s.conflicts > 0 {
+        println!("  {} batches dropped after rebalances (landed by the partitions' new owners)", s.conflicts);
+    }
+    if let Some(e) = &s.last_commit {
+        let positions: Vec<String> = e.positions.iter().map(|(p, pos)| format!("{p}:{}", pos.next_offset)).collect();
+        println!("  last commit: version {} at {}", e.version, positions.join(" "));
+    }
     if s.default_fx {
         println!("  note: the lake has no fx_rate table; built-in rates were used (run `txpipe seed`)");
     }
+}
+
+/// Start of partitions the lake has never seen.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Start {
+    /// The oldest message the broker has.
+    Earliest,
+    /// Messages produced from now on.
+    Latest,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -101,18 +143,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         opts.workers = w;
     }
-    let stop = opts.stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: committing the batches in flight, then stopping (Ctrl-C again to abort)");
-            stop.store(true, Ordering::Relaxed);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    super::stop_on_signals(opts.stop.clone());
     let mut progress = Progress::new(a.quiet);
-    let summary = pipeline::ingest_file(&lake, &a.from_file, Arc::new(rules), &opts, &mut |s: &IngestSummary| {
+    let mut report = |s: &IngestSummary| {
         progress.tick(|| {
             format!(
                 "landed {} rows, quarantined {}, flagged {} ({:.0} rows/s)",
@@ -122,9 +155,31 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 s.rows_per_sec()
             )
         })
-    })
-    .await
-    .with_context(|| format!("ingesting {} into {}", a.from_file, a.lake))?;
+    };
+    let rules = Arc::new(rules);
+    let summary = match (&a.from_file, &a.brokers) {
+        (Some(file), _) => pipeline::ingest_file(&lake, file, rules, &opts, &mut report)
+            .await
+            .with_context(|| format!("ingesting {file} into {}", a.lake))?,
+        (None, Some(brokers)) => {
+            let kafka = KafkaSourceOptions {
+                brokers: brokers.clone(),
+                topic: a.topic.clone().unwrap_or_default(),
+                group: a.group.clone().unwrap_or_default(),
+                start: match a.start_offset {
+                    Start::Earliest => StartOffset::Earliest,
+                    Start::Latest => StartOffset::Latest,
+                },
+                stop_when_idle: a.stop_when_idle.map(Duration::from_secs_f64),
+                max_messages: a.max_messages,
+                config: a.kafka_config.clone(),
+            };
+            pipeline::ingest_kafka(&lake, kafka, rules, &opts, &mut report)
+                .await
+                .with_context(|| format!("ingesting topic {} from {brokers} into {}", a.topic.as_deref().unwrap_or(""), a.lake))?
+        }
+        (None, None) => anyhow::bail!("give --from-file or --brokers/--topic/--group"),
+    };
     progress.finish();
     print_summary(&summary, &a.lake, &rules_from);
     Ok(())

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod generate;
 pub mod ingest;
+pub mod produce;
 pub mod seed;
 
 use anyhow::Context;
@@ -15,4 +16,33 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Parses `YYYY-MM-DD` for clap.
 pub fn parse_date(s: &str) -> Result<i64, String> {
     txpipe_core::decode::timestamp::parse_date(s).ok_or_else(|| format!("'{s}' is not a date (YYYY-MM-DD)"))
+}
+
+/// Parses `KEY=VALUE` for repeatable client settings.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+}
+
+/// Sets `stop` on SIGINT or SIGTERM (a second signal aborts at once).
+pub fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 1 {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping: committing the batches in flight (signal again to abort)");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
 }

@@ -6,9 +6,9 @@
 //! 2. one commit log entry is created at the next free version with a
 //!    create-if-absent put, listing the files and the source positions the batch
 //!    ends at — this is the atomic commit point. Before claiming a version the
-//!    writer checks that no other writer has committed any of the batch's
-//!    source positions (optimistic concurrency, as in Delta Lake): a batch that
-//!    overlaps what the lake already holds is refused with
+//!    writer checks that the batch continues exactly from the stream's committed
+//!    positions (optimistic concurrency, as in Delta Lake): a batch that would
+//!    overlap, or leave a gap after, what the lake already holds is refused with
 //!    [`Error::CommitConflict`], so a zombie group member or a second ingest of
 //!    the same file can never duplicate rows;
 //! 3. the staged files are moved to their table folders.
@@ -50,7 +50,10 @@ pub struct EncodedBatch {
     pub files: Vec<EncodedFile>,
     /// What happened to the batch's rows.
     pub counts: BatchCounts,
-    /// First offset per source partition in this batch.
+    /// Position per source partition this batch continues from: the previous
+    /// batch's end as the reader saw it (for a partition the lake has never
+    /// seen, the first offset read). The commit is refused unless it equals
+    /// the lake's committed position, so batches chain without gap or overlap.
     pub start_offsets: BTreeMap<i32, i64>,
     /// Next position per source partition once this batch is committed.
     pub positions: BTreeMap<i32, SourcePosition>,
@@ -193,7 +196,7 @@ impl LakeWriter {
     fn conflicts(&self, start: &BTreeMap<i32, i64>) -> Vec<i32> {
         start
             .iter()
-            .filter(|(p, s)| self.positions.get(p).is_some_and(|pos| **s < pos.next_offset))
+            .filter(|(p, s)| self.positions.get(p).is_some_and(|pos| **s != pos.next_offset))
             .map(|(p, _)| *p)
             .collect()
     }

@@ -171,7 +171,8 @@ impl FileSource {
     /// # Errors
     /// Reading failed.
     pub fn next_batch(&mut self, limits: BatchLimits) -> Result<Option<RawBatch>> {
-        let mut batch = RawBatch { data: Vec::with_capacity(limits.max_bytes.min(64 << 20)), ..Default::default() };
+        let mut batch = RawBatch { data: Vec::with_capacity(limits.max_bytes.min(limits.max_rows.saturating_mul(512))), ..Default::default() };
+        batch.start_offsets.insert(0, self.next_line);
         let mut deadline: Option<Instant> = None;
         while batch.len() < limits.max_rows && batch.data.len() < limits.max_bytes {
             let block = match self.pending.take() {

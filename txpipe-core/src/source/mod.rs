@@ -26,6 +26,9 @@ pub struct RawBatch {
     pub data: Vec<u8>,
     /// One span per message, in source order.
     pub spans: Vec<MessageSpan>,
+    /// Position per partition this batch continues from (see
+    /// [`EncodedBatch::start_offsets`](crate::sink::EncodedBatch::start_offsets)).
+    pub start_offsets: BTreeMap<i32, i64>,
     /// Next position per partition once this batch is committed.
     pub positions: BTreeMap<i32, SourcePosition>,
 }

@@ -1,0 +1,382 @@
+//! A Kafka consumer-group source whose positions live in the lake.
+//!
+//! * Auto-commit is off. On every partition assignment the consumer reads the
+//!   stream's committed positions from the lake's commit log and starts each
+//!   partition there (the lake is the source of truth); a partition the lake has
+//!   never seen starts at the earliest (or latest) offset.
+//! * Each batch records, per partition, the position it continues from; the
+//!   lake writer refuses a batch that does not continue exactly from the lake's
+//!   position, so a member that lost its partitions in a rebalance (or a zombie)
+//!   cannot duplicate rows. On such a conflict the source re-seeks to the lake.
+//! * After the lake commit, the group's Kafka offsets are committed too, so lag
+//!   tools (kafka-consumer-groups, Burrow) see real progress.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+use crate::sink::{LakeWriter, SourcePosition};
+use crate::source::file::BatchLimits;
+use crate::source::{stable_hash, RawBatch};
+
+/// Where a partition the lake has never seen starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartOffset {
+    /// The oldest message the broker still has.
+    #[default]
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+/// Options of a Kafka source.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSourceOptions {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topic to consume.
+    pub topic: String,
+    /// Consumer group; members of one group split the partitions.
+    pub group: String,
+    /// Start of partitions the lake has never seen.
+    pub start: StartOffset,
+    /// Stop when no message arrived for this long.
+    pub stop_when_idle: Option<Duration>,
+    /// Stop after this many messages.
+    pub max_messages: Option<u64>,
+    /// Extra librdkafka settings.
+    pub config: Vec<(String, String)>,
+}
+
+/// The lake stream key of a topic consumed by a group.
+pub fn stream_key(topic: &str, group: &str) -> String {
+    let clean: String = topic.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("kafka-{clean}-{:016x}", stable_hash(format!("{topic}\0{group}").as_bytes()))
+}
+
+/// State shared between the rebalance callback, the poll loop and the committer.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bumped on every assignment change.
+    generation: AtomicU64,
+    /// Assigned partitions and the lake position each started from.
+    assigned: Mutex<BTreeMap<i32, Option<i64>>>,
+    /// Set by the committer after a conflict: re-seek to the lake.
+    resync: AtomicBool,
+    /// An error raised inside a callback, reported by the poll loop.
+    error: Mutex<Option<String>>,
+}
+
+/// librdkafka callbacks: assignment from lake positions.
+struct LakeContext {
+    topic: String,
+    start: StartOffset,
+    handle: Handle,
+    reader: Mutex<LakeWriter>,
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for LakeContext {}
+
+impl LakeContext {
+    fn lake_positions(&self) -> Result<BTreeMap<i32, SourcePosition>> {
+        let mut reader = self.reader.lock().map_err(|_| Error::Worker("lake reader lock poisoned".into()))?;
+        let positions = self.handle.block_on(reader.refresh())?;
+        Ok(positions.clone())
+    }
+
+    fn fail(&self, msg: String) {
+        if let Ok(mut e) = self.shared.error.lock() {
+            e.get_or_insert(msg);
+        }
+    }
+}
+
+impl ConsumerContext for LakeContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = match self.lake_positions() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.fail(format!("reading lake positions on assignment: {e}"));
+                        let _ = consumer.unassign();
+                        return;
+                    }
+                };
+                let mut assigned = BTreeMap::new();
+                for elem in tpl.elements() {
+                    assigned.insert(elem.partition(), positions.get(&elem.partition()).map(|p| p.next_offset));
+                }
+                for (p, pos) in &assigned {
+                    let offset = match (pos, self.start) {
+                        (Some(o), _) => Offset::Offset(*o),
+                        (None, StartOffset::Earliest) => Offset::Beginning,
+                        (None, StartOffset::Latest) => Offset::End,
+                    };
+                    let _ = tpl.set_partition_offset(&self.topic, *p, offset);
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    self.fail(format!("assigning partitions: {e}"));
+                }
+                if let Ok(mut a) = self.shared.assigned.lock() {
+                    *a = assigned;
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = consumer.unassign();
+                if let Ok(mut a) = self.shared.assigned.lock() {
+                    a.clear();
+                }
+            }
+            other => self.fail(format!("rebalance error: {:?}", RDKafkaErrorCode::from(other))),
+        }
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Commits the group's Kafka offsets after the lake commit (for lag tools).
+#[derive(Clone)]
+pub struct OffsetCommitter {
+    consumer: Arc<BaseConsumer<LakeContext>>,
+    topic: String,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OffsetCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffsetCommitter").field("topic", &self.topic).finish()
+    }
+}
+
+impl OffsetCommitter {
+    /// Commits `positions` to the group asynchronously; only partitions this
+    /// member still owns are committed.
+    pub fn commit(&self, positions: &BTreeMap<i32, SourcePosition>) {
+        let owned = self.shared.assigned.lock().map(|a| a.keys().copied().collect::<Vec<_>>()).unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for (p, pos) in positions {
+            if owned.contains(p) {
+                let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(pos.next_offset));
+            }
+        }
+        if tpl.count() > 0 {
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
+    }
+
+    /// Asks the poll loop to drop its partial batch and re-seek to the lake's positions.
+    pub fn request_resync(&self) {
+        self.shared.resync.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A consumer-group member producing micro-batches.
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer<LakeContext>>,
+    shared: Arc<Shared>,
+    opts: KafkaSourceOptions,
+    /// Next offset expected per partition (continuation point of the next batch).
+    expected: HashMap<i32, i64>,
+    generation: u64,
+    consumed: u64,
+    last_message: Instant,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").field("topic", &self.opts.topic).field("group", &self.opts.group).finish()
+    }
+}
+
+impl KafkaSource {
+    /// Connects, checks the topic and subscribes.
+    ///
+    /// `reader` is a lake writer of the same stream used only to read committed
+    /// positions on assignment; `handle` runs its I/O.
+    ///
+    /// # Errors
+    /// The brokers are unreachable after bounded retries, the topic does not
+    /// exist, or the client configuration is invalid.
+    pub fn connect(opts: KafkaSourceOptions, reader: LakeWriter, handle: Handle) -> Result<Self> {
+        match super::check_topic(&opts.brokers, &opts.topic, &opts.config)? {
+            Some(_) => {}
+            None => return Err(Error::Kafka(format!("topic {} does not exist on {}", opts.topic, opts.brokers))),
+        }
+        let shared = Arc::new(Shared::default());
+        let context = LakeContext {
+            topic: opts.topic.clone(),
+            start: opts.start,
+            handle,
+            reader: Mutex::new(reader),
+            shared: shared.clone(),
+        };
+        let mut config = super::client_config(&opts.brokers, &[]);
+        config
+            .set("group.id", &opts.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.max.messages.kbytes", "131072");
+        for (k, v) in &opts.config {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<LakeContext> =
+            config.create_with_context(context).map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
+        consumer.subscribe(&[&opts.topic]).map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", opts.topic)))?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            shared,
+            opts,
+            expected: HashMap::new(),
+            generation: 0,
+            consumed: 0,
+            last_message: Instant::now(),
+        })
+    }
+
+    /// A handle for the committer: group offset commits and resync requests.
+    pub fn committer(&self) -> OffsetCommitter {
+        OffsetCommitter { consumer: self.consumer.clone(), topic: self.opts.topic.clone(), shared: self.shared.clone() }
+    }
+
+    /// Messages consumed so far (duplicates skipped are not counted).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    fn take_callback_error(&self) -> Result<()> {
+        match self.shared.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(msg) => Err(Error::Kafka(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Resets continuation points to the assignment's lake positions.
+    fn reset_expected(&mut self) {
+        self.expected.clear();
+        if let Ok(a) = self.shared.assigned.lock() {
+            for (p, pos) in a.iter() {
+                if let Some(o) = pos {
+                    self.expected.insert(*p, *o);
+                }
+            }
+        }
+    }
+
+    /// Re-reads the lake and seeks every owned partition to its committed position.
+    fn resync(&mut self) -> Result<()> {
+        let positions = {
+            let ctx = self.consumer.context();
+            ctx.lake_positions()?
+        };
+        let owned: Vec<i32> = self.shared.assigned.lock().map(|a| a.keys().copied().collect()).unwrap_or_default();
+        let mut assigned = BTreeMap::new();
+        for p in owned {
+            let pos = positions.get(&p).map(|x| x.next_offset);
+            if let Some(o) = pos {
+                self.consumer
+                    .seek(&self.opts.topic, p, Offset::Offset(o), Duration::from_secs(10))
+                    .map_err(|e| Error::Kafka(format!("seeking partition {p} to {o}: {e}")))?;
+            }
+            assigned.insert(p, pos);
+        }
+        if let Ok(mut a) = self.shared.assigned.lock() {
+            *a = assigned;
+        }
+        self.reset_expected();
+        Ok(())
+    }
+
+    /// Polls until a micro-batch is full (rows, bytes or time) and returns it;
+    /// `Ok(None)` when the source is finished (stop requested, idle timeout or
+    /// message limit reached, with nothing pending).
+    ///
+    /// # Errors
+    /// A fatal consumer error (topic deleted, authentication, callback failure).
+    pub fn next_batch(&mut self, limits: BatchLimits, stop: &AtomicBool) -> Result<Option<RawBatch>> {
+        let mut batch = RawBatch::default();
+        let mut opened: Option<Instant> = None;
+        loop {
+            self.take_callback_error()?;
+            let limit_reached = self.opts.max_messages.is_some_and(|m| self.consumed >= m);
+            if stop.load(Ordering::Relaxed) || limit_reached {
+                return Ok((!batch.is_empty()).then_some(batch));
+            }
+            if self.shared.resync.swap(false, Ordering::SeqCst) {
+                self.consumed -= batch.len() as u64;
+                batch = RawBatch::default();
+                opened = None;
+                self.resync()?;
+            }
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            if generation != self.generation {
+                // Assignment changed: what we hold may belong to someone else now.
+                self.generation = generation;
+                // Idle time counts from the new assignment, not from before it.
+                self.last_message = Instant::now();
+                self.consumed -= batch.len() as u64;
+                batch = RawBatch::default();
+                opened = None;
+                self.reset_expected();
+            }
+            let wait = opened.map_or(Duration::from_millis(100), |t| {
+                limits.max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100))
+            });
+            match self.consumer.poll(wait) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::MessageConsumption(code)))
+                    if matches!(code, RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) =>
+                {
+                    return Err(Error::Kafka(format!("topic {}: {code:?}", self.opts.topic)));
+                }
+                Some(Err(e)) => eprintln!("txpipe: kafka consumer warning: {e}"),
+                Some(Ok(m)) => {
+                    self.last_message = Instant::now();
+                    let (p, o) = (m.partition(), m.offset());
+                    if self.expected.get(&p).is_some_and(|e| o < *e) {
+                        continue; // already committed to the lake (redelivery after a seek)
+                    }
+                    let from = self.expected.get(&p).copied().unwrap_or(o);
+                    batch.start_offsets.entry(p).or_insert(from);
+                    batch.push(m.payload().unwrap_or(&[]), p, o);
+                    batch.positions.insert(p, SourcePosition { next_offset: o + 1, next_byte: None });
+                    self.expected.insert(p, o + 1);
+                    self.consumed += 1;
+                    opened.get_or_insert_with(Instant::now);
+                }
+            }
+            let full = batch.len() >= limits.max_rows || batch.data.len() >= limits.max_bytes;
+            if full || opened.is_some_and(|t| t.elapsed() >= limits.max_wait) {
+                return Ok(Some(batch));
+            }
+            let has_partitions = self.shared.assigned.lock().map(|a| !a.is_empty()).unwrap_or(false);
+            if batch.is_empty() && has_partitions && self.opts.stop_when_idle.is_some_and(|d| self.last_message.elapsed() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Leaves the group cleanly (partitions are revoked and handed over).
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !self.shared.assigned.lock().map(|a| a.is_empty()).unwrap_or(true) {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+        }
+    }
+}

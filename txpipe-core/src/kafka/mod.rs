@@ -1,0 +1,24 @@
+//! Kafka at both ends: a producer for the message contract and an exactly-once
+//! consumer-group source for the micro-batch loop. Built on rdkafka (bundled
+//! librdkafka).
+
+pub mod admin;
+pub mod consumer;
+pub mod producer;
+
+pub use admin::{check_topic, create_topic_if_missing};
+pub use consumer::{KafkaSource, KafkaSourceOptions, StartOffset};
+pub use producer::{produce, ProduceInput, ProduceOptions, ProduceSummary};
+
+use rdkafka::ClientConfig;
+
+/// Base client settings: brokers plus user overrides (`key=value` pairs).
+pub(crate) fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c.set("client.id", concat!("txpipe-", env!("CARGO_PKG_VERSION")));
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}
