@@ -39,7 +39,7 @@ COPY (
         CASE WHEN amount_usd > 5000 THEN 'high_amount' END,
         CASE WHEN is_foreign THEN 'foreign' END,
         CASE WHEN latitude IS NULL OR longitude IS NULL OR latitude NOT BETWEEN -90 AND 90
-                  OR longitude NOT BETWEEN -180 AND 180 THEN 'invalid_geo' END], x -> x IS NOT NULL) AS fraud_reasons
+                  OR longitude NOT BETWEEN -180 AND 180 THEN 'invalid_geo' END], lambda x: x IS NOT NULL) AS fraud_reasons
     FROM typed
   )
   SELECT *, len(fraud_reasons) > 0 AS is_fraud, '{src}' AS source, 0 AS source_partition,

@@ -125,6 +125,9 @@ impl ConsumerContext for LakeContext {
                     };
                     let _ = tpl.set_partition_offset(&self.topic, *p, offset);
                 }
+                if std::env::var_os("TXPIPE_DEBUG").is_some() {
+                    eprintln!("txpipe: assigned {assigned:?} (lake positions)");
+                }
                 if let Err(e) = consumer.assign(tpl) {
                     self.fail(format!("assigning partitions: {e}"));
                 }
@@ -133,6 +136,9 @@ impl ConsumerContext for LakeContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if std::env::var_os("TXPIPE_DEBUG").is_some() {
+                    eprintln!("txpipe: partitions revoked");
+                }
                 let _ = consumer.unassign();
                 if let Ok(mut a) = self.shared.assigned.lock() {
                     a.clear();
@@ -227,7 +233,10 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", "6000")
+            // Brokers wait up to this long for members to rejoin a rebalance; a
+            // member killed with -9 never does, so keep it short (we poll every 100 ms).
+            .set("max.poll.interval.ms", "20000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
             .set("queued.max.messages.kbytes", "131072");
@@ -365,7 +374,10 @@ impl KafkaSource {
                 return Ok(Some(batch));
             }
             let has_partitions = self.shared.assigned.lock().map(|a| !a.is_empty()).unwrap_or(false);
-            if batch.is_empty() && has_partitions && self.opts.stop_when_idle.is_some_and(|d| self.last_message.elapsed() >= d) {
+            // A member that owns nothing waits longer (the broker may still be
+            // expiring dead members) but not forever.
+            let idle_limit = self.opts.stop_when_idle.map(|d| if has_partitions { d } else { d + Duration::from_secs(60) });
+            if batch.is_empty() && idle_limit.is_some_and(|d| self.last_message.elapsed() >= d) {
                 return Ok(None);
             }
         }

@@ -238,8 +238,15 @@ impl LakeWriter {
             writer: format!("txpipe {}", env!("CARGO_PKG_VERSION")),
             writer_id: self.writer_id.clone(),
         };
+        let mut fresh = false;
         loop {
             let conflicts = self.conflicts(&batch.start_offsets);
+            if !conflicts.is_empty() && !fresh {
+                // Our view of the log may be stale: re-read it before deciding.
+                self.catch_up().await?;
+                fresh = true;
+                continue;
+            }
             if !conflicts.is_empty() {
                 for f in &entry.files {
                     self.lake.delete(&f.staged_path).await?;
@@ -259,6 +266,7 @@ impl LakeWriter {
             }
             // Someone else took that version: read what they committed, re-check.
             self.catch_up().await?;
+            fresh = true;
         }
         self.publish(&entry).await?;
         Ok(entry)
