@@ -8,11 +8,14 @@ use crate::helpers::*;
 #[test]
 fn help_documents_every_command_and_flag() {
     let top = run_ok(&["--help"]);
-    for c in ["generate", "seed", "ingest", "bench"] {
+    for c in ["generate", "seed", "ingest", "produce", "bench"] {
         assert!(top.contains(c), "{c} missing from --help");
     }
     let ingest = run_ok(&["ingest", "--help"]);
-    for f in ["--lake", "--from-file", "--rules", "--batch-rows", "--batch-bytes", "--batch-ms", "--workers"] {
+    for f in [
+        "--lake", "--from-file", "--rules", "--batch-rows", "--batch-bytes", "--batch-ms", "--workers", "--brokers", "--topic",
+        "--group", "--stop-when-idle", "--max-messages", "--start-offset",
+    ] {
         assert!(ingest.contains(f), "{f} missing from ingest --help");
     }
     let generate = run_ok(&["generate", "--help"]);
@@ -20,6 +23,10 @@ fn help_documents_every_command_and_flag() {
         assert!(generate.contains(f), "{f} missing from generate --help");
     }
     assert!(run_ok(&["seed", "--help"]).contains("--dir"));
+    let produce = run_ok(&["produce", "--help"]);
+    for f in ["--brokers", "--topic", "--count", "--seed", "--rate", "--from-file", "--partitions", "--compression"] {
+        assert!(produce.contains(f), "{f} missing from produce --help");
+    }
 }
 
 #[test]

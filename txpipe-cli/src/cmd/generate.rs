@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use txpipe_core::generate::{generate, GenerateOptions};
+use txpipe_core::generate::generate;
 
 use crate::progress::Progress;
 
@@ -17,24 +17,8 @@ pub struct Args {
     /// Number of transaction lines to write (malformed ones included).
     #[arg(long, default_value_t = 100_000)]
     count: u64,
-    /// Random seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Number of customers.
-    #[arg(long, default_value_t = 10_000)]
-    customers: usize,
-    /// Number of merchants.
-    #[arg(long, default_value_t = 1_000)]
-    merchants: usize,
-    /// Days the transactions span (in time order, like a stream).
-    #[arg(long, default_value_t = 30)]
-    days: u32,
-    /// First day, YYYY-MM-DD (UTC).
-    #[arg(long, value_parser = super::parse_date, default_value = "2026-11-01")]
-    start: i64,
-    /// Share of malformed lines (0.0–1.0): bad JSON, wrong types, bad UUIDs, unknown currencies, ...
-    #[arg(long, default_value_t = 0.0)]
-    bad_rate: f64,
+    #[command(flatten)]
+    generator: super::generator_args::GeneratorArgs,
     /// Output folder (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -44,15 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = GenerateOptions {
-        count: a.count,
-        seed: a.seed,
-        customers: a.customers,
-        merchants: a.merchants,
-        days: a.days,
-        start_day: a.start,
-        bad_rate: a.bad_rate,
-    };
+    let opts = a.generator.options(a.count);
     let started = Instant::now();
     let mut progress = Progress::new(a.quiet);
     let s = generate(&a.out, &opts, &mut |n| {

@@ -87,7 +87,8 @@ pub fn load_rules(path: Option<&PathBuf>) -> anyhow::Result<(RuleSet, String)> {
 
 fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
     if s.counts.rows_in == 0 && s.conflicts == 0 {
-        println!("nothing new in {} (already landed up to offset {}); lake {lake} unchanged", s.source, s.resumed_at);
+        let upto = if s.resumed_at > 0 { format!(" (already landed up to line {})", s.resumed_at) } else { String::new() };
+        println!("nothing new in {}{upto}; lake {lake} unchanged", s.source);
         return;
     }
     let resumed = if s.resumed_at > 0 { format!(" (resumed at line {})", s.resumed_at) } else { String::new() };

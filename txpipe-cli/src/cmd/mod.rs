@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod generate;
+pub mod generator_args;
 pub mod ingest;
 pub mod produce;
 pub mod seed;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use txpipe_core::generate::GenerateOptions;
 use txpipe_core::kafka::{produce, ProduceInput, ProduceOptions, ProduceSummary};
 
 use crate::progress::Progress;
@@ -28,24 +27,8 @@ pub struct Args {
     /// Publish every line of a JSON-lines file ('-' reads stdin).
     #[arg(long)]
     from_file: Option<PathBuf>,
-    /// Generator seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Generator: number of customers.
-    #[arg(long, default_value_t = 10_000)]
-    customers: usize,
-    /// Generator: number of merchants.
-    #[arg(long, default_value_t = 1_000)]
-    merchants: usize,
-    /// Generator: days the transactions span.
-    #[arg(long, default_value_t = 30)]
-    days: u32,
-    /// Generator: first day, YYYY-MM-DD.
-    #[arg(long, value_parser = super::parse_date, default_value = "2026-11-01")]
-    start: i64,
-    /// Generator: share of malformed messages (0.0–1.0).
-    #[arg(long, default_value_t = 0.0)]
-    bad_rate: f64,
+    #[command(flatten)]
+    generator: super::generator_args::GeneratorArgs,
     /// Pace the stream at this many messages per second (live demos).
     #[arg(long, value_name = "MSGS_PER_S")]
     rate: Option<f64>,
@@ -65,15 +48,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let input = match (&a.count, &a.from_file) {
-        (Some(count), _) => ProduceInput::Generate(GenerateOptions {
-            count: *count,
-            seed: a.seed,
-            customers: a.customers,
-            merchants: a.merchants,
-            days: a.days,
-            start_day: a.start,
-            bad_rate: a.bad_rate,
-        }),
+        (Some(count), _) => ProduceInput::Generate(a.generator.options(*count)),
         (None, Some(p)) => ProduceInput::File(p.clone()),
         (None, None) => anyhow::bail!("give --count or --from-file"),
     };
