@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBufferBuilder, ListArray, RecordBatch, StringBuilder,
 };
-use datafusion::arrow::buffer::{BooleanBuffer, OffsetBuffer};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::DFSchema;
@@ -189,7 +189,7 @@ impl RuleSet {
         }
         let item = Arc::new(Field::new("item", DataType::Utf8, true));
         let reasons = ListArray::try_new(item, OffsetBuffer::new(offsets.into()), Arc::new(values.finish()), None)?;
-        let is_fraud = BooleanArray::new(BooleanBuffer::from(any.finish()), None);
+        let is_fraud = BooleanArray::new(any.finish(), None);
         let mut columns: Vec<ArrayRef> = batch.columns()[..12].to_vec();
         columns.push(Arc::new(reasons));
         columns.push(Arc::new(is_fraud));

@@ -74,6 +74,9 @@ pub struct ProduceSummary {
     pub bytes: u64,
 }
 
+/// Appends the next message to the buffer; `false` at the end of the input.
+type LineSource = Box<dyn FnMut(&mut Vec<u8>) -> Result<bool> + Send>;
+
 #[derive(Default)]
 struct Counters {
     delivered: AtomicU64,
@@ -140,7 +143,7 @@ pub async fn produce(input: ProduceInput, opts: &ProduceOptions, progress: &mut 
         .create_with_context(DeliveryContext(counters.clone()))
         .map_err(|e| Error::Config(format!("kafka producer: {e}")))?;
 
-    let mut lines: Box<dyn FnMut(&mut Vec<u8>) -> Result<bool> + Send> = match input {
+    let mut lines: LineSource = match input {
         ProduceInput::Generate(g) => {
             let mut generator = TransactionGenerator::try_new(g)?;
             Box::new(move |buf: &mut Vec<u8>| Ok(generator.next_line(buf).is_some()))

@@ -145,7 +145,7 @@ mod tests {
     fn encodes_zstd_with_statistics() {
         let day = days_from_civil(2026, 11, 20);
         let b = batch(vec![day * MICROS_PER_DAY, day * MICROS_PER_DAY + 5]);
-        let bytes = encode(&b.schema(), &[b.clone()], &writer_properties()).unwrap();
+        let bytes = encode(&b.schema(), std::slice::from_ref(&b), &writer_properties()).unwrap();
         let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
         use parquet::file::reader::FileReader;
         let col = meta.metadata().row_group(0).column(0);
