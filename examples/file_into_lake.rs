@@ -18,16 +18,38 @@ use txpipe_core::rules::RuleSet;
 #[tokio::main]
 async fn main() -> Result<(), txpipe_core::Error> {
     let work = std::env::temp_dir().join(format!("txpipe-example-{}", std::process::id()));
-    let lake_dir = std::env::args().nth(1).unwrap_or_else(|| work.join("lake").display().to_string());
+    let lake_dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| work.join("lake").display().to_string());
 
     let input_dir = work.join("input");
-    let generated = generate(&input_dir, &GenerateOptions { count: 20_000, days: 7, bad_rate: 0.01, ..Default::default() }, &mut |_| {})?;
-    println!("generated {} lines ({} malformed)", generated.lines, generated.bad_total());
+    let generated = generate(
+        &input_dir,
+        &GenerateOptions {
+            count: 20_000,
+            days: 7,
+            bad_rate: 0.01,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )?;
+    println!(
+        "generated {} lines ({} malformed)",
+        generated.lines,
+        generated.bad_total()
+    );
 
     let lake = Lake::open(&lake_dir)?;
     txpipe_core::seed::seed(&lake, &input_dir).await?;
     let input = input_dir.join("transactions.jsonl").display().to_string();
-    let summary = ingest_file(&lake, &input, Arc::new(RuleSet::defaults()?), &IngestOptions::default(), &mut |_| {}).await?;
+    let summary = ingest_file(
+        &lake,
+        &input,
+        Arc::new(RuleSet::defaults()?),
+        &IngestOptions::default(),
+        &mut |_| {},
+    )
+    .await?;
     println!(
         "landed {} rows, quarantined {}, flagged {} in {:.2}s",
         summary.counts.landed,

@@ -29,13 +29,20 @@ fn main() -> Result<(), txpipe_core::Error> {
 
     // The shipped rules plus one of our own, compiled once.
     let mut rules: Vec<Rule> = RuleSet::defaults()?.rules().cloned().collect();
-    rules.push(Rule { name: "wallet_abroad".into(), sql: "is_foreign AND payment_method = 'mobile_wallet'".into(), description: None });
+    rules.push(Rule {
+        name: "wallet_abroad".into(),
+        sql: "is_foreign AND payment_method = 'mobile_wallet'".into(),
+        description: None,
+    });
     let rules = RuleSet::try_new(rules)?;
     let (fact, hits) = rules.apply(&decoded.transactions)?;
 
     let view = fact.project(&[0, 4, 5, 11, 12, 13])?;
     println!("{}", pretty_format_batches(&[view])?);
-    println!("{}", pretty_format_batches(&[decoded.quarantine.project(&[1, 4])?])?);
+    println!(
+        "{}",
+        pretty_format_batches(&[decoded.quarantine.project(&[1, 4])?])?
+    );
     for (name, n) in rules.names().iter().zip(hits.counts()) {
         println!("{name}: {n}");
     }

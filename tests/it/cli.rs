@@ -13,18 +13,47 @@ fn help_documents_every_command_and_flag() {
     }
     let ingest = run_ok(&["ingest", "--help"]);
     for f in [
-        "--lake", "--from-file", "--rules", "--batch-rows", "--batch-bytes", "--batch-ms", "--workers", "--brokers", "--topic",
-        "--group", "--stop-when-idle", "--max-messages", "--start-offset",
+        "--lake",
+        "--from-file",
+        "--rules",
+        "--batch-rows",
+        "--batch-bytes",
+        "--batch-ms",
+        "--workers",
+        "--brokers",
+        "--topic",
+        "--group",
+        "--stop-when-idle",
+        "--max-messages",
+        "--start-offset",
     ] {
         assert!(ingest.contains(f), "{f} missing from ingest --help");
     }
     let generate = run_ok(&["generate", "--help"]);
-    for f in ["--count", "--seed", "--customers", "--merchants", "--days", "--start", "--bad-rate", "--out"] {
+    for f in [
+        "--count",
+        "--seed",
+        "--customers",
+        "--merchants",
+        "--days",
+        "--start",
+        "--bad-rate",
+        "--out",
+    ] {
         assert!(generate.contains(f), "{f} missing from generate --help");
     }
     assert!(run_ok(&["seed", "--help"]).contains("--dir"));
     let produce = run_ok(&["produce", "--help"]);
-    for f in ["--brokers", "--topic", "--count", "--seed", "--rate", "--from-file", "--partitions", "--compression"] {
+    for f in [
+        "--brokers",
+        "--topic",
+        "--count",
+        "--seed",
+        "--rate",
+        "--from-file",
+        "--partitions",
+        "--compression",
+    ] {
         assert!(produce.contains(f), "{f} missing from produce --help");
     }
 }
@@ -33,26 +62,67 @@ fn help_documents_every_command_and_flag() {
 fn errors_have_context_and_non_zero_exit() {
     let t = TestDir::new();
     let lake = t.str("lake");
-    let out = txpipe().args(["ingest", "--lake", &lake, "--from-file", "/nonexistent/x.jsonl"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error: ingesting /nonexistent/x.jsonl") && err.contains("No such file"), "{err}");
-
-    std::fs::write(t.path("bad.toml"), "[[rule]]\nname = \"typo\"\nsql = \"amount_usdd > 1\"\n").unwrap();
-    std::fs::write(t.path("in.jsonl"), "{}\n").unwrap();
     let out = txpipe()
-        .args(["ingest", "--lake", &lake, "--from-file", &t.str("in.jsonl"), "--rules", &t.str("bad.toml")])
+        .args([
+            "ingest",
+            "--lake",
+            &lake,
+            "--from-file",
+            "/nonexistent/x.jsonl",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rule 'typo'") && err.contains("amount_usdd"), "{err}");
+    assert!(
+        err.contains("error: ingesting /nonexistent/x.jsonl") && err.contains("No such file"),
+        "{err}"
+    );
 
-    let out = txpipe().args(["seed", "--lake", &lake, "--dir", &t.str("missing")]).output().unwrap();
+    std::fs::write(
+        t.path("bad.toml"),
+        "[[rule]]\nname = \"typo\"\nsql = \"amount_usdd > 1\"\n",
+    )
+    .unwrap();
+    std::fs::write(t.path("in.jsonl"), "{}\n").unwrap();
+    let out = txpipe()
+        .args([
+            "ingest",
+            "--lake",
+            &lake,
+            "--from-file",
+            &t.str("in.jsonl"),
+            "--rules",
+            &t.str("bad.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule 'typo'") && err.contains("amount_usdd"),
+        "{err}"
+    );
+
+    let out = txpipe()
+        .args(["seed", "--lake", &lake, "--dir", &t.str("missing")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dim_customer.csv"));
 
-    let out = txpipe().args(["generate", "--count", "1", "--start", "2026-02-30", "--out", &t.str("g")]).output().unwrap();
+    let out = txpipe()
+        .args([
+            "generate",
+            "--count",
+            "1",
+            "--start",
+            "2026-02-30",
+            "--out",
+            &t.str("g"),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
 }
 
@@ -67,7 +137,16 @@ async fn custom_rules_file_and_stdin() {
     .unwrap();
     let lake = t.str("lake");
     let mut child = txpipe()
-        .args(["ingest", "--lake", &lake, "--from-file", "-", "--rules", &t.str("rules.toml"), "--quiet"])
+        .args([
+            "ingest",
+            "--lake",
+            &lake,
+            "--from-file",
+            "-",
+            "--rules",
+            &t.str("rules.toml"),
+            "--quiet",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -90,6 +169,7 @@ async fn custom_rules_file_and_stdin() {
     assert_eq!(got[1], got[2]);
     assert_eq!(got[1], got[3]);
     let src = query(&lake, "SELECT DISTINCT source FROM fact_transaction").await;
-    let src = txpipe_core::arrow::util::display::array_value_to_string(src[0].column(0), 0).unwrap();
+    let src =
+        txpipe_core::arrow::util::display::array_value_to_string(src[0].column(0), 0).unwrap();
     assert_eq!(src, "stdin");
 }

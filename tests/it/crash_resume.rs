@@ -14,7 +14,13 @@ use crate::helpers::*;
 async fn offsets(lake: &str, table: &str) -> Vec<i64> {
     let mut v = Vec::new();
     for b in query(lake, &format!("SELECT source_offset FROM {table}")).await {
-        v.extend(b.column(0).as_primitive::<Int64Type>().values().iter().copied());
+        v.extend(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
     }
     v
 }
@@ -25,13 +31,30 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
     let (lines, valid, bad) = generate(&t.path("gen"), 150_000, 0.01, 11);
     let lake = t.str("lake");
     let input = t.str("gen/transactions.jsonl");
-    let args = ["ingest", "--lake", &lake, "--from-file", &input, "--batch-rows", "2500", "--quiet"];
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let args = [
+        "ingest",
+        "--lake",
+        &lake,
+        "--from-file",
+        &input,
+        "--batch-rows",
+        "2500",
+        "--quiet",
+    ];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("kill schedule seed: {seed}");
     let mut rng = Rng::new(seed);
     let mut kills = 0;
     for _ in 0..5 {
-        let mut child = txpipe().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = txpipe()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let wait = Duration::from_millis(150 + rng.below(700));
         let started = Instant::now();
         while started.elapsed() < wait {
@@ -49,7 +72,10 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
             break;
         }
     }
-    assert!(kills >= 1, "the ingest was never killed mid-run; make the input bigger");
+    assert!(
+        kills >= 1,
+        "the ingest was never killed mid-run; make the input bigger"
+    );
     // Finish the job.
     run_ok(&args);
 
@@ -58,15 +84,34 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
     let landed_set: BTreeSet<i64> = landed.iter().copied().collect();
     let quarantined_set: BTreeSet<i64> = quarantined.iter().copied().collect();
     assert_eq!(landed.len(), landed_set.len(), "duplicated fact rows");
-    assert_eq!(quarantined.len(), quarantined_set.len(), "duplicated quarantine rows");
+    assert_eq!(
+        quarantined.len(),
+        quarantined_set.len(),
+        "duplicated quarantine rows"
+    );
     assert_eq!(landed.len() as u64, valid, "fact rows after {kills} kills");
-    assert_eq!(quarantined.len() as u64, bad, "quarantine rows after {kills} kills");
+    assert_eq!(
+        quarantined.len() as u64,
+        bad,
+        "quarantine rows after {kills} kills"
+    );
     assert!(landed_set.is_disjoint(&quarantined_set));
     let all: BTreeSet<i64> = landed_set.union(&quarantined_set).copied().collect();
-    assert_eq!(all, (0..lines as i64).collect::<BTreeSet<_>>(), "every line exactly once");
-    let ids = query_i64s(&lake, "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction").await;
+    assert_eq!(
+        all,
+        (0..lines as i64).collect::<BTreeSet<_>>(),
+        "every line exactly once"
+    );
+    let ids = query_i64s(
+        &lake,
+        "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction",
+    )
+    .await;
     assert_eq!(ids, vec![valid as i64]);
-    assert!(walk(&t.path("lake/_txpipe/staging")).is_empty(), "orphan files left in staging");
+    assert!(
+        walk(&t.path("lake/_txpipe/staging")).is_empty(),
+        "orphan files left in staging"
+    );
     // The commit log's counts add up to the lake's contents.
     let log = txpipe_core::sink::CommitLog::new(txpipe_core::lake::Lake::open(&lake).unwrap());
     let entries = log.entries().await.unwrap();

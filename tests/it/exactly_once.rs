@@ -12,10 +12,25 @@ use txpipe_core::Error;
 fn batch(start: i64, next: i64) -> EncodedBatch {
     let rows = (next - start) as u64;
     EncodedBatch {
-        files: vec![EncodedFile { table: "fact_transaction", partition: "event_date=2026-11-20".into(), rows, data: Bytes::from_static(b"PAR1") }],
-        counts: BatchCounts { rows_in: rows, landed: rows, ..Default::default() },
+        files: vec![EncodedFile {
+            table: "fact_transaction",
+            partition: "event_date=2026-11-20".into(),
+            rows,
+            data: Bytes::from_static(b"PAR1"),
+        }],
+        counts: BatchCounts {
+            rows_in: rows,
+            landed: rows,
+            ..Default::default()
+        },
         start_offsets: BTreeMap::from([(0, start)]),
-        positions: BTreeMap::from([(0, SourcePosition { next_offset: next, next_byte: None })]),
+        positions: BTreeMap::from([(
+            0,
+            SourcePosition {
+                next_offset: next,
+                next_byte: None,
+            },
+        )]),
         input_bytes: 0,
     }
 }
@@ -42,9 +57,18 @@ async fn recover_rolls_a_committed_batch_forward_and_drops_uncommitted_files() {
     let mut restarted = LakeWriter::new(lake.clone(), "stream-a", "a.jsonl");
     let positions = restarted.recover(Duration::ZERO).await.unwrap();
     assert_eq!(positions[&0].next_offset, 10);
-    assert!(lake.exists(&file.path).await.unwrap(), "committed file published on recovery");
-    assert!(!lake.exists(orphan).await.unwrap(), "uncommitted file removed");
-    assert!(lake.exists(other).await.unwrap(), "other streams keep their staging");
+    assert!(
+        lake.exists(&file.path).await.unwrap(),
+        "committed file published on recovery"
+    );
+    assert!(
+        !lake.exists(orphan).await.unwrap(),
+        "uncommitted file removed"
+    );
+    assert!(
+        lake.exists(other).await.unwrap(),
+        "other streams keep their staging"
+    );
     assert_eq!(lake.list("fact_transaction").await.unwrap().len(), 1);
 }
 
@@ -64,7 +88,11 @@ async fn a_committed_file_missing_everywhere_is_an_error_not_silence() {
     let mut writer = LakeWriter::new(lake.clone(), "s", "s");
     let entry = writer.commit(batch(0, 1)).await.unwrap();
     lake.delete(&entry.files[0].path).await.unwrap();
-    let err = LakeWriter::new(lake.clone(), "s", "s").recover(Duration::ZERO).await.unwrap_err().to_string();
+    let err = LakeWriter::new(lake.clone(), "s", "s")
+        .recover(Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("neither published nor staged"), "{err}");
 }
 
@@ -78,8 +106,17 @@ async fn a_stale_writer_cannot_commit_positions_someone_else_committed() {
     a.commit(batch(0, 10)).await.unwrap();
     // The zombie still believes offset 0 is next: refused, nothing committed, staging cleaned.
     let err = zombie.commit(batch(0, 8)).await.unwrap_err();
-    assert!(matches!(&err, Error::CommitConflict { partitions, .. } if partitions == &vec![0]), "{err}");
-    assert_eq!(txpipe_core::sink::CommitLog::new(lake.clone()).versions().await.unwrap(), vec![0]);
+    assert!(
+        matches!(&err, Error::CommitConflict { partitions, .. } if partitions == &vec![0]),
+        "{err}"
+    );
+    assert_eq!(
+        txpipe_core::sink::CommitLog::new(lake.clone())
+            .versions()
+            .await
+            .unwrap(),
+        vec![0]
+    );
     assert_eq!(lake.list("_txpipe/staging").await.unwrap().len(), 0);
     // Having caught up, it continues where the lake is.
     assert_eq!(zombie.refresh().await.unwrap()[&0].next_offset, 10);

@@ -29,8 +29,20 @@ async fn duckdb_and_pyarrow_read_the_lake() {
     let t = TestDir::new();
     let (_, valid, bad) = generate(&t.path("gen"), 5_000, 0.02, 3);
     let lake = t.str("lake");
-    run_ok(&["ingest", "--lake", &lake, "--from-file", &t.str("gen/transactions.jsonl"), "--quiet"]);
-    let out = Command::new("python3").arg("-c").arg(SCRIPT).arg(&lake).output().expect("python3");
+    run_ok(&[
+        "ingest",
+        "--lake",
+        &lake,
+        "--from-file",
+        &t.str("gen/transactions.jsonl"),
+        "--quiet",
+    ]);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&lake)
+        .output()
+        .expect("python3");
     assert!(
         out.status.success(),
         "DuckDB/pyarrow could not read the lake (the test command installs them with pip):\n{}",
@@ -38,13 +50,29 @@ async fn duckdb_and_pyarrow_read_the_lake() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = stdout.split_whitespace().collect();
-    let fraud = query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud").await[0];
-    let usd = query(&lake, "SELECT CAST(SUM(amount_usd) AS VARCHAR) FROM fact_transaction").await;
-    let usd = txpipe_core::arrow::util::display::array_value_to_string(usd[0].column(0), 0).unwrap();
+    let fraud = query_i64s(
+        &lake,
+        "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud",
+    )
+    .await[0];
+    let usd = query(
+        &lake,
+        "SELECT CAST(SUM(amount_usd) AS VARCHAR) FROM fact_transaction",
+    )
+    .await;
+    let usd =
+        txpipe_core::arrow::util::display::array_value_to_string(usd[0].column(0), 0).unwrap();
     assert_eq!(f[0], valid.to_string(), "DuckDB row count");
     assert_eq!(f[1], "30", "DuckDB sees the event_date partitions");
-    assert_eq!(f[2], fraud.to_string(), "DuckDB fraud count = DataFusion fraud count");
+    assert_eq!(
+        f[2],
+        fraud.to_string(),
+        "DuckDB fraud count = DataFusion fraud count"
+    );
     assert_eq!(f[3], bad.to_string(), "DuckDB quarantine count");
     assert_eq!(f[4], valid.to_string(), "pyarrow row count");
-    assert_eq!(f[5], usd, "DuckDB SUM(amount_usd) = DataFusion SUM(amount_usd)");
+    assert_eq!(
+        f[5], usd,
+        "DuckDB SUM(amount_usd) = DataFusion SUM(amount_usd)"
+    );
 }

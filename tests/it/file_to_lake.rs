@@ -22,11 +22,21 @@ fn oracle(lines: &[Option<serde_json::Value>]) -> BTreeMap<i64, Expected> {
     let fx = FxTable::defaults();
     let mut out = BTreeMap::new();
     for (i, v) in lines.iter().enumerate() {
-        let Some(serde_json::Value::Object(m)) = v else { continue };
-        let id = m.get("transaction_id").and_then(|v| v.as_str()).unwrap_or("");
-        let ts = m.get("transaction_ts").and_then(|v| v.as_str()).unwrap_or("");
+        let Some(serde_json::Value::Object(m)) = v else {
+            continue;
+        };
+        let id = m
+            .get("transaction_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let ts = m
+            .get("transaction_ts")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let currency = m.get("currency").and_then(|v| v.as_str()).unwrap_or("");
-        let Some(amount) = m.get("amount").and_then(|v| v.as_f64()) else { continue };
+        let Some(amount) = m.get("amount").and_then(|v| v.as_f64()) else {
+            continue;
+        };
         if id.len() != 36 || ts.starts_with("2026-13") || fx.rate(currency).is_none() {
             continue;
         }
@@ -41,10 +51,20 @@ fn oracle(lines: &[Option<serde_json::Value>]) -> BTreeMap<i64, Expected> {
         if m.get("is_foreign").and_then(|v| v.as_bool()) == Some(true) {
             reasons.push("foreign");
         }
-        if !lat.is_some_and(|x| (-90.0..=90.0).contains(&x)) || !lon.is_some_and(|x| (-180.0..=180.0).contains(&x)) {
+        if !lat.is_some_and(|x| (-90.0..=90.0).contains(&x))
+            || !lon.is_some_and(|x| (-180.0..=180.0).contains(&x))
+        {
             reasons.push("invalid_geo");
         }
-        out.insert(i as i64, Expected { id: id.to_string(), cents, reasons, day: ts[..10].to_string() });
+        out.insert(
+            i as i64,
+            Expected {
+                id: id.to_string(),
+                cents,
+                reasons,
+                day: ts[..10].to_string(),
+            },
+        );
     }
     out
 }
@@ -58,11 +78,29 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
     let lake = t.str("lake");
     run_ok(&["seed", "--lake", &lake, "--dir", &t.str("gen")]);
     let input = t.str("gen/transactions.jsonl");
-    let out = run_ok(&["ingest", "--lake", &lake, "--from-file", &input, "--batch-rows", "6000", "--quiet"]);
-    assert!(out.contains(&format!("rows in 40000 = landed {valid} + quarantined {bad}")), "{out}");
+    let out = run_ok(&[
+        "ingest",
+        "--lake",
+        &lake,
+        "--from-file",
+        &input,
+        "--batch-rows",
+        "6000",
+        "--quiet",
+    ]);
+    assert!(
+        out.contains(&format!(
+            "rows in 40000 = landed {valid} + quarantined {bad}"
+        )),
+        "{out}"
+    );
 
     let expected = oracle(&read_jsonl(&t.path("gen/transactions.jsonl")));
-    assert_eq!(expected.len() as u64, valid, "oracle and generator disagree on valid lines");
+    assert_eq!(
+        expected.len() as u64,
+        valid,
+        "oracle and generator disagree on valid lines"
+    );
 
     let batches = query(
         &lake,
@@ -82,10 +120,16 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
         for r in 0..b.num_rows() {
             let o = off.value(r);
             assert!(seen.insert(o), "line {o} landed twice");
-            let e = expected.get(&o).unwrap_or_else(|| panic!("line {o} landed but is invalid"));
+            let e = expected
+                .get(&o)
+                .unwrap_or_else(|| panic!("line {o} landed but is invalid"));
             assert_eq!(ids.value(r), e.id, "line {o}");
             assert_eq!(cents.value(r), e.cents, "line {o}");
-            let got_reasons = if reasons.is_null(r) { String::new() } else { reasons.value(r).to_string() };
+            let got_reasons = if reasons.is_null(r) {
+                String::new()
+            } else {
+                reasons.value(r).to_string()
+            };
             assert_eq!(got_reasons, e.reasons.join(","), "line {o}");
             assert_eq!(fraud.value(r), !e.reasons.is_empty(), "line {o}");
             let d = txpipe_core::decode::timestamp::format_date(i64::from(day.value(r)));
@@ -95,13 +139,22 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
     assert_eq!(seen.len() as u64, valid, "every valid line lands");
 
     // Quarantine: exactly the other lines, each with a reason and its position.
-    let q = query(&lake, "SELECT source_offset, error FROM quarantine ORDER BY source_offset").await;
+    let q = query(
+        &lake,
+        "SELECT source_offset, error FROM quarantine ORDER BY source_offset",
+    )
+    .await;
     let mut q_offsets = BTreeSet::new();
     for b in &q {
         let off = b.column(0).as_primitive::<Int64Type>();
         let err = b.column(1).as_string::<i32>();
         for r in 0..b.num_rows() {
-            assert!(!expected.contains_key(&off.value(r)), "valid line {} quarantined: {}", off.value(r), err.value(r));
+            assert!(
+                !expected.contains_key(&off.value(r)),
+                "valid line {} quarantined: {}",
+                off.value(r),
+                err.value(r)
+            );
             assert!(!err.value(r).is_empty());
             q_offsets.insert(off.value(r));
         }
@@ -119,8 +172,21 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
     )
     .await;
     let total: i64 = expected.values().map(|e| e.cents).sum();
-    let count = |name| expected.values().filter(|e| e.reasons.contains(&name)).count() as i64;
-    assert_eq!(sums, vec![total, count("high_amount"), count("foreign"), count("invalid_geo")]);
+    let count = |name| {
+        expected
+            .values()
+            .filter(|e| e.reasons.contains(&name))
+            .count() as i64
+    };
+    assert_eq!(
+        sums,
+        vec![
+            total,
+            count("high_amount"),
+            count("foreign"),
+            count("invalid_geo")
+        ]
+    );
     assert!(count("high_amount") > 0 && count("invalid_geo") > 0);
 
     // Re-running a completed file lands nothing new.

@@ -38,7 +38,9 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
@@ -78,7 +80,12 @@ pub async fn query(lake: &str, sql: &str) -> Vec<RecordBatch> {
     let lake = Lake::open(lake).unwrap();
     let ctx = SessionContext::new();
     txpipe_core::read::register_lake(&ctx, &lake).await.unwrap();
-    ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap()
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap()
 }
 
 /// Runs a query returning one row of BIGINT columns.
@@ -87,9 +94,17 @@ pub async fn query_i64s(lake: &str, sql: &str) -> Vec<i64> {
     let b = &batches[0];
     (0..b.num_columns())
         .map(|i| {
-            let c = txpipe_core::arrow::compute::cast(b.column(i), &txpipe_core::arrow::datatypes::DataType::Int64).unwrap();
+            let c = txpipe_core::arrow::compute::cast(
+                b.column(i),
+                &txpipe_core::arrow::datatypes::DataType::Int64,
+            )
+            .unwrap();
             let c = c.as_primitive::<Int64Type>();
-            if c.is_null(0) { 0 } else { c.value(0) }
+            if c.is_null(0) {
+                0
+            } else {
+                c.value(0)
+            }
         })
         .collect()
 }

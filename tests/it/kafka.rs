@@ -24,15 +24,30 @@ fn topic(name: &str) -> String {
 }
 
 fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3");
-    assert!(out.status.success(), "python failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// (partition, offset) of every row of a lake table.
 async fn positions(lake: &str, table: &str) -> Vec<(i32, i64)> {
     let mut v = Vec::new();
-    for b in query(lake, &format!("SELECT source_partition, source_offset FROM {table}")).await {
+    for b in query(
+        lake,
+        &format!("SELECT source_partition, source_offset FROM {table}"),
+    )
+    .await
+    {
         let p = b.column(0).as_primitive::<Int32Type>();
         let o = b.column(1).as_primitive::<Int64Type>();
         v.extend((0..b.num_rows()).map(|i| (p.value(i), o.value(i))));
@@ -49,13 +64,37 @@ async fn assert_exactly_once(lake: &str, valid: u64, bad: u64) {
     assert_eq!(fact.len(), f.len(), "duplicated fact rows");
     assert_eq!(quarantine.len(), q.len(), "duplicated quarantine rows");
     assert!(f.is_disjoint(&q));
-    assert_eq!((fact.len() as u64, quarantine.len() as u64), (valid, bad), "landed, quarantined");
-    let ids = query_i64s(lake, "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction").await;
+    assert_eq!(
+        (fact.len() as u64, quarantine.len() as u64),
+        (valid, bad),
+        "landed, quarantined"
+    );
+    let ids = query_i64s(
+        lake,
+        "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction",
+    )
+    .await;
     assert_eq!(ids, vec![valid as i64], "distinct transaction ids");
 }
 
-fn ingest_args<'a>(lake: &'a str, brokers: &'a str, topic: &'a str, group: &'a str) -> Vec<&'a str> {
-    vec!["ingest", "--lake", lake, "--brokers", brokers, "--topic", topic, "--group", group, "--quiet"]
+fn ingest_args<'a>(
+    lake: &'a str,
+    brokers: &'a str,
+    topic: &'a str,
+    group: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "ingest",
+        "--lake",
+        lake,
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--quiet",
+    ]
 }
 
 const PY_CONSUME: &str = r#"
@@ -94,17 +133,45 @@ async fn produce_is_read_back_exactly_by_an_independent_consumer() {
     let b = brokers();
     let t = TestDir::new();
     let topic = topic("produce");
-    let out = run_ok(&["produce", "--brokers", &b, "--topic", &topic, "--count", "3000", "--seed", "9", "--partitions", "3", "--quiet"]);
+    let out = run_ok(&[
+        "produce",
+        "--brokers",
+        &b,
+        "--topic",
+        &topic,
+        "--count",
+        "3000",
+        "--seed",
+        "9",
+        "--partitions",
+        "3",
+        "--quiet",
+    ]);
     assert!(out.contains("delivered 3000 failed 0 of 3000"), "{out}");
     let got = python(PY_CONSUME, &[&b, &topic, "3000", &t.str("got.jsonl")]);
     let nums: Vec<u64> = got.split_whitespace().map(|s| s.parse().unwrap()).collect();
-    assert_eq!(nums, vec![3000, 3000, 0], "read, keyed by customer_id, extra");
+    assert_eq!(
+        nums,
+        vec![3000, 3000, 0],
+        "read, keyed by customer_id, extra"
+    );
     generate(&t.path("gen"), 3000, 0.0, 9);
-    let mut expected: Vec<String> = std::fs::read_to_string(t.path("gen/transactions.jsonl")).unwrap().lines().map(String::from).collect();
-    let mut actual: Vec<String> = std::fs::read_to_string(t.path("got.jsonl")).unwrap().lines().map(String::from).collect();
+    let mut expected: Vec<String> = std::fs::read_to_string(t.path("gen/transactions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut actual: Vec<String> = std::fs::read_to_string(t.path("got.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     expected.sort();
     actual.sort();
-    assert!(expected == actual, "the consumer read exactly the generated messages");
+    assert!(
+        expected == actual,
+        "the consumer read exactly the generated messages"
+    );
 }
 
 const PY_PRODUCE: &str = r#"
@@ -148,16 +215,30 @@ async fn python_producer_to_ingest_lands_all_and_quarantines_bad_messages() {
     let mut args = ingest_args(&lake, &b, &topic, "g1");
     args.extend(["--stop-when-idle", "4", "--batch-ms", "300"]);
     let summary = run_ok(&args);
-    assert!(summary.contains(&format!("landed {valid} + quarantined {}", bad_lines + extra_bad)), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "landed {valid} + quarantined {}",
+            bad_lines + extra_bad
+        )),
+        "{summary}"
+    );
     assert_exactly_once(&lake, valid, bad_lines + extra_bad).await;
     // Quarantined Kafka records carry topic, partition and offset, and a reason.
     let q = query(&lake, "SELECT source, error, payload FROM quarantine").await;
     let mut biggest = (0usize, String::new(), String::new());
     for b in &q {
-        let (src, err, payload) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>(), b.column(2).as_binary::<i32>());
+        let (src, err, payload) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+            b.column(2).as_binary::<i32>(),
+        );
         for i in 0..b.num_rows() {
             if payload.value(i).len() >= biggest.0 {
-                biggest = (payload.value(i).len(), src.value(i).to_string(), err.value(i).to_string());
+                biggest = (
+                    payload.value(i).len(),
+                    src.value(i).to_string(),
+                    err.value(i).to_string(),
+                );
             }
         }
     }
@@ -178,7 +259,10 @@ print(committed, ends)
         &[&b, &topic, "g1"],
     );
     let nums: Vec<i64> = lag.split_whitespace().map(|s| s.parse().unwrap()).collect();
-    assert_eq!(nums[0], nums[1], "committed group offsets = end offsets (no lag)");
+    assert_eq!(
+        nums[0], nums[1],
+        "committed group offsets = end offsets (no lag)"
+    );
     // Running again lands nothing new.
     let again = run_ok(&args);
     assert!(again.contains("nothing new"), "{again}");
@@ -195,18 +279,48 @@ async fn kill_dash_nine_during_kafka_ingest_keeps_exactly_once() {
     let t = TestDir::new();
     let topic = topic("crash");
     let n = 200_000u64;
-    let out = run_ok(&["produce", "--brokers", &b, "--topic", &topic, "--count", &n.to_string(), "--bad-rate", "0.01", "--seed", "5", "--partitions", "4", "--quiet"]);
+    let out = run_ok(&[
+        "produce",
+        "--brokers",
+        &b,
+        "--topic",
+        &topic,
+        "--count",
+        &n.to_string(),
+        "--bad-rate",
+        "0.01",
+        "--seed",
+        "5",
+        "--partitions",
+        "4",
+        "--quiet",
+    ]);
     assert!(out.contains(&format!("failed 0 of {n}")), "{out}");
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 5);
     let lake = t.str("lake");
     let mut args = ingest_args(&lake, &b, &topic, "crashers");
-    args.extend(["--stop-when-idle", "5", "--batch-rows", "5000", "--batch-ms", "500"]);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    args.extend([
+        "--stop-when-idle",
+        "5",
+        "--batch-rows",
+        "5000",
+        "--batch-ms",
+        "500",
+    ]);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("kill schedule seed: {seed}");
     let mut rng = Rng::new(seed);
     let mut kills = 0;
     for _ in 0..4 {
-        let mut child = txpipe().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = txpipe()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let wait = Duration::from_millis(1500 + rng.below(3000));
         let started = Instant::now();
         while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
@@ -221,7 +335,10 @@ async fn kill_dash_nine_during_kafka_ingest_keeps_exactly_once() {
     assert!(kills >= 2, "only {kills} kills landed mid-run");
     // Killed members stay in the group until their session times out; the last
     // run waits long enough for the broker to hand it every partition.
-    let last = args.iter().map(|a| if *a == "5" { "25" } else { a }).collect::<Vec<_>>();
+    let last = args
+        .iter()
+        .map(|a| if *a == "5" { "25" } else { a })
+        .collect::<Vec<_>>();
     let out = txpipe().args(&last).output().unwrap();
     assert_success(&out, &last);
     assert_exactly_once(&lake, valid, bad).await;
@@ -233,24 +350,62 @@ async fn two_members_with_a_leave_and_rejoin_land_everything_once() {
     let t = TestDir::new();
     let topic = topic("rebalance");
     let n = 60_000u64;
-    run_ok(&["produce", "--brokers", &b, "--topic", &topic, "--count", &n.to_string(), "--bad-rate", "0.01", "--seed", "8", "--partitions", "4", "--quiet"]);
+    run_ok(&[
+        "produce",
+        "--brokers",
+        &b,
+        "--topic",
+        &topic,
+        "--count",
+        &n.to_string(),
+        "--bad-rate",
+        "0.01",
+        "--seed",
+        "8",
+        "--partitions",
+        "4",
+        "--quiet",
+    ]);
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 8);
     let lake = t.str("lake");
     let mut args = ingest_args(&lake, &b, &topic, "pair");
-    args.extend(["--stop-when-idle", "8", "--batch-rows", "2000", "--batch-ms", "300", "--workers", "1"]);
-    let spawn = || txpipe().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    args.extend([
+        "--stop-when-idle",
+        "8",
+        "--batch-rows",
+        "2000",
+        "--batch-ms",
+        "300",
+        "--workers",
+        "1",
+    ]);
+    let spawn = || {
+        txpipe()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let a = spawn();
     let mut second = spawn();
     std::thread::sleep(Duration::from_millis(2500));
     // The second member leaves (SIGTERM: commit in-flight, leave the group) and rejoins.
-    Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
     let left = second.wait().unwrap();
     assert!(left.success(), "SIGTERM exits 0 after committing");
     std::thread::sleep(Duration::from_millis(1000));
     let rejoined = spawn();
     for child in [a, rejoined] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_exactly_once(&lake, valid, bad).await;
 }
@@ -260,14 +415,26 @@ fn unreachable_broker_and_missing_topic_fail_clearly() {
     let t = TestDir::new();
     let lake = t.str("lake");
     let started = Instant::now();
-    let out = txpipe().args(ingest_args(&lake, "127.0.0.1:1", "t", "g")).output().unwrap();
+    let out = txpipe()
+        .args(ingest_args(&lake, "127.0.0.1:1", "t", "g"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach Kafka brokers at 127.0.0.1:1"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(60), "bounded retries");
+    assert!(
+        err.contains("cannot reach Kafka brokers at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded retries"
+    );
     let b = brokers();
     let missing = topic("missing");
-    let out = txpipe().args(ingest_args(&lake, &b, &missing, "g")).output().unwrap();
+    let out = txpipe()
+        .args(ingest_args(&lake, &b, &missing, "g"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Prints at most one progress line per interval; overwrites in place on a terminal.
 pub struct Progress {
-    last: Option<Instant>,
+    last: Instant,
     every: Duration,
     tty: bool,
     quiet: bool,
@@ -15,16 +15,26 @@ pub struct Progress {
 impl Progress {
     pub fn new(quiet: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let every = if tty { Duration::from_millis(250) } else { Duration::from_secs(5) };
-        Self { last: Some(Instant::now()), every, tty, quiet, printed: false }
+        let every = if tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(5)
+        };
+        Self {
+            last: Instant::now(),
+            every,
+            tty,
+            quiet,
+            printed: false,
+        }
     }
 
     /// Prints `line()` if the interval has passed.
     pub fn tick(&mut self, line: impl FnOnce() -> String) {
-        if self.quiet || self.last.is_some_and(|t| t.elapsed() < self.every) {
+        if self.quiet || self.last.elapsed() < self.every {
             return;
         }
-        self.last = Some(Instant::now());
+        self.last = Instant::now();
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{}", line());

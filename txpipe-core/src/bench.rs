@@ -61,7 +61,11 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn read_chunks(path: &Path, chunk_rows: usize, mut f: impl FnMut(&[Vec<u8>]) -> Result<()>) -> Result<()> {
+fn read_chunks(
+    path: &Path,
+    chunk_rows: usize,
+    mut f: impl FnMut(&[Vec<u8>]) -> Result<()>,
+) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let mut lines = Vec::with_capacity(chunk_rows);
     for line in BufReader::with_capacity(1 << 20, file).split(b'\n') {
@@ -81,7 +85,12 @@ fn read_chunks(path: &Path, chunk_rows: usize, mut f: impl FnMut(&[Vec<u8>]) -> 
 ///
 /// # Errors
 /// Generation, reading or the lake failed.
-pub async fn run(dir: &Path, rows: u64, opts: &IngestOptions, report: &mut dyn FnMut(&StageResult)) -> Result<Vec<StageResult>> {
+pub async fn run(
+    dir: &Path,
+    rows: u64,
+    opts: &IngestOptions,
+    report: &mut dyn FnMut(&StageResult),
+) -> Result<Vec<StageResult>> {
     let mut out = Vec::new();
     let mut stage = |r: StageResult, out: &mut Vec<StageResult>| {
         report(&r);
@@ -90,15 +99,37 @@ pub async fn run(dir: &Path, rows: u64, opts: &IngestOptions, report: &mut dyn F
 
     reset_peak_rss();
     let t = Instant::now();
-    let g = generate(dir, &GenerateOptions { count: rows, bad_rate: 0.001, ..Default::default() }, &mut |_| {})?;
-    stage(StageResult { name: "generate", threads: 1, secs: t.elapsed().as_secs_f64(), rows, bytes: g.bytes, peak_rss_mib: peak_rss_mib() }, &mut out);
+    let g = generate(
+        dir,
+        &GenerateOptions {
+            count: rows,
+            bad_rate: 0.001,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )?;
+    stage(
+        StageResult {
+            name: "generate",
+            threads: 1,
+            secs: t.elapsed().as_secs_f64(),
+            rows,
+            bytes: g.bytes,
+            peak_rss_mib: peak_rss_mib(),
+        },
+        &mut out,
+    );
     let input = dir.join("transactions.jsonl");
     let fx = Arc::new(FxTable::defaults());
     let rules = Arc::new(RuleSet::defaults()?);
     let chunk = opts.batch_rows;
 
     // Time only the stage itself: the file is re-read per stage, outside the clock.
-    for (name, with_rules, with_encode) in [("decode", false, false), ("decode+rules", true, false), ("parquet encode", true, true)] {
+    for (name, with_rules, with_encode) in [
+        ("decode", false, false),
+        ("decode+rules", true, false),
+        ("parquet encode", true, true),
+    ] {
         reset_peak_rss();
         let mut secs = 0.0;
         let props = writer_properties();
@@ -124,7 +155,17 @@ pub async fn run(dir: &Path, rows: u64, opts: &IngestOptions, report: &mut dyn F
             secs += t.elapsed().as_secs_f64();
             Ok(())
         })?;
-        stage(StageResult { name, threads: 1, secs, rows, bytes: g.bytes, peak_rss_mib: peak_rss_mib() }, &mut out);
+        stage(
+            StageResult {
+                name,
+                threads: 1,
+                secs,
+                rows,
+                bytes: g.bytes,
+                peak_rss_mib: peak_rss_mib(),
+            },
+            &mut out,
+        );
     }
 
     let lake_dir = dir.join("lake");

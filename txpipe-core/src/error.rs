@@ -107,12 +107,19 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being done and to which file.
     pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { context, path: path.into(), source }
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Wraps an object store error with context.
     pub fn store(context: impl Into<String>, source: object_store::Error) -> Self {
-        Error::ObjectStore { context: context.into(), source }
+        Error::ObjectStore {
+            context: context.into(),
+            source,
+        }
     }
 }
 

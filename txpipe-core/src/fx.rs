@@ -28,7 +28,9 @@ impl FxTable {
         for (code, rate) in pairs {
             let code = code.as_ref().trim().to_ascii_uppercase();
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(Error::Config(format!("fx rate for {code} must be a positive number, got {rate}")));
+                return Err(Error::Config(format!(
+                    "fx rate for {code} must be a positive number, got {rate}"
+                )));
             }
             rates.insert(code, rate);
         }
@@ -38,7 +40,9 @@ impl FxTable {
     /// The built-in default rates (`data/fx_rates.csv`).
     pub fn defaults() -> Self {
         // The embedded file is part of the build and covered by a unit test.
-        Self::from_csv("fx_rates.csv", DEFAULT_FX_CSV).unwrap_or_else(|_| Self { rates: HashMap::new() })
+        Self::from_csv("fx_rates.csv", DEFAULT_FX_CSV).unwrap_or_else(|_| Self {
+            rates: HashMap::new(),
+        })
     }
 
     /// Parses `currency,usd_rate` CSV text (header required).
@@ -50,7 +54,10 @@ impl FxTable {
         let mut lines = text.lines().enumerate();
         let header = lines.next().map(|(_, l)| l.trim()).unwrap_or_default();
         if header.replace(' ', "") != "currency,usd_rate" {
-            return Err(Error::Csv { file: file.into(), reason: format!("expected header 'currency,usd_rate', got '{header}'") });
+            return Err(Error::Csv {
+                file: file.into(),
+                reason: format!("expected header 'currency,usd_rate', got '{header}'"),
+            });
         }
         let mut pairs = Vec::new();
         for (i, line) in lines {
@@ -59,7 +66,10 @@ impl FxTable {
             }
             let mut parts = line.split(',');
             let (Some(code), Some(rate), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(Error::Csv { file: file.into(), reason: format!("line {}: expected 2 columns: '{line}'", i + 1) });
+                return Err(Error::Csv {
+                    file: file.into(),
+                    reason: format!("line {}: expected 2 columns: '{line}'", i + 1),
+                });
             };
             let rate: f64 = rate.trim().parse().map_err(|_| Error::Csv {
                 file: file.into(),
@@ -67,7 +77,10 @@ impl FxTable {
             })?;
             pairs.push((code.to_string(), rate));
         }
-        Self::try_new(pairs).map_err(|e| Error::Csv { file: file.into(), reason: e.to_string() })
+        Self::try_new(pairs).map_err(|e| Error::Csv {
+            file: file.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// The USD rate of `currency` (already upper-case), if known.
@@ -108,7 +121,9 @@ mod tests {
     #[test]
     fn defaults_cover_required_currencies() {
         let fx = FxTable::defaults();
-        for c in ["USD", "EUR", "KRW", "JPY", "GBP", "CNY", "SGD", "AUD", "CAD"] {
+        for c in [
+            "USD", "EUR", "KRW", "JPY", "GBP", "CNY", "SGD", "AUD", "CAD",
+        ] {
             assert!(fx.rate(c).is_some(), "{c}");
         }
         assert_eq!(fx.rate("USD"), Some(1.0));
@@ -117,7 +132,9 @@ mod tests {
     #[test]
     fn rejects_bad_csv() {
         assert!(FxTable::from_csv("f", "cur,rate\nUSD,1").is_err());
-        let e = FxTable::from_csv("f", "currency,usd_rate\nUSD,abc").unwrap_err().to_string();
+        let e = FxTable::from_csv("f", "currency,usd_rate\nUSD,abc")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(FxTable::from_csv("f", "currency,usd_rate\nUSD,-1").is_err());
     }

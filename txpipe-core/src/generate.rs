@@ -127,31 +127,120 @@ struct Country {
 }
 
 const COUNTRIES: [Country; 10] = [
-    Country { code: "US", currency: "USD", lat: 39.8, lon: -98.6, weight: 30 },
-    Country { code: "KR", currency: "KRW", lat: 36.5, lon: 127.9, weight: 15 },
-    Country { code: "JP", currency: "JPY", lat: 36.2, lon: 138.3, weight: 10 },
-    Country { code: "GB", currency: "GBP", lat: 54.0, lon: -2.0, weight: 10 },
-    Country { code: "DE", currency: "EUR", lat: 51.2, lon: 10.4, weight: 8 },
-    Country { code: "FR", currency: "EUR", lat: 46.6, lon: 2.2, weight: 7 },
-    Country { code: "CN", currency: "CNY", lat: 35.9, lon: 104.2, weight: 8 },
-    Country { code: "SG", currency: "SGD", lat: 1.35, lon: 103.8, weight: 4 },
-    Country { code: "AU", currency: "AUD", lat: -25.3, lon: 133.8, weight: 4 },
-    Country { code: "CA", currency: "CAD", lat: 56.1, lon: -106.3, weight: 4 },
+    Country {
+        code: "US",
+        currency: "USD",
+        lat: 39.8,
+        lon: -98.6,
+        weight: 30,
+    },
+    Country {
+        code: "KR",
+        currency: "KRW",
+        lat: 36.5,
+        lon: 127.9,
+        weight: 15,
+    },
+    Country {
+        code: "JP",
+        currency: "JPY",
+        lat: 36.2,
+        lon: 138.3,
+        weight: 10,
+    },
+    Country {
+        code: "GB",
+        currency: "GBP",
+        lat: 54.0,
+        lon: -2.0,
+        weight: 10,
+    },
+    Country {
+        code: "DE",
+        currency: "EUR",
+        lat: 51.2,
+        lon: 10.4,
+        weight: 8,
+    },
+    Country {
+        code: "FR",
+        currency: "EUR",
+        lat: 46.6,
+        lon: 2.2,
+        weight: 7,
+    },
+    Country {
+        code: "CN",
+        currency: "CNY",
+        lat: 35.9,
+        lon: 104.2,
+        weight: 8,
+    },
+    Country {
+        code: "SG",
+        currency: "SGD",
+        lat: 1.35,
+        lon: 103.8,
+        weight: 4,
+    },
+    Country {
+        code: "AU",
+        currency: "AUD",
+        lat: -25.3,
+        lon: 133.8,
+        weight: 4,
+    },
+    Country {
+        code: "CA",
+        currency: "CAD",
+        lat: 56.1,
+        lon: -106.3,
+        weight: 4,
+    },
 ];
 
-const CATEGORIES: [&str; 10] =
-    ["grocery", "electronics", "travel", "restaurants", "fashion", "fuel", "entertainment", "health", "home", "digital_services"];
+const CATEGORIES: [&str; 10] = [
+    "grocery",
+    "electronics",
+    "travel",
+    "restaurants",
+    "fashion",
+    "fuel",
+    "entertainment",
+    "health",
+    "home",
+    "digital_services",
+];
 const FIRST: [&str; 16] = [
-    "Min-jun", "Olivia", "Hiroshi", "Emma", "Liam", "Seo-yeon", "Noah", "Yuki", "Sophie", "Wei", "Lucas", "Mia", "Arjun", "Chloe", "Ethan", "Hana",
+    "Min-jun", "Olivia", "Hiroshi", "Emma", "Liam", "Seo-yeon", "Noah", "Yuki", "Sophie", "Wei",
+    "Lucas", "Mia", "Arjun", "Chloe", "Ethan", "Hana",
 ];
 const LAST: [&str; 16] = [
-    "Kim", "Smith", "Tanaka", "Brown", "Lee", "Park", "Muller", "Wang", "Martin", "Chen", "Taylor", "Sato", "Dubois", "Wilson", "Choi", "Nguyen",
+    "Kim", "Smith", "Tanaka", "Brown", "Lee", "Park", "Muller", "Wang", "Martin", "Chen", "Taylor",
+    "Sato", "Dubois", "Wilson", "Choi", "Nguyen",
 ];
-const ADJ: [&str; 8] = ["Blue", "Golden", "Urban", "Happy", "Prime", "Silver", "Green", "Royal"];
-const NOUN: [&str; 8] = ["Harbor", "Lantern", "Maple", "Summit", "River", "Orchid", "Falcon", "Bridge"];
-const PAYMENT: [(&str, u32); 4] = [("credit_card", 45), ("debit_card", 30), ("mobile_wallet", 18), ("bank_transfer", 7)];
+const ADJ: [&str; 8] = [
+    "Blue", "Golden", "Urban", "Happy", "Prime", "Silver", "Green", "Royal",
+];
+const NOUN: [&str; 8] = [
+    "Harbor", "Lantern", "Maple", "Summit", "River", "Orchid", "Falcon", "Bridge",
+];
+const PAYMENT: [(&str, u32); 4] = [
+    ("credit_card", 45),
+    ("debit_card", 30),
+    ("mobile_wallet", 18),
+    ("bank_transfer", 7),
+];
 const BAD_KINDS: [&str; 9] = [
-    "not_json", "not_object", "missing_field", "null_required", "wrong_type", "bad_timestamp", "bad_uuid", "unknown_currency", "empty",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "null_required",
+    "wrong_type",
+    "bad_timestamp",
+    "bad_uuid",
+    "unknown_currency",
+    "empty",
 ];
 
 fn pick_country(rng: &mut Rng) -> usize {
@@ -281,7 +370,9 @@ pub struct TransactionGenerator {
 
 impl std::fmt::Debug for TransactionGenerator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransactionGenerator").field("next", &self.next).finish()
+        f.debug_struct("TransactionGenerator")
+            .field("next", &self.next)
+            .finish()
     }
 }
 
@@ -292,25 +383,51 @@ impl TransactionGenerator {
     /// Zero customers, merchants or days, or a `bad_rate` outside `[0, 1]`.
     pub fn try_new(opts: GenerateOptions) -> Result<Self> {
         if opts.customers == 0 || opts.merchants == 0 || opts.days == 0 {
-            return Err(Error::Config("customers, merchants and days must be at least 1".into()));
+            return Err(Error::Config(
+                "customers, merchants and days must be at least 1".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&opts.bad_rate) {
-            return Err(Error::Config(format!("bad rate must be within 0..=1, got {}", opts.bad_rate)));
+            return Err(Error::Config(format!(
+                "bad rate must be within 0..=1, got {}",
+                opts.bad_rate
+            )));
         }
         let mut rng = Rng::new(opts.seed);
-        let customers: Vec<Customer> =
-            (0..opts.customers).map(|_| Customer { id: rng.uuid(), country: pick_country(&mut rng), device_seed: rng.next_u64() }).collect();
+        let customers: Vec<Customer> = (0..opts.customers)
+            .map(|_| Customer {
+                id: rng.uuid(),
+                country: pick_country(&mut rng),
+                device_seed: rng.next_u64(),
+            })
+            .collect();
         let merchants: Vec<Merchant> = (0..opts.merchants)
             .map(|i| {
-                let country = if i < COUNTRIES.len() { i } else { pick_country(&mut rng) };
-                Merchant { id: rng.uuid(), country }
+                let country = if i < COUNTRIES.len() {
+                    i
+                } else {
+                    pick_country(&mut rng)
+                };
+                Merchant {
+                    id: rng.uuid(),
+                    country,
+                }
             })
             .collect();
         let mut by_country = vec![Vec::new(); COUNTRIES.len()];
         for (i, m) in merchants.iter().enumerate() {
             by_country[m.country].push(i);
         }
-        Ok(Self { rng, customers, merchants, by_country, fx: FxTable::defaults(), next: 0, opts, scratch: Vec::with_capacity(512) })
+        Ok(Self {
+            rng,
+            customers,
+            merchants,
+            by_country,
+            fx: FxTable::defaults(),
+            next: 0,
+            opts,
+            scratch: Vec::with_capacity(512),
+        })
     }
 
     /// True when `count` lines were generated.
@@ -326,7 +443,8 @@ impl TransactionGenerator {
         let i = self.next;
         self.next += 1;
         let span = i64::from(self.opts.days) * MICROS_PER_DAY;
-        let base = self.opts.start_day * MICROS_PER_DAY + ((i128::from(i) * i128::from(span)) / i128::from(self.opts.count.max(1))) as i64;
+        let base = self.opts.start_day * MICROS_PER_DAY
+            + ((i128::from(i) * i128::from(span)) / i128::from(self.opts.count.max(1))) as i64;
         let jitter = self.rng.below(60_000_000) as i64;
         let ts = (base + jitter).min(self.opts.start_day * MICROS_PER_DAY + span - 1);
         let bad = self.opts.bad_rate > 0.0 && self.rng.f64() < self.opts.bad_rate;
@@ -365,7 +483,11 @@ impl TransactionGenerator {
         } else {
             c.country
         };
-        let pool = if self.by_country[country].is_empty() { &self.by_country[0] } else { &self.by_country[country] };
+        let pool = if self.by_country[country].is_empty() {
+            &self.by_country[0]
+        } else {
+            &self.by_country[country]
+        };
         let m = &self.merchants[pool[rng.below(pool.len() as u64) as usize]];
         let mc = &COUNTRIES[m.country];
         let currency = mc.currency;
@@ -423,7 +545,11 @@ impl TransactionGenerator {
             _ => push_fixed(out, cents, 2),
         }
         out.extend_from_slice(b",\"currency\":\"");
-        out.extend_from_slice(if defect == Some("unknown_currency") { b"XYZ" } else { currency.as_bytes() });
+        out.extend_from_slice(if defect == Some("unknown_currency") {
+            b"XYZ"
+        } else {
+            currency.as_bytes()
+        });
         out.extend_from_slice(b"\",\"latitude\":");
         let (lat_s, lon_s): (Option<i64>, Option<i64>) = if invalid_geo {
             match rng.below(3) {
@@ -433,7 +559,10 @@ impl TransactionGenerator {
             }
         } else {
             let wrapped_lon = (lon + 180.0).rem_euclid(360.0) - 180.0;
-            (Some((lat.clamp(-89.9, 89.9) * 1e4).round() as i64), Some((wrapped_lon * 1e4).round() as i64))
+            (
+                Some((lat.clamp(-89.9, 89.9) * 1e4).round() as i64),
+                Some((wrapped_lon * 1e4).round() as i64),
+            )
         };
         match lat_s {
             Some(v) => push_fixed(out, v, 4),
@@ -459,7 +588,11 @@ impl TransactionGenerator {
                 }
             }
         }
-        LineKind::Valid { foreign, huge, invalid_geo }
+        LineKind::Valid {
+            foreign,
+            huge,
+            invalid_geo,
+        }
     }
 
     /// `dim_customer.csv` text: `customer_id,name,home_country,signup_date`.
@@ -467,9 +600,17 @@ impl TransactionGenerator {
         let mut rng = Rng::new(self.opts.seed ^ 0xc0ffee);
         let mut s = String::from("customer_id,name,home_country,signup_date\n");
         for c in &self.customers {
-            let name = format!("{} {}", FIRST[rng.below(16) as usize], LAST[rng.below(16) as usize]);
+            let name = format!(
+                "{} {}",
+                FIRST[rng.below(16) as usize],
+                LAST[rng.below(16) as usize]
+            );
             let signup = format_date(self.opts.start_day - 1 - rng.below(1095) as i64);
-            s.push_str(&format!("{},{name},{},{signup}\n", uuid_string(&c.id), COUNTRIES[c.country].code));
+            s.push_str(&format!(
+                "{},{name},{},{signup}\n",
+                uuid_string(&c.id),
+                COUNTRIES[c.country].code
+            ));
         }
         s
     }
@@ -480,8 +621,17 @@ impl TransactionGenerator {
         let mut s = String::from("merchant_id,name,category,country\n");
         for m in &self.merchants {
             let cat = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
-            let name = format!("{} {} {}", ADJ[rng.below(8) as usize], NOUN[rng.below(8) as usize], cat.replace('_', " "));
-            s.push_str(&format!("{},{name},{cat},{}\n", uuid_string(&m.id), COUNTRIES[m.country].code));
+            let name = format!(
+                "{} {} {}",
+                ADJ[rng.below(8) as usize],
+                NOUN[rng.below(8) as usize],
+                cat.replace('_', " ")
+            );
+            s.push_str(&format!(
+                "{},{name},{cat},{}\n",
+                uuid_string(&m.id),
+                COUNTRIES[m.country].code
+            ));
         }
         s
     }
@@ -492,7 +642,11 @@ impl TransactionGenerator {
 ///
 /// # Errors
 /// Bad options or a file that cannot be written.
-pub fn generate(dir: &Path, opts: &GenerateOptions, progress: &mut dyn FnMut(u64)) -> Result<GenerateSummary> {
+pub fn generate(
+    dir: &Path,
+    opts: &GenerateOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<GenerateSummary> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
     let mut generator = TransactionGenerator::try_new(opts.clone())?;
     let write = |name: &str, text: &str| -> Result<()> {
@@ -511,7 +665,11 @@ pub fn generate(dir: &Path, opts: &GenerateOptions, progress: &mut dyn FnMut(u64
         buf.push(b'\n');
         summary.lines += 1;
         match kind {
-            LineKind::Valid { foreign, huge, invalid_geo } => {
+            LineKind::Valid {
+                foreign,
+                huge,
+                invalid_geo,
+            } => {
                 summary.valid += 1;
                 summary.foreign += u64::from(foreign);
                 summary.huge += u64::from(huge);
@@ -520,13 +678,15 @@ pub fn generate(dir: &Path, opts: &GenerateOptions, progress: &mut dyn FnMut(u64
             LineKind::Bad(k) => *summary.bad.entry(k).or_default() += 1,
         }
         if buf.len() >= (1 << 20) - 1024 {
-            w.write_all(&buf).map_err(|e| Error::io("writing", &path, e))?;
+            w.write_all(&buf)
+                .map_err(|e| Error::io("writing", &path, e))?;
             summary.bytes += buf.len() as u64;
             buf.clear();
             progress(summary.lines);
         }
     }
-    w.write_all(&buf).map_err(|e| Error::io("writing", &path, e))?;
+    w.write_all(&buf)
+        .map_err(|e| Error::io("writing", &path, e))?;
     summary.bytes += buf.len() as u64;
     w.flush().map_err(|e| Error::io("writing", &path, e))?;
     progress(summary.lines);

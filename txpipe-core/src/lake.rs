@@ -54,16 +54,23 @@ impl Lake {
 
     fn local(dir: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating lake folder", dir, e))?;
-        let abs = std::fs::canonicalize(dir).map_err(|e| Error::io("resolving lake folder", dir, e))?;
+        let abs =
+            std::fs::canonicalize(dir).map_err(|e| Error::io("resolving lake folder", dir, e))?;
         let root = Path::from_absolute_path(&abs)
             .map_err(|e| Error::Config(format!("lake path {}: {e}", abs.display())))?;
         let url = Url::from_directory_path(&abs)
             .map_err(|_| Error::Config(format!("lake path {} is not absolute", abs.display())))?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new()), root, url, local_root: Some(abs) })
+        Ok(Self {
+            store: Arc::new(LocalFileSystem::new()),
+            root,
+            url,
+            local_root: Some(abs),
+        })
     }
 
     fn remote(location: &str) -> Result<Self> {
-        let mut url = Url::parse(location).map_err(|e| Error::Config(format!("lake URL '{location}': {e}")))?;
+        let mut url = Url::parse(location)
+            .map_err(|e| Error::Config(format!("lake URL '{location}': {e}")))?;
         let (store, root) = object_store::parse_url_opts(&url, std::env::vars()).map_err(|e| {
             Error::Config(format!(
                 "lake URL '{location}': {e} (object stores other than file:// and memory:// need txpipe-core's s3/gcs/azure features)"
@@ -72,14 +79,25 @@ impl Lake {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        Ok(Self { store: Arc::from(store), root, url, local_root: None })
+        Ok(Self {
+            store: Arc::from(store),
+            root,
+            url,
+            local_root: None,
+        })
     }
 
     /// A fresh lake in process memory.
     pub fn in_memory() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let url = Url::parse(&format!("memory://{id}/")).unwrap_or_else(|_| Url::parse("memory://lake/").expect("static URL"));
-        Self { store: Arc::new(InMemory::new()), root: Path::default(), url, local_root: None }
+        let url = Url::parse(&format!("memory://{id}/"))
+            .unwrap_or_else(|_| Url::parse("memory://lake/").expect("static URL"));
+        Self {
+            store: Arc::new(InMemory::new()),
+            root: Path::default(),
+            url,
+            local_root: None,
+        }
     }
 
     /// The object store behind the lake.
@@ -116,7 +134,9 @@ impl Lake {
         if root.is_empty() {
             p.to_string()
         } else {
-            p.strip_prefix(root).map(|s| s.trim_start_matches('/').to_string()).unwrap_or_else(|| p.to_string())
+            p.strip_prefix(root)
+                .map(|s| s.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| p.to_string())
         }
     }
 
@@ -130,7 +150,10 @@ impl Lake {
     /// # Errors
     /// The store failed.
     pub async fn put(&self, rel: &str, data: Bytes) -> Result<()> {
-        self.store.put(&self.path(rel), PutPayload::from_bytes(data)).await.map_err(|e| Error::store(format!("writing {rel}"), e))?;
+        self.store
+            .put(&self.path(rel), PutPayload::from_bytes(data))
+            .await
+            .map_err(|e| Error::store(format!("writing {rel}"), e))?;
         Ok(())
     }
 
@@ -139,8 +162,15 @@ impl Lake {
     /// # Errors
     /// The store failed for another reason.
     pub async fn put_if_absent(&self, rel: &str, data: Bytes) -> Result<bool> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&self.path(rel), PutPayload::from_bytes(data), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from_bytes(data), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(Error::store(format!("creating {rel}"), e)),
@@ -153,7 +183,11 @@ impl Lake {
     /// The store failed for another reason.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         match self.store.get(&self.path(rel)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(format!("reading {rel}"), e))?)),
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| Error::store(format!("reading {rel}"), e))?,
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::store(format!("reading {rel}"), e)),
         }
@@ -224,10 +258,22 @@ mod tests {
     #[tokio::test]
     async fn local_and_memory_lakes_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        for lake in [Lake::open(dir.path().to_str().unwrap()).unwrap(), Lake::open("memory://").unwrap()] {
-            assert!(lake.put_if_absent("a/b.json", Bytes::from_static(b"1")).await.unwrap());
-            assert!(!lake.put_if_absent("a/b.json", Bytes::from_static(b"2")).await.unwrap());
-            assert_eq!(lake.get("a/b.json").await.unwrap().unwrap(), Bytes::from_static(b"1"));
+        for lake in [
+            Lake::open(dir.path().to_str().unwrap()).unwrap(),
+            Lake::open("memory://").unwrap(),
+        ] {
+            assert!(lake
+                .put_if_absent("a/b.json", Bytes::from_static(b"1"))
+                .await
+                .unwrap());
+            assert!(!lake
+                .put_if_absent("a/b.json", Bytes::from_static(b"2"))
+                .await
+                .unwrap());
+            assert_eq!(
+                lake.get("a/b.json").await.unwrap().unwrap(),
+                Bytes::from_static(b"1")
+            );
             lake.rename("a/b.json", "c/d/e.json").await.unwrap();
             assert!(!lake.exists("a/b.json").await.unwrap());
             let listed = lake.list("c").await.unwrap();

@@ -66,13 +66,19 @@ impl Default for IngestOptions {
 impl IngestOptions {
     fn validate(&self) -> Result<()> {
         if self.batch_rows == 0 || self.batch_bytes == 0 || self.workers == 0 {
-            return Err(Error::Config("batch rows, batch bytes and workers must be at least 1".into()));
+            return Err(Error::Config(
+                "batch rows, batch bytes and workers must be at least 1".into(),
+            ));
         }
         Ok(())
     }
 
     fn limits(&self) -> BatchLimits {
-        BatchLimits { max_rows: self.batch_rows, max_bytes: self.batch_bytes, max_wait: self.batch_wait }
+        BatchLimits {
+            max_rows: self.batch_rows,
+            max_bytes: self.batch_bytes,
+            max_wait: self.batch_wait,
+        }
     }
 }
 
@@ -143,15 +149,27 @@ pub async fn ingest_file(
     let mut writer = LakeWriter::new(lake.clone(), stream, name.clone());
     // A file has one writer at a time, so everything left in its staging is an orphan.
     let start = writer.recover(Duration::ZERO).await?.get(&0).copied();
-    let mut summary = new_summary(lake, &name, &rules).await?;
+    let (fx, default_fx) = load_fx(lake).await?;
+    let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
-    let processor = BatchProcessor::new(summary_fx(lake).await?, rules, name);
+    let processor = BatchProcessor::new(Arc::new(fx), rules, name);
     let mut source = FileSource::open(path, start, opts.stop.clone())?;
     let limits = opts.limits();
     let next = move |_: &AtomicBool| source.next_batch(limits);
     let mut on_commit = |_: &CommitEntry| {};
     let mut on_conflict = |e: Error| Err(e);
-    run(next, &mut writer, processor, opts, &mut summary, started, progress, &mut on_commit, &mut on_conflict).await?;
+    run(
+        next,
+        &mut writer,
+        processor,
+        opts,
+        &mut summary,
+        started,
+        progress,
+        &mut on_commit,
+        &mut on_conflict,
+    )
+    .await?;
     Ok(summary)
 }
 
@@ -172,20 +190,24 @@ pub async fn ingest_kafka(
 ) -> Result<IngestSummary> {
     opts.validate()?;
     if kafka.group.is_empty() || kafka.topic.is_empty() {
-        return Err(Error::Config("a Kafka ingest needs a topic and a group".into()));
+        return Err(Error::Config(
+            "a Kafka ingest needs a topic and a group".into(),
+        ));
     }
     let started = Instant::now();
     let stream = kafka_stream_key(&kafka.topic, &kafka.group);
     let topic = kafka.topic.clone();
     let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone());
     writer.recover(KAFKA_ORPHAN_GRACE).await?;
-    let mut summary = new_summary(lake, &topic, &rules).await?;
-    let processor = BatchProcessor::new(summary_fx(lake).await?, rules, topic.clone());
+    let (fx, default_fx) = load_fx(lake).await?;
+    let mut summary = new_summary(&topic, &rules, default_fx);
+    let processor = BatchProcessor::new(Arc::new(fx), rules, topic.clone());
     let reader = LakeWriter::new(lake.clone(), stream, topic);
     let handle = tokio::runtime::Handle::current();
-    let mut source = tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
-        .await
-        .map_err(|e| Error::Worker(e.to_string()))??;
+    let mut source =
+        tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
+            .await
+            .map_err(|e| Error::Worker(e.to_string()))??;
     let committer: OffsetCommitter = source.committer();
     let limits = opts.limits();
     let next = move |stop: &AtomicBool| {
@@ -204,22 +226,28 @@ pub async fn ingest_kafka(
         }
         other => Err(other),
     };
-    run(next, &mut writer, processor, opts, &mut summary, started, progress, &mut on_commit, &mut on_conflict).await?;
+    run(
+        next,
+        &mut writer,
+        processor,
+        opts,
+        &mut summary,
+        started,
+        progress,
+        &mut on_commit,
+        &mut on_conflict,
+    )
+    .await?;
     Ok(summary)
 }
 
-async fn new_summary(lake: &Lake, source: &str, rules: &RuleSet) -> Result<IngestSummary> {
-    let (_, default_fx) = load_fx(lake).await?;
-    Ok(IngestSummary {
+fn new_summary(source: &str, rules: &RuleSet, default_fx: bool) -> IngestSummary {
+    IngestSummary {
         source: source.to_string(),
         rules: rules.names().into_iter().map(String::from).collect(),
         default_fx,
         ..Default::default()
-    })
-}
-
-async fn summary_fx(lake: &Lake) -> Result<Arc<crate::fx::FxTable>> {
-    Ok(Arc::new(load_fx(lake).await?.0))
+    }
 }
 
 /// Runs the loop: `next_batch` on a source thread, processing on workers,
@@ -240,7 +268,8 @@ where
     N: FnMut(&AtomicBool) -> Result<Option<RawBatch>> + Send + 'static,
 {
     let (work_tx, work_rx) = sync_channel::<(u64, RawBatch)>(opts.workers);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<(u64, Result<EncodedBatch>)>(opts.workers + 1);
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::channel::<(u64, Result<EncodedBatch>)>(opts.workers + 1);
     let stop = opts.stop.clone();
     let failed = Arc::new(AtomicBool::new(false));
 
@@ -299,7 +328,16 @@ where
     }
     drop(done_tx);
 
-    let outcome = commit_in_order(writer, &mut done_rx, summary, started, progress, on_commit, on_conflict).await;
+    let outcome = commit_in_order(
+        writer,
+        &mut done_rx,
+        summary,
+        started,
+        progress,
+        on_commit,
+        on_conflict,
+    )
+    .await;
     if outcome.is_err() {
         failed.store(true, Ordering::Relaxed);
         opts.stop.store(true, Ordering::Relaxed);
@@ -310,9 +348,12 @@ where
     drop(work_rx);
     let joined = tokio::task::spawn_blocking(move || {
         for w in workers {
-            w.join().map_err(|_| Error::Worker("a worker thread panicked".into()))?;
+            w.join()
+                .map_err(|_| Error::Worker("a worker thread panicked".into()))?;
         }
-        reader.join().map_err(|_| Error::Worker("the source thread panicked".into()))
+        reader
+            .join()
+            .map_err(|_| Error::Worker("the source thread panicked".into()))
     })
     .await
     .map_err(|e| Error::Worker(e.to_string()))?;
@@ -355,7 +396,10 @@ async fn commit_in_order(
         }
     }
     if !pending.is_empty() {
-        return Err(Error::Worker(format!("{} processed batches were never committed", pending.len())));
+        return Err(Error::Worker(format!(
+            "{} processed batches were never committed",
+            pending.len()
+        )));
     }
     Ok(())
 }

@@ -15,7 +15,9 @@ use crate::decode::{DecodedBatch, TransactionDecoder};
 use crate::error::Result;
 use crate::fx::FxTable;
 use crate::rules::RuleSet;
-use crate::schema::{EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE};
+use crate::schema::{
+    EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
+};
 use crate::sink::lake_writer::now_micros;
 use crate::sink::parquet::{encode, shared_writer_properties, split_by_day};
 use crate::sink::{BatchCounts, EncodedBatch, EncodedFile};
@@ -45,7 +47,12 @@ impl BatchProcessor {
     /// A processor converting with `fx`, flagging with `rules` and tagging
     /// lineage with `source`.
     pub fn new(fx: Arc<FxTable>, rules: Arc<RuleSet>, source: impl Into<Arc<str>>) -> Self {
-        Self { fx, rules, source: source.into(), props: shared_writer_properties() }
+        Self {
+            fx,
+            rules,
+            source: source.into(),
+            props: shared_writer_properties(),
+        }
     }
 
     /// Decodes and applies the rules.
@@ -53,11 +60,15 @@ impl BatchProcessor {
     /// # Errors
     /// A rule failed to evaluate.
     pub fn rule(&self, raw: &RawBatch, now: i64) -> Result<RuledBatch> {
-        let mut decoder = TransactionDecoder::with_capacity(self.fx.clone(), self.source.clone(), raw.len());
+        let mut decoder =
+            TransactionDecoder::with_capacity(self.fx.clone(), self.source.clone(), raw.len());
         for (i, span) in raw.spans.iter().enumerate() {
             decoder.push(raw.payload(i), span.partition, span.offset);
         }
-        let DecodedBatch { transactions, quarantine } = decoder.finish(now)?;
+        let DecodedBatch {
+            transactions,
+            quarantine,
+        } = decoder.finish(now)?;
         let (fact, hits) = self.rules.apply(&transactions)?;
         let mut counts = BatchCounts {
             rows_in: raw.len() as u64,
@@ -72,7 +83,11 @@ impl BatchProcessor {
         for (name, n) in self.rules.names().into_iter().zip(hits.counts()) {
             counts.flagged.insert(name.to_string(), n);
         }
-        Ok(RuledBatch { fact, quarantine, counts })
+        Ok(RuledBatch {
+            fact,
+            quarantine,
+            counts,
+        })
     }
 
     /// Runs a raw batch through every stage and returns the files to commit.
@@ -96,7 +111,11 @@ impl BatchProcessor {
                 table: QUARANTINE_TABLE,
                 partition: format!("{RECEIVED_DATE}={}", format_date(day_of_micros(now))),
                 rows: ruled.quarantine.num_rows() as u64,
-                data: Bytes::from(encode(&QUARANTINE_SCHEMA, &[ruled.quarantine], &self.props)?),
+                data: Bytes::from(encode(
+                    &QUARANTINE_SCHEMA,
+                    &[ruled.quarantine],
+                    &self.props,
+                )?),
             });
         }
         Ok(EncodedBatch {

@@ -10,8 +10,8 @@ use datafusion::prelude::SessionContext;
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::schema::{
-    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, EVENT_DATE, FACT_SCHEMA, FACT_TABLE, FX_RATE,
-    FX_RATE_SCHEMA, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
+    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, EVENT_DATE, FACT_SCHEMA,
+    FACT_TABLE, FX_RATE, FX_RATE_SCHEMA, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
 };
 
 /// Registers one Parquet table folder; `partition` is its hive date column.
@@ -25,11 +25,19 @@ pub async fn register_table(
     schema: &SchemaRef,
     partition: Option<&str>,
 ) -> Result<()> {
-    let mut opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let mut opts =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     if let Some(col) = partition {
         opts = opts.with_table_partition_cols(vec![(col.to_string(), DataType::Date32)]);
     }
-    ctx.register_listing_table(table, lake.folder_url(table), opts, Some(schema.clone()), None).await?;
+    ctx.register_listing_table(
+        table,
+        lake.folder_url(table),
+        opts,
+        Some(schema.clone()),
+        None,
+    )
+    .await?;
     Ok(())
 }
 

@@ -90,20 +90,42 @@ impl RuleSet {
         let schema = DFSchema::try_from(TRANSACTION_SCHEMA.as_ref().clone())?;
         let mut compiled: Vec<CompiledRule> = Vec::with_capacity(rules.len());
         for rule in rules {
-            let fail = |reason: String| Error::Rule { rule: rule.name.clone(), reason };
-            if rule.name.is_empty() || !rule.name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
-                return Err(fail("name must be non-empty and use only a-z, 0-9 and _".into()));
+            let fail = |reason: String| Error::Rule {
+                rule: rule.name.clone(),
+                reason,
+            };
+            if rule.name.is_empty()
+                || !rule
+                    .name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+            {
+                return Err(fail(
+                    "name must be non-empty and use only a-z, 0-9 and _".into(),
+                ));
             }
             if compiled.iter().any(|c| c.rule.name == rule.name) {
                 return Err(fail("defined twice".into()));
             }
-            let expr = ctx.parse_sql_expr(&rule.sql, &schema).map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
-            let physical = ctx.create_physical_expr(expr, &schema).map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
-            let data_type = physical.data_type(&TRANSACTION_SCHEMA).map_err(|e| fail(e.to_string()))?;
+            let expr = ctx
+                .parse_sql_expr(&rule.sql, &schema)
+                .map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
+            let physical = ctx
+                .create_physical_expr(expr, &schema)
+                .map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
+            let data_type = physical
+                .data_type(&TRANSACTION_SCHEMA)
+                .map_err(|e| fail(e.to_string()))?;
             if data_type != DataType::Boolean {
-                return Err(fail(format!("'{}' is {data_type}, not a boolean expression", rule.sql)));
+                return Err(fail(format!(
+                    "'{}' is {data_type}, not a boolean expression",
+                    rule.sql
+                )));
             }
-            compiled.push(CompiledRule { rule, expr: physical });
+            compiled.push(CompiledRule {
+                rule,
+                expr: physical,
+            });
         }
         Ok(Self { rules: compiled })
     }
@@ -113,7 +135,10 @@ impl RuleSet {
     /// # Errors
     /// [`Error::RulesFile`] for bad TOML, [`Error::Rule`] for a bad rule.
     pub fn from_toml(origin: &str, text: &str) -> Result<Self> {
-        let file: RulesFile = toml::from_str(text).map_err(|e| Error::RulesFile { path: origin.into(), reason: e.to_string() })?;
+        let file: RulesFile = toml::from_str(text).map_err(|e| Error::RulesFile {
+            path: origin.into(),
+            reason: e.to_string(),
+        })?;
         Self::try_new(file.rule)
     }
 
@@ -123,7 +148,8 @@ impl RuleSet {
     /// The file cannot be read, or see [`from_toml`](Self::from_toml).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading rules file", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("reading rules file", path, e))?;
         Self::from_toml(&path.display().to_string(), &text)
     }
 
@@ -153,11 +179,18 @@ impl RuleSet {
         let mut masks = Vec::with_capacity(self.rules.len());
         for r in &self.rules {
             let value = r.expr.evaluate(batch)?.into_array(batch.num_rows())?;
-            let mask = value.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| Error::Rule {
-                rule: r.rule.name.clone(),
-                reason: format!("evaluated to {}, not boolean", value.data_type()),
-            })?;
-            masks.push(if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() });
+            let mask = value
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::Rule {
+                    rule: r.rule.name.clone(),
+                    reason: format!("evaluated to {}, not boolean", value.data_type()),
+                })?;
+            masks.push(if mask.null_count() > 0 {
+                prep_null_mask_filter(mask)
+            } else {
+                mask.clone()
+            });
         }
         Ok(RuleHits { masks })
     }
@@ -188,7 +221,12 @@ impl RuleSet {
             any.append(fired);
         }
         let item = Arc::new(Field::new("item", DataType::Utf8, true));
-        let reasons = ListArray::try_new(item, OffsetBuffer::new(offsets.into()), Arc::new(values.finish()), None)?;
+        let reasons = ListArray::try_new(
+            item,
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(values.finish()),
+            None,
+        )?;
         let is_fraud = BooleanArray::new(any.finish(), None);
         let mut columns: Vec<ArrayRef> = batch.columns()[..12].to_vec();
         columns.push(Arc::new(reasons));
@@ -207,7 +245,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn rule(name: &str, sql: &str) -> Rule {
-        Rule { name: name.into(), sql: sql.into(), description: None }
+        Rule {
+            name: name.into(),
+            sql: sql.into(),
+            description: None,
+        }
     }
 
     #[test]
@@ -218,18 +260,32 @@ mod tests {
 
     #[test]
     fn bad_rules_fail_naming_the_rule() {
-        for (sql, expect) in [("amount_usd >", "rule 'bad'"), ("nope > 1", "nope"), ("amount_usd + 1", "not a boolean")] {
-            let e = RuleSet::try_new(vec![rule("bad", sql)]).unwrap_err().to_string();
+        for (sql, expect) in [
+            ("amount_usd >", "rule 'bad'"),
+            ("nope > 1", "nope"),
+            ("amount_usd + 1", "not a boolean"),
+        ] {
+            let e = RuleSet::try_new(vec![rule("bad", sql)])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("rule 'bad'") && e.contains(expect), "{sql}: {e}");
         }
         assert!(RuleSet::try_new(vec![rule("a", "is_foreign"), rule("a", "is_foreign")]).is_err());
         assert!(RuleSet::try_new(vec![rule("Bad Name", "is_foreign")]).is_err());
-        let e = RuleSet::from_toml("x.toml", "[[rule]]\nname='a'\n").unwrap_err().to_string();
+        let e = RuleSet::from_toml("x.toml", "[[rule]]\nname='a'\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml"), "{e}");
     }
 
     /// One transaction message with the given amount (USD), geo and foreign flag.
-    fn message(i: usize, amount: f64, lat: Option<f64>, lon: Option<f64>, foreign: bool) -> Vec<u8> {
+    fn message(
+        i: usize,
+        amount: f64,
+        lat: Option<f64>,
+        lon: Option<f64>,
+        foreign: bool,
+    ) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "transaction_id": uuid::Uuid::from_u128(i as u128).to_string(),
             "transaction_ts": "2026-11-20T13:45:12Z",

@@ -32,7 +32,12 @@ pub const MONEY_PRECISION: u8 = 18;
 pub const MAX_MONEY_CENTS: i128 = 999_999_999_999_999_999;
 
 /// The accepted `payment_method` values (others land and fail a data test).
-pub const PAYMENT_METHODS: [&str; 4] = ["credit_card", "debit_card", "mobile_wallet", "bank_transfer"];
+pub const PAYMENT_METHODS: [&str; 4] = [
+    "credit_card",
+    "debit_card",
+    "mobile_wallet",
+    "bank_transfer",
+];
 
 fn money() -> DataType {
     DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
@@ -74,7 +79,10 @@ pub static TRANSACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Order: the 11 input fields, `amount_usd`, `fraud_reasons`, `is_fraud`, then lineage.
 pub static FACT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let t = &TRANSACTION_SCHEMA;
-    let mut fields: Vec<Field> = t.fields()[..12].iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = t.fields()[..12]
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("fraud_reasons", fraud_reasons_type(), false));
     fields.push(Field::new("is_fraud", DataType::Boolean, false));
     fields.extend(t.fields()[12..].iter().map(|f| f.as_ref().clone()));
@@ -127,14 +135,32 @@ mod tests {
 
     #[test]
     fn fact_schema_has_contract_columns_in_order() {
-        let names: Vec<&str> = FACT_SCHEMA.fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = FACT_SCHEMA
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(
             names,
             [
-                "transaction_id", "transaction_ts", "customer_id", "merchant_id", "amount",
-                "currency", "latitude", "longitude", "device_id", "payment_method", "is_foreign",
-                "amount_usd", "fraud_reasons", "is_fraud", "source", "source_partition",
-                "source_offset", "ingested_at"
+                "transaction_id",
+                "transaction_ts",
+                "customer_id",
+                "merchant_id",
+                "amount",
+                "currency",
+                "latitude",
+                "longitude",
+                "device_id",
+                "payment_method",
+                "is_foreign",
+                "amount_usd",
+                "fraud_reasons",
+                "is_fraud",
+                "source",
+                "source_partition",
+                "source_offset",
+                "ingested_at"
             ]
         );
     }

@@ -12,7 +12,9 @@ use crate::decode::canonical_uuid;
 use crate::error::{Error, Result};
 use crate::fx::FxTable;
 use crate::lake::Lake;
-use crate::schema::{DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, FX_RATE, FX_RATE_SCHEMA};
+use crate::schema::{
+    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, FX_RATE, FX_RATE_SCHEMA,
+};
 use crate::sink::parquet::{decode, encode, writer_properties};
 
 /// What `seed` loaded.
@@ -33,10 +35,16 @@ fn read_csv(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let reader = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(true)
         .build(file)
-        .map_err(|e| Error::Csv { file: path.display().to_string(), reason: e.to_string() })?;
+        .map_err(|e| Error::Csv {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Csv { file: path.display().to_string(), reason: e.to_string() })
+        .map_err(|e| Error::Csv {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Replaces column 0 (an id) with its canonical UUID form; rejects non-UUIDs.
@@ -52,7 +60,10 @@ fn canonical_ids(file: &Path, batches: Vec<RecordBatch>) -> Result<Vec<RecordBat
                 let id = if ids.is_null(i) { "" } else { ids.value(i) };
                 let canon = canonical_uuid(id).ok_or_else(|| Error::Csv {
                     file: file.display().to_string(),
-                    reason: format!("line {line}: '{id}' in column {} is not a UUID", b.schema().field(0).name()),
+                    reason: format!(
+                        "line {line}: '{id}' in column {} is not a UUID",
+                        b.schema().field(0).name()
+                    ),
                 })?;
                 out.push(canon.into_owned());
             }
@@ -70,7 +81,12 @@ fn canonical_ids(file: &Path, batches: Vec<RecordBatch>) -> Result<Vec<RecordBat
 ///
 /// # Errors
 /// Encoding or the store failed.
-pub async fn replace_table(lake: &Lake, table: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+pub async fn replace_table(
+    lake: &Lake,
+    table: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
     let old = lake.list(table).await?;
     let data = encode(schema, batches, &writer_properties())?;
     let name = format!("{table}/part-{}.parquet", uuid::Uuid::new_v4());
@@ -107,12 +123,22 @@ pub async fn read_table(lake: &Lake, table: &str) -> Result<Vec<RecordBatch>> {
 pub async fn seed(lake: &Lake, dir: &Path) -> Result<SeedSummary> {
     let customers_csv = dir.join("dim_customer.csv");
     let merchants_csv = dir.join("dim_merchant.csv");
-    let customers = canonical_ids(&customers_csv, read_csv(&customers_csv, &DIM_CUSTOMER_SCHEMA)?)?;
-    let merchants = canonical_ids(&merchants_csv, read_csv(&merchants_csv, &DIM_MERCHANT_SCHEMA)?)?;
+    let customers = canonical_ids(
+        &customers_csv,
+        read_csv(&customers_csv, &DIM_CUSTOMER_SCHEMA)?,
+    )?;
+    let merchants = canonical_ids(
+        &merchants_csv,
+        read_csv(&merchants_csv, &DIM_MERCHANT_SCHEMA)?,
+    )?;
     let fx_csv = dir.join("fx_rates.csv");
     let (fx, fx_from_defaults) = if fx_csv.exists() {
-        let text = std::fs::read_to_string(&fx_csv).map_err(|e| Error::io("reading", &fx_csv, e))?;
-        (FxTable::from_csv(&fx_csv.display().to_string(), &text)?, false)
+        let text =
+            std::fs::read_to_string(&fx_csv).map_err(|e| Error::io("reading", &fx_csv, e))?;
+        (
+            FxTable::from_csv(&fx_csv.display().to_string(), &text)?,
+            false,
+        )
     } else {
         (FxTable::defaults(), true)
     };
@@ -131,7 +157,10 @@ fn fx_batch(fx: &FxTable) -> Result<RecordBatch> {
     let (codes, rates): (Vec<String>, Vec<f64>) = fx.entries().into_iter().unzip();
     Ok(RecordBatch::try_new(
         FX_RATE_SCHEMA.clone(),
-        vec![Arc::new(StringArray::from(codes)), Arc::new(datafusion::arrow::array::Float64Array::from(rates))],
+        vec![
+            Arc::new(StringArray::from(codes)),
+            Arc::new(datafusion::arrow::array::Float64Array::from(rates)),
+        ],
     )?)
 }
 
@@ -147,9 +176,13 @@ pub async fn load_fx(lake: &Lake) -> Result<(FxTable, bool)> {
     let mut pairs = Vec::new();
     for b in &batches {
         let codes = b.column(0).as_string_opt::<i32>();
-        let rates = b.column(1).as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>();
+        let rates = b
+            .column(1)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>();
         let (Some(codes), Some(rates)) = (codes, rates) else {
-            return Err(Error::Config("fx_rate table does not have (currency Utf8, usd_rate Float64) columns".into()));
+            return Err(Error::Config(
+                "fx_rate table does not have (currency Utf8, usd_rate Float64) columns".into(),
+            ));
         };
         for i in 0..b.num_rows() {
             pairs.push((codes.value(i).to_string(), rates.value(i)));

@@ -27,7 +27,10 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let mut opts = IngestOptions { batch_rows: a.batch_rows, ..Default::default() };
+    let mut opts = IngestOptions {
+        batch_rows: a.batch_rows,
+        ..Default::default()
+    };
     if let Some(w) = a.workers {
         opts.workers = w;
     }

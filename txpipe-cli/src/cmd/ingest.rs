@@ -87,11 +87,19 @@ pub fn load_rules(path: Option<&PathBuf>) -> anyhow::Result<(RuleSet, String)> {
 
 fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
     if s.counts.rows_in == 0 && s.conflicts == 0 {
-        let upto = if s.resumed_at > 0 { format!(" (already landed up to line {})", s.resumed_at) } else { String::new() };
+        let upto = if s.resumed_at > 0 {
+            format!(" (already landed up to line {})", s.resumed_at)
+        } else {
+            String::new()
+        };
         println!("nothing new in {}{upto}; lake {lake} unchanged", s.source);
         return;
     }
-    let resumed = if s.resumed_at > 0 { format!(" (resumed at line {})", s.resumed_at) } else { String::new() };
+    let resumed = if s.resumed_at > 0 {
+        format!(" (resumed at line {})", s.resumed_at)
+    } else {
+        String::new()
+    };
     println!("ingested {}{resumed} into {lake}", s.source);
     println!(
         "  rows in {} = landed {} + quarantined {}",
@@ -99,7 +107,10 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
     );
     println!("  fraud flagged {} rows ({rules_from}):", s.counts.fraud);
     for name in &s.rules {
-        println!("    {name:<20} {}", s.counts.flagged.get(name).copied().unwrap_or(0));
+        println!(
+            "    {name:<20} {}",
+            s.counts.flagged.get(name).copied().unwrap_or(0)
+        );
     }
     println!(
         "  {} batches, {} files, {:.1} MB Parquet from {:.1} MB JSON in {:.2}s: {:.0} rows/s, {:.1} MB/s",
@@ -112,14 +123,27 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
         s.input_bytes as f64 / 1e6 / s.elapsed.as_secs_f64().max(1e-9)
     );
     if s.conflicts > 0 {
-        println!("  {} batches dropped after rebalances (landed by the partitions' new owners)", s.conflicts);
+        println!(
+            "  {} batches dropped after rebalances (landed by the partitions' new owners)",
+            s.conflicts
+        );
     }
     if let Some(e) = &s.last_commit {
-        let positions: Vec<String> = e.positions.iter().map(|(p, pos)| format!("{p}:{}", pos.next_offset)).collect();
-        println!("  last commit: version {} at {}", e.version, positions.join(" "));
+        let positions: Vec<String> = e
+            .positions
+            .iter()
+            .map(|(p, pos)| format!("{p}:{}", pos.next_offset))
+            .collect();
+        println!(
+            "  last commit: version {} at {}",
+            e.version,
+            positions.join(" ")
+        );
     }
     if s.default_fx {
-        println!("  note: the lake has no fx_rate table; built-in rates were used (run `txpipe seed`)");
+        println!(
+            "  note: the lake has no fx_rate table; built-in rates were used (run `txpipe seed`)"
+        );
     }
 }
 
@@ -177,7 +201,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             };
             pipeline::ingest_kafka(&lake, kafka, rules, &opts, &mut report)
                 .await
-                .with_context(|| format!("ingesting topic {} from {brokers} into {}", a.topic.as_deref().unwrap_or(""), a.lake))?
+                .with_context(|| {
+                    format!(
+                        "ingesting topic {} from {brokers} into {}",
+                        a.topic.as_deref().unwrap_or(""),
+                        a.lake
+                    )
+                })?
         }
         (None, None) => anyhow::bail!("give --from-file or --brokers/--topic/--group"),
     };

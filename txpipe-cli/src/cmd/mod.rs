@@ -11,12 +11,16 @@ use anyhow::Context;
 
 /// The multi-threaded runtime async commands run on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Parses `YYYY-MM-DD` for clap.
 pub fn parse_date(s: &str) -> Result<i64, String> {
-    txpipe_core::decode::timestamp::parse_date(s).ok_or_else(|| format!("'{s}' is not a date (YYYY-MM-DD)"))
+    txpipe_core::decode::timestamp::parse_date(s)
+        .ok_or_else(|| format!("'{s}' is not a date (YYYY-MM-DD)"))
 }
 
 /// Parses `KEY=VALUE` for repeatable client settings.
@@ -30,10 +34,11 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// Sets `stop` on SIGINT or SIGTERM (a second signal aborts at once).
 pub fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -62,7 +62,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut progress = Progress::new(a.quiet);
     let s = produce(input, &opts, &mut |s: &ProduceSummary| {
-        progress.tick(|| format!("sent {} delivered {} failed {} ({:.0} msgs/s)", s.sent, s.delivered, s.failed, s.sent as f64 / s.elapsed.as_secs_f64().max(1e-9)))
+        progress.tick(|| {
+            format!(
+                "sent {} delivered {} failed {} ({:.0} msgs/s)",
+                s.sent,
+                s.delivered,
+                s.failed,
+                s.sent as f64 / s.elapsed.as_secs_f64().max(1e-9)
+            )
+        })
     })
     .await
     .with_context(|| format!("producing to topic {} on {}", a.topic, a.brokers))?;

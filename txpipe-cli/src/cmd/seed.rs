@@ -21,14 +21,20 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let lake = Lake::open(&a.lake).with_context(|| format!("opening lake {}", a.lake))?;
-    let s = txpipe_core::seed::seed(&lake, &a.dir).await.with_context(|| format!("seeding {} from {}", a.lake, a.dir.display()))?;
+    let s = txpipe_core::seed::seed(&lake, &a.dir)
+        .await
+        .with_context(|| format!("seeding {} from {}", a.lake, a.dir.display()))?;
     println!(
         "seeded {}: dim_customer {} rows, dim_merchant {} rows, fx_rate {} rows{}",
         a.lake,
         s.customers,
         s.merchants,
         s.fx_rates,
-        if s.fx_from_defaults { " (built-in default rates)" } else { "" }
+        if s.fx_from_defaults {
+            " (built-in default rates)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -21,7 +21,9 @@ pub fn canonical_uuid(s: &str) -> Option<Cow<'_, str>> {
     if is_canonical_lower(s) {
         return Some(Cow::Borrowed(s));
     }
-    uuid::Uuid::try_parse(s).ok().map(|u| Cow::Owned(u.hyphenated().to_string()))
+    uuid::Uuid::try_parse(s)
+        .ok()
+        .map(|u| Cow::Owned(u.hyphenated().to_string()))
 }
 
 #[cfg(test)]
@@ -33,8 +35,14 @@ mod tests {
     fn normalises() {
         let c = "67e55044-10b1-426f-9247-bb680e5fe0c8";
         assert!(matches!(canonical_uuid(c), Some(Cow::Borrowed(_))));
-        assert_eq!(canonical_uuid("67E55044-10B1-426F-9247-BB680E5FE0C8").as_deref(), Some(c));
-        assert_eq!(canonical_uuid("67e5504410b1426f9247bb680e5fe0c8").as_deref(), Some(c));
+        assert_eq!(
+            canonical_uuid("67E55044-10B1-426F-9247-BB680E5FE0C8").as_deref(),
+            Some(c)
+        );
+        assert_eq!(
+            canonical_uuid("67e5504410b1426f9247bb680e5fe0c8").as_deref(),
+            Some(c)
+        );
         assert_eq!(canonical_uuid("not-a-uuid"), None);
         assert_eq!(canonical_uuid(""), None);
     }

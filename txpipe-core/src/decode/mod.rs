@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder,
+    Int32Builder, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
 
@@ -30,7 +30,9 @@ use message::{RawTransaction, Scalar};
 
 use crate::error::Result;
 use crate::fx::{to_usd_cents, FxTable};
-use crate::schema::{MAX_MONEY_CENTS, MONEY_PRECISION, MONEY_SCALE, QUARANTINE_SCHEMA, TRANSACTION_SCHEMA};
+use crate::schema::{
+    MAX_MONEY_CENTS, MONEY_PRECISION, MONEY_SCALE, QUARANTINE_SCHEMA, TRANSACTION_SCHEMA,
+};
 
 /// The output of one decode: typed rows plus quarantined records.
 #[derive(Debug, Clone)]
@@ -102,7 +104,10 @@ fn uuid_field<'a>(v: Option<Scalar<'a>>, field: &str) -> Result<Cow<'a, str>, St
                 None => Err(format!("field '{field}': {} is not a UUID", quote(&s))),
             }
         }
-        Some(other) => Err(format!("field '{field}': expected a UUID string, got {}", other.kind())),
+        Some(other) => Err(format!(
+            "field '{field}': expected a UUID string, got {}",
+            other.kind()
+        )),
         None => Err(format!("missing required field '{field}'")),
     }
 }
@@ -111,7 +116,10 @@ fn string_field<'a>(v: Option<Scalar<'a>>, field: &str) -> Result<Option<Cow<'a,
     match v {
         None | Some(Scalar::Null) => Ok(None),
         Some(Scalar::Str(s)) => Ok(Some(s)),
-        Some(other) => Err(format!("field '{field}': expected a string, got {}", other.kind())),
+        Some(other) => Err(format!(
+            "field '{field}': expected a string, got {}",
+            other.kind()
+        )),
     }
 }
 
@@ -121,7 +129,10 @@ fn float_field(v: &Option<Scalar<'_>>, field: &str) -> Result<Option<f64>, Strin
         Some(Scalar::Float(f)) => Ok(Some(*f)),
         Some(Scalar::Int(i)) => Ok(Some(*i as f64)),
         Some(Scalar::UInt(u)) => Ok(Some(*u as f64)),
-        Some(other) => Err(format!("field '{field}': expected a number, got {}", other.kind())),
+        Some(other) => Err(format!(
+            "field '{field}': expected a number, got {}",
+            other.kind()
+        )),
     }
 }
 
@@ -133,8 +144,13 @@ fn timestamp_field(v: &Option<Scalar<'_>>) -> Result<i64, String> {
         Scalar::Int(ms) => timestamp::millis_to_micros(*ms)
             .ok_or_else(|| format!("field '{F}': epoch milliseconds {ms} out of range")),
         Scalar::UInt(ms) => Err(format!("field '{F}': epoch milliseconds {ms} out of range")),
-        Scalar::Float(f) => Err(format!("field '{F}': expected RFC 3339 string or integer epoch milliseconds, got number {f}")),
-        other => Err(format!("field '{F}': expected RFC 3339 string or integer epoch milliseconds, got {}", other.kind())),
+        Scalar::Float(f) => Err(format!(
+            "field '{F}': expected RFC 3339 string or integer epoch milliseconds, got number {f}"
+        )),
+        other => Err(format!(
+            "field '{F}': expected RFC 3339 string or integer epoch milliseconds, got {}",
+            other.kind()
+        )),
     }
 }
 
@@ -147,7 +163,12 @@ fn amount_field(v: &Option<Scalar<'_>>) -> Result<i64, String> {
             let c = (f * 100.0).round();
             c.is_finite().then_some(c as i128)
         }
-        other => return Err(format!("field '{F}': expected a number, got {}", other.kind())),
+        other => {
+            return Err(format!(
+                "field '{F}': expected a number, got {}",
+                other.kind()
+            ))
+        }
     };
     match cents {
         Some(c) if c.abs() <= MAX_MONEY_CENTS => Ok(c as i64),
@@ -158,7 +179,10 @@ fn amount_field(v: &Option<Scalar<'_>>) -> Result<i64, String> {
 fn bool_field(v: &Option<Scalar<'_>>, field: &str) -> Result<bool, String> {
     match required(v, field)? {
         Scalar::Bool(b) => Ok(*b),
-        other => Err(format!("field '{field}': expected a boolean, got {}", other.kind())),
+        other => Err(format!(
+            "field '{field}': expected a boolean, got {}",
+            other.kind()
+        )),
     }
 }
 
@@ -167,7 +191,12 @@ fn currency_field<'a>(v: Option<Scalar<'a>>, fx: &FxTable) -> Result<(Cow<'a, st
     required(&v, F)?;
     let code = match v {
         Some(Scalar::Str(code)) => code,
-        Some(other) => return Err(format!("field '{F}': expected a currency code string, got {}", other.kind())),
+        Some(other) => {
+            return Err(format!(
+                "field '{F}': expected a currency code string, got {}",
+                other.kind()
+            ))
+        }
         None => return Err(format!("missing required field '{F}'")),
     };
     let code = if code.bytes().any(|c| c.is_ascii_lowercase()) || code.trim().len() != code.len() {
@@ -177,7 +206,10 @@ fn currency_field<'a>(v: Option<Scalar<'a>>, fx: &FxTable) -> Result<(Cow<'a, st
     };
     match fx.rate(&code) {
         Some(rate) => Ok((code, rate)),
-        None => Err(format!("field '{F}': no fx rate for currency {}", quote(&code))),
+        None => Err(format!(
+            "field '{F}': no fx rate for currency {}",
+            quote(&code)
+        )),
     }
 }
 
@@ -259,7 +291,8 @@ impl TransactionColumns {
         self.latitude.append_option(r.latitude);
         self.longitude.append_option(r.longitude);
         self.device_id.append_option(r.device_id.as_deref());
-        self.payment_method.append_option(r.payment_method.as_deref());
+        self.payment_method
+            .append_option(r.payment_method.as_deref());
         self.is_foreign.append_value(r.is_foreign);
         self.amount_usd.append_value(i128::from(r.amount_usd_cents));
         self.source_partition.append_value(partition);
@@ -269,7 +302,10 @@ impl TransactionColumns {
     fn finish(&mut self, source: &str, ingested_at: i64) -> Result<RecordBatch> {
         let n = self.transaction_id.len();
         let money = |b: &mut Decimal128Builder| -> Result<ArrayRef> {
-            Ok(Arc::new(b.finish().with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?))
+            Ok(Arc::new(
+                b.finish()
+                    .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?,
+            ))
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.transaction_id.finish()),
@@ -284,7 +320,9 @@ impl TransactionColumns {
             Arc::new(self.payment_method.finish()),
             Arc::new(self.is_foreign.finish()),
             money(&mut self.amount_usd)?,
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(source, n))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                source, n,
+            ))),
             Arc::new(self.source_partition.finish()),
             Arc::new(self.source_offset.finish()),
             Arc::new(TimestampMicrosecondArray::from(vec![ingested_at; n]).with_timezone("UTC")),
@@ -323,7 +361,9 @@ impl QuarantineColumns {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.payload.finish()),
             Arc::new(self.error.finish()),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(source, n))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                source, n,
+            ))),
             Arc::new(self.source_partition.finish()),
             Arc::new(self.source_offset.finish()),
             Arc::new(TimestampMicrosecondArray::from(vec![received_at; n]).with_timezone("UTC")),
@@ -385,7 +425,11 @@ impl TransactionDecoder {
     /// offset, or 0 and the line number for files).
     pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
         if payload.iter().all(u8::is_ascii_whitespace) {
-            let reason = if payload.is_empty() { "empty message" } else { "message is only whitespace" };
+            let reason = if payload.is_empty() {
+                "empty message"
+            } else {
+                "message is only whitespace"
+            };
             self.quarantine.push(payload, reason, partition, offset);
             return;
         }
@@ -416,7 +460,10 @@ impl TransactionDecoder {
         let transactions = self.rows.finish(&self.source, now_micros)?;
         let quarantine = self.quarantine.finish(&self.source, now_micros)?;
         self.rows = TransactionColumns::with_capacity(self.capacity);
-        Ok(DecodedBatch { transactions, quarantine })
+        Ok(DecodedBatch {
+            transactions,
+            quarantine,
+        })
     }
 }
 

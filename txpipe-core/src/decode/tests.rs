@@ -1,6 +1,8 @@
 use super::*;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType,
+};
 use proptest::prelude::*;
 
 const TID: &str = "67e55044-10b1-426f-9247-bb680e5fe0c8";
@@ -32,8 +34,17 @@ fn decode_one(payload: &[u8]) -> DecodedBatch {
 
 fn reason_of(payload: &[u8]) -> String {
     let out = decode_one(payload);
-    assert_eq!(out.transactions.num_rows(), 0, "expected quarantine for {}", String::from_utf8_lossy(payload));
-    out.quarantine.column(1).as_string::<i32>().value(0).to_string()
+    assert_eq!(
+        out.transactions.num_rows(),
+        0,
+        "expected quarantine for {}",
+        String::from_utf8_lossy(payload)
+    );
+    out.quarantine
+        .column(1)
+        .as_string::<i32>()
+        .value(0)
+        .to_string()
 }
 
 #[test]
@@ -43,10 +54,18 @@ fn decodes_a_valid_message_with_types_and_lineage() {
     assert_eq!(b.num_rows(), 1);
     assert_eq!(out.quarantine.num_rows(), 0);
     assert_eq!(b.column(0).as_string::<i32>().value(0), TID);
-    assert_eq!(b.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_182_312_123_000);
+    assert_eq!(
+        b.column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_795_182_312_123_000
+    );
     assert_eq!(b.column(4).as_primitive::<Decimal128Type>().value(0), 12345);
     // EUR 123.45 at 1.08 = 133.326 → 133.33
-    assert_eq!(b.column(11).as_primitive::<Decimal128Type>().value(0), 13333);
+    assert_eq!(
+        b.column(11).as_primitive::<Decimal128Type>().value(0),
+        13333
+    );
     assert_eq!(b.column(6).as_primitive::<Float64Type>().value(0), 37.56);
     assert_eq!(b.column(12).as_string::<i32>().value(0), "test");
     assert_eq!(b.column(14).as_primitive::<Int64Type>().value(0), 42);
@@ -55,24 +74,41 @@ fn decodes_a_valid_message_with_types_and_lineage() {
 #[test]
 fn normalises_offsets_epoch_millis_case_and_missing_optionals() {
     let mut m = valid();
-    m.insert("transaction_ts".into(), "2026-11-20T22:45:12.123+09:00".into());
+    m.insert(
+        "transaction_ts".into(),
+        "2026-11-20T22:45:12.123+09:00".into(),
+    );
     m.insert("transaction_id".into(), TID.to_uppercase().into());
     m.insert("currency".into(), "usd".into());
     m.remove("latitude");
     m.insert("device_id".into(), serde_json::Value::Null);
-    m.insert("extra".into(), serde_json::json!({"nested": [1, 2, {"x": null}]}));
+    m.insert(
+        "extra".into(),
+        serde_json::json!({"nested": [1, 2, {"x": null}]}),
+    );
     let out = decode_one(serde_json::to_string(&m).unwrap().as_bytes());
     let b = &out.transactions;
     assert_eq!(b.num_rows(), 1, "{:?}", out.quarantine);
     assert_eq!(b.column(0).as_string::<i32>().value(0), TID);
-    assert_eq!(b.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_182_312_123_000);
+    assert_eq!(
+        b.column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_795_182_312_123_000
+    );
     assert_eq!(b.column(5).as_string::<i32>().value(0), "USD");
     assert!(b.column(6).is_null(0));
     assert!(b.column(8).is_null(0));
 
     m.insert("transaction_ts".into(), 1_795_182_312_123_i64.into());
     let out = decode_one(serde_json::to_string(&m).unwrap().as_bytes());
-    assert_eq!(out.transactions.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1_795_182_312_123_000);
+    assert_eq!(
+        out.transactions
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_795_182_312_123_000
+    );
 }
 
 #[test]
@@ -103,22 +139,56 @@ fn quarantine_reasons_name_the_field() {
         (b"[1,2,3]".to_vec(), "not a JSON object"),
         (b"".to_vec(), "empty message"),
         (b"   ".to_vec(), "whitespace"),
-        (without("transaction_id"), "missing required field 'transaction_id'"),
-        (with("amount", serde_json::Value::Null), "required field 'amount' is null"),
-        (with("amount", "12.5".into()), "field 'amount': expected a number, got string"),
-        (with("transaction_ts", "yesterday".into()), "field 'transaction_ts': 'yesterday' is not an RFC 3339"),
+        (
+            without("transaction_id"),
+            "missing required field 'transaction_id'",
+        ),
+        (
+            with("amount", serde_json::Value::Null),
+            "required field 'amount' is null",
+        ),
+        (
+            with("amount", "12.5".into()),
+            "field 'amount': expected a number, got string",
+        ),
+        (
+            with("transaction_ts", "yesterday".into()),
+            "field 'transaction_ts': 'yesterday' is not an RFC 3339",
+        ),
         (with("transaction_ts", 1.5.into()), "field 'transaction_ts'"),
-        (with("customer_id", "cust-1".into()), "field 'customer_id': 'cust-1' is not a UUID"),
-        (with("merchant_id", 5.into()), "field 'merchant_id': expected a UUID string, got number"),
-        (with("currency", "XYZ".into()), "field 'currency': no fx rate for currency 'XYZ'"),
-        (with("is_foreign", "yes".into()), "field 'is_foreign': expected a boolean, got string"),
-        (with("latitude", "north".into()), "field 'latitude': expected a number, got string"),
-        (with("device_id", serde_json::json!([1])), "field 'device_id': expected a string, got array"),
+        (
+            with("customer_id", "cust-1".into()),
+            "field 'customer_id': 'cust-1' is not a UUID",
+        ),
+        (
+            with("merchant_id", 5.into()),
+            "field 'merchant_id': expected a UUID string, got number",
+        ),
+        (
+            with("currency", "XYZ".into()),
+            "field 'currency': no fx rate for currency 'XYZ'",
+        ),
+        (
+            with("is_foreign", "yes".into()),
+            "field 'is_foreign': expected a boolean, got string",
+        ),
+        (
+            with("latitude", "north".into()),
+            "field 'latitude': expected a number, got string",
+        ),
+        (
+            with("device_id", serde_json::json!([1])),
+            "field 'device_id': expected a string, got array",
+        ),
         (with("amount", 1e30.into()), "out of range"),
     ];
     for (payload, expected) in cases {
         let reason = reason_of(&payload);
-        assert!(reason.contains(expected), "payload {:?}: reason {reason:?} lacks {expected:?}", String::from_utf8_lossy(&payload));
+        assert!(
+            reason.contains(expected),
+            "payload {:?}: reason {reason:?} lacks {expected:?}",
+            String::from_utf8_lossy(&payload)
+        );
     }
     let mut two = serde_json::to_vec(&valid()).unwrap();
     two.extend_from_slice(b" {}");
@@ -130,11 +200,17 @@ fn quarantine_keeps_payload_and_position() {
     let out = decode_one(b"\x00\xff binary");
     let q = &out.quarantine;
     assert_eq!(q.column(0).as_binary::<i32>().value(0), b"\x00\xff binary");
-    assert_eq!(q.column(3).as_primitive::<datafusion::arrow::datatypes::Int32Type>().value(0), 3);
+    assert_eq!(
+        q.column(3)
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+            .value(0),
+        3
+    );
     assert_eq!(q.column(4).as_primitive::<Int64Type>().value(0), 42);
 }
 
-fn arb_valid_message() -> impl Strategy<Value = (serde_json::Map<String, serde_json::Value>, i64, i64)> {
+fn arb_valid_message(
+) -> impl Strategy<Value = (serde_json::Map<String, serde_json::Value>, i64, i64)> {
     (
         any::<[u8; 16]>(),
         -2_000_000_000_000i64..4_000_000_000_000,
@@ -146,7 +222,10 @@ fn arb_valid_message() -> impl Strategy<Value = (serde_json::Map<String, serde_j
     )
         .prop_map(|(id, ms, cents, lat, foreign, cur, as_int)| {
             let mut m = valid();
-            m.insert("transaction_id".into(), uuid::Uuid::from_bytes(id).to_string().into());
+            m.insert(
+                "transaction_id".into(),
+                uuid::Uuid::from_bytes(id).to_string().into(),
+            );
             let ts: serde_json::Value = if as_int {
                 ms.into()
             } else {

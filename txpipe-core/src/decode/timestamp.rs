@@ -146,12 +146,15 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     let micros = secs * 1_000_000 + frac_micros;
-    (MIN_MICROS..=MAX_MICROS).contains(&micros).then_some(micros)
+    (MIN_MICROS..=MAX_MICROS)
+        .contains(&micros)
+        .then_some(micros)
 }
 
 /// Converts epoch milliseconds to microseconds, if within the accepted range.
 pub fn millis_to_micros(ms: i64) -> Option<i64> {
-    ms.checked_mul(1000).filter(|us| (MIN_MICROS..=MAX_MICROS).contains(us))
+    ms.checked_mul(1000)
+        .filter(|us| (MIN_MICROS..=MAX_MICROS).contains(us))
 }
 
 /// The UTC day number (since 1970-01-01) of an instant in microseconds.
@@ -177,10 +180,16 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00.5Z"), Some(500_000));
+        assert_eq!(
+            parse_rfc3339_micros("1970-01-01T00:00:00.5Z"),
+            Some(500_000)
+        );
         assert_eq!(parse_rfc3339_micros("1970-01-01T09:00:00+09:00"), Some(0));
         assert_eq!(parse_rfc3339_micros("1969-12-31 19:00:00-05:00"), Some(0));
-        assert_eq!(parse_rfc3339_micros("2026-11-20T13:45:12.123456789Z"), Some(1_795_182_312_123_456));
+        assert_eq!(
+            parse_rfc3339_micros("2026-11-20T13:45:12.123456789Z"),
+            Some(1_795_182_312_123_456)
+        );
         assert_eq!(parse_rfc3339_micros("2026-02-30T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_micros("2026-11-20T13:45:12"), None);
         assert_eq!(parse_rfc3339_micros("2026-11-20T13:45:12.Z"), None);
@@ -193,7 +202,10 @@ mod tests {
         assert_eq!(format_date(-1), "1969-12-31");
         assert_eq!(parse_date("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
         assert_eq!(parse_date("2023-02-29"), None);
-        assert_eq!(format_rfc3339_millis(1_795_182_312_123_456), "2026-11-20T13:45:12.123Z");
+        assert_eq!(
+            format_rfc3339_millis(1_795_182_312_123_456),
+            "2026-11-20T13:45:12.123Z"
+        );
     }
 
     proptest! {

@@ -18,7 +18,11 @@ const METADATA_ATTEMPTS: u32 = 3;
 ///
 /// # Errors
 /// The brokers cannot be reached after bounded retries.
-pub fn check_topic(brokers: &str, topic: &str, extra: &[(String, String)]) -> Result<Option<usize>> {
+pub fn check_topic(
+    brokers: &str,
+    topic: &str,
+    extra: &[(String, String)],
+) -> Result<Option<usize>> {
     let consumer: BaseConsumer = super::client_config(brokers, extra)
         .create()
         .map_err(|e| Error::Config(format!("kafka client for {brokers}: {e}")))?;
@@ -26,12 +30,22 @@ pub fn check_topic(brokers: &str, topic: &str, extra: &[(String, String)]) -> Re
     for attempt in 1..=METADATA_ATTEMPTS {
         match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
             Ok(md) => {
-                let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+                let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+                    return Ok(None);
+                };
                 return match t.error() {
                     None if !t.partitions().is_empty() => Ok(Some(t.partitions().len())),
                     None => Ok(None),
-                    Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => Ok(None),
-                    Some(e) => Err(Error::Kafka(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(e)))),
+                    Some(e)
+                        if RDKafkaErrorCode::from(e)
+                            == RDKafkaErrorCode::UnknownTopicOrPartition =>
+                    {
+                        Ok(None)
+                    }
+                    Some(e) => Err(Error::Kafka(format!(
+                        "topic {topic}: {:?}",
+                        RDKafkaErrorCode::from(e)
+                    ))),
                 };
             }
             Err(e) => {
@@ -53,7 +67,12 @@ pub fn check_topic(brokers: &str, topic: &str, extra: &[(String, String)]) -> Re
 ///
 /// # Errors
 /// The brokers are unreachable or refused to create the topic.
-pub async fn create_topic_if_missing(brokers: &str, topic: &str, partitions: i32, extra: &[(String, String)]) -> Result<usize> {
+pub async fn create_topic_if_missing(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    extra: &[(String, String)],
+) -> Result<usize> {
     let (b, t, x) = (brokers.to_string(), topic.to_string(), extra.to_vec());
     let existing = tokio::task::spawn_blocking(move || check_topic(&b, &t, &x))
         .await
@@ -66,22 +85,32 @@ pub async fn create_topic_if_missing(brokers: &str, topic: &str, partitions: i32
         .map_err(|e| Error::Config(format!("kafka admin client for {brokers}: {e}")))?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .map_err(|e| Error::Kafka(format!("creating topic {topic}: {e}")))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(Error::Kafka(format!("creating topic {name}: {code:?}"))),
+            Err((name, code)) => {
+                return Err(Error::Kafka(format!("creating topic {name}: {code:?}")))
+            }
         }
     }
     // The broker may take a moment to serve metadata for the new topic.
     for _ in 0..20 {
         let (b, t, x) = (brokers.to_string(), topic.to_string(), extra.to_vec());
-        if let Some(n) = tokio::task::spawn_blocking(move || check_topic(&b, &t, &x)).await.map_err(|e| Error::Worker(e.to_string()))?? {
+        if let Some(n) = tokio::task::spawn_blocking(move || check_topic(&b, &t, &x))
+            .await
+            .map_err(|e| Error::Worker(e.to_string()))??
+        {
             return Ok(n);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(Error::Kafka(format!("topic {topic} was created but does not appear in the metadata")))
+    Err(Error::Kafka(format!(
+        "topic {topic} was created but does not appear in the metadata"
+    )))
 }

@@ -59,8 +59,20 @@ pub struct KafkaSourceOptions {
 
 /// The lake stream key of a topic consumed by a group.
 pub fn stream_key(topic: &str, group: &str) -> String {
-    let clean: String = topic.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("kafka-{clean}-{:016x}", stable_hash(format!("{topic}\0{group}").as_bytes()))
+    let clean: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "kafka-{clean}-{:016x}",
+        stable_hash(format!("{topic}\0{group}").as_bytes())
+    )
 }
 
 /// State shared between the rebalance callback, the poll loop and the committer.
@@ -89,7 +101,10 @@ impl ClientContext for LakeContext {}
 
 impl LakeContext {
     fn lake_positions(&self) -> Result<BTreeMap<i32, SourcePosition>> {
-        let mut reader = self.reader.lock().map_err(|_| Error::Worker("lake reader lock poisoned".into()))?;
+        let mut reader = self
+            .reader
+            .lock()
+            .map_err(|_| Error::Worker("lake reader lock poisoned".into()))?;
         let positions = self.handle.block_on(reader.refresh())?;
         Ok(positions.clone())
     }
@@ -102,7 +117,12 @@ impl LakeContext {
 }
 
 impl ConsumerContext for LakeContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = match self.lake_positions() {
@@ -115,7 +135,10 @@ impl ConsumerContext for LakeContext {
                 };
                 let mut assigned = BTreeMap::new();
                 for elem in tpl.elements() {
-                    assigned.insert(elem.partition(), positions.get(&elem.partition()).map(|p| p.next_offset));
+                    assigned.insert(
+                        elem.partition(),
+                        positions.get(&elem.partition()).map(|p| p.next_offset),
+                    );
                 }
                 for (p, pos) in &assigned {
                     let offset = match (pos, self.start) {
@@ -144,7 +167,10 @@ impl ConsumerContext for LakeContext {
                     a.clear();
                 }
             }
-            other => self.fail(format!("rebalance error: {:?}", RDKafkaErrorCode::from(other))),
+            other => self.fail(format!(
+                "rebalance error: {:?}",
+                RDKafkaErrorCode::from(other)
+            )),
         }
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -160,7 +186,9 @@ pub struct OffsetCommitter {
 
 impl std::fmt::Debug for OffsetCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OffsetCommitter").field("topic", &self.topic).finish()
+        f.debug_struct("OffsetCommitter")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -168,7 +196,12 @@ impl OffsetCommitter {
     /// Commits `positions` to the group asynchronously; only partitions this
     /// member still owns are committed.
     pub fn commit(&self, positions: &BTreeMap<i32, SourcePosition>) {
-        let owned = self.shared.assigned.lock().map(|a| a.keys().copied().collect::<Vec<_>>()).unwrap_or_default();
+        let owned = self
+            .shared
+            .assigned
+            .lock()
+            .map(|a| a.keys().copied().collect::<Vec<_>>())
+            .unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (p, pos) in positions {
             if owned.contains(p) {
@@ -200,7 +233,10 @@ pub struct KafkaSource {
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSource").field("topic", &self.opts.topic).field("group", &self.opts.group).finish()
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.opts.topic)
+            .field("group", &self.opts.group)
+            .finish()
     }
 }
 
@@ -216,7 +252,12 @@ impl KafkaSource {
     pub fn connect(opts: KafkaSourceOptions, reader: LakeWriter, handle: Handle) -> Result<Self> {
         match super::check_topic(&opts.brokers, &opts.topic, &opts.config)? {
             Some(_) => {}
-            None => return Err(Error::Kafka(format!("topic {} does not exist on {}", opts.topic, opts.brokers))),
+            None => {
+                return Err(Error::Kafka(format!(
+                    "topic {} does not exist on {}",
+                    opts.topic, opts.brokers
+                )))
+            }
         }
         let shared = Arc::new(Shared::default());
         let context = LakeContext {
@@ -243,9 +284,12 @@ impl KafkaSource {
         for (k, v) in &opts.config {
             config.set(k, v);
         }
-        let consumer: BaseConsumer<LakeContext> =
-            config.create_with_context(context).map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
-        consumer.subscribe(&[&opts.topic]).map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", opts.topic)))?;
+        let consumer: BaseConsumer<LakeContext> = config
+            .create_with_context(context)
+            .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
+        consumer
+            .subscribe(&[&opts.topic])
+            .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", opts.topic)))?;
         Ok(Self {
             consumer: Arc::new(consumer),
             shared,
@@ -259,7 +303,11 @@ impl KafkaSource {
 
     /// A handle for the committer: group offset commits and resync requests.
     pub fn committer(&self) -> OffsetCommitter {
-        OffsetCommitter { consumer: self.consumer.clone(), topic: self.opts.topic.clone(), shared: self.shared.clone() }
+        OffsetCommitter {
+            consumer: self.consumer.clone(),
+            topic: self.opts.topic.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Messages consumed so far (duplicates skipped are not counted).
@@ -292,13 +340,23 @@ impl KafkaSource {
             let ctx = self.consumer.context();
             ctx.lake_positions()?
         };
-        let owned: Vec<i32> = self.shared.assigned.lock().map(|a| a.keys().copied().collect()).unwrap_or_default();
+        let owned: Vec<i32> = self
+            .shared
+            .assigned
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default();
         let mut assigned = BTreeMap::new();
         for p in owned {
             let pos = positions.get(&p).map(|x| x.next_offset);
             if let Some(o) = pos {
                 self.consumer
-                    .seek(&self.opts.topic, p, Offset::Offset(o), Duration::from_secs(10))
+                    .seek(
+                        &self.opts.topic,
+                        p,
+                        Offset::Offset(o),
+                        Duration::from_secs(10),
+                    )
                     .map_err(|e| Error::Kafka(format!("seeking partition {p} to {o}: {e}")))?;
             }
             assigned.insert(p, pos);
@@ -316,7 +374,11 @@ impl KafkaSource {
     ///
     /// # Errors
     /// A fatal consumer error (topic deleted, authentication, callback failure).
-    pub fn next_batch(&mut self, limits: BatchLimits, stop: &AtomicBool) -> Result<Option<RawBatch>> {
+    pub fn next_batch(
+        &mut self,
+        limits: BatchLimits,
+        stop: &AtomicBool,
+    ) -> Result<Option<RawBatch>> {
         let mut batch = RawBatch::default();
         let mut opened: Option<Instant> = None;
         loop {
@@ -343,13 +405,19 @@ impl KafkaSource {
                 self.reset_expected();
             }
             let wait = opened.map_or(Duration::from_millis(100), |t| {
-                limits.max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100))
+                limits
+                    .max_wait
+                    .saturating_sub(t.elapsed())
+                    .min(Duration::from_millis(100))
             });
             match self.consumer.poll(wait) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(KafkaError::MessageConsumption(code)))
-                    if matches!(code, RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) =>
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                    ) =>
                 {
                     return Err(Error::Kafka(format!("topic {}: {code:?}", self.opts.topic)));
                 }
@@ -363,7 +431,13 @@ impl KafkaSource {
                     let from = self.expected.get(&p).copied().unwrap_or(o);
                     batch.start_offsets.entry(p).or_insert(from);
                     batch.push(m.payload().unwrap_or(&[]), p, o);
-                    batch.positions.insert(p, SourcePosition { next_offset: o + 1, next_byte: None });
+                    batch.positions.insert(
+                        p,
+                        SourcePosition {
+                            next_offset: o + 1,
+                            next_byte: None,
+                        },
+                    );
                     self.expected.insert(p, o + 1);
                     self.consumed += 1;
                     opened.get_or_insert_with(Instant::now);
@@ -373,10 +447,21 @@ impl KafkaSource {
             if full || opened.is_some_and(|t| t.elapsed() >= limits.max_wait) {
                 return Ok(Some(batch));
             }
-            let has_partitions = self.shared.assigned.lock().map(|a| !a.is_empty()).unwrap_or(false);
+            let has_partitions = self
+                .shared
+                .assigned
+                .lock()
+                .map(|a| !a.is_empty())
+                .unwrap_or(false);
             // A member that owns nothing waits longer (the broker may still be
             // expiring dead members) but not forever.
-            let idle_limit = self.opts.stop_when_idle.map(|d| if has_partitions { d } else { d + Duration::from_secs(60) });
+            let idle_limit = self.opts.stop_when_idle.map(|d| {
+                if has_partitions {
+                    d
+                } else {
+                    d + Duration::from_secs(60)
+                }
+            });
             if batch.is_empty() && idle_limit.is_some_and(|d| self.last_message.elapsed() >= d) {
                 return Ok(None);
             }
@@ -387,7 +472,14 @@ impl KafkaSource {
     pub fn close(&self) {
         self.consumer.unsubscribe();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !self.shared.assigned.lock().map(|a| a.is_empty()).unwrap_or(true) {
+        while Instant::now() < deadline
+            && !self
+                .shared
+                .assigned
+                .lock()
+                .map(|a| a.is_empty())
+                .unwrap_or(true)
+        {
             let _ = self.consumer.poll(Duration::from_millis(50));
         }
     }

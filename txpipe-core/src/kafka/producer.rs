@@ -120,11 +120,19 @@ fn customer_key(line: &[u8]) -> Option<&[u8]> {
 /// # Errors
 /// The brokers are unreachable, the topic cannot be created, or the input
 /// cannot be read. Individual delivery failures are counted, not returned.
-pub async fn produce(input: ProduceInput, opts: &ProduceOptions, progress: &mut (dyn FnMut(&ProduceSummary) + Send)) -> Result<ProduceSummary> {
+pub async fn produce(
+    input: ProduceInput,
+    opts: &ProduceOptions,
+    progress: &mut (dyn FnMut(&ProduceSummary) + Send),
+) -> Result<ProduceSummary> {
     if !matches!(opts.compression.as_str(), "lz4" | "zstd" | "gzip" | "none") {
-        return Err(Error::Config(format!("compression must be lz4, zstd, gzip or none, got '{}'", opts.compression)));
+        return Err(Error::Config(format!(
+            "compression must be lz4, zstd, gzip or none, got '{}'",
+            opts.compression
+        )));
     }
-    super::create_topic_if_missing(&opts.brokers, &opts.topic, opts.partitions, &opts.config).await?;
+    super::create_topic_if_missing(&opts.brokers, &opts.topic, opts.partitions, &opts.config)
+        .await?;
     let counters = Arc::new(Counters::default());
     let mut config = super::client_config(&opts.brokers, &[]);
     config
@@ -156,7 +164,9 @@ pub async fn produce(input: ProduceInput, opts: &ProduceOptions, progress: &mut 
             };
             let mut reader = BufReader::with_capacity(1 << 20, reader);
             Box::new(move |buf: &mut Vec<u8>| {
-                let n = reader.read_until(b'\n', buf).map_err(|e| Error::io("reading input", &path, e))?;
+                let n = reader
+                    .read_until(b'\n', buf)
+                    .map_err(|e| Error::io("reading input", &path, e))?;
                 while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     buf.pop();
                 }
@@ -190,7 +200,12 @@ pub async fn produce(input: ProduceInput, opts: &ProduceOptions, progress: &mut 
         loop {
             match producer_ref.send(pending) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
                     pending = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -224,7 +239,9 @@ pub async fn produce(input: ProduceInput, opts: &ProduceOptions, progress: &mut 
     summary.first_error = counters.first_error.lock().ok().and_then(|f| f.clone());
     summary.elapsed = started.elapsed();
     if let Err(e) = flushed {
-        summary.first_error.get_or_insert_with(|| format!("flush: {e}"));
+        summary
+            .first_error
+            .get_or_insert_with(|| format!("flush: {e}"));
     }
     Ok(summary)
 }
@@ -235,7 +252,10 @@ mod tests {
 
     #[test]
     fn finds_the_customer_key() {
-        assert_eq!(customer_key(br#"{"a":1,"customer_id":"abc","x":2}"#), Some(&b"abc"[..]));
+        assert_eq!(
+            customer_key(br#"{"a":1,"customer_id":"abc","x":2}"#),
+            Some(&b"abc"[..])
+        );
         assert_eq!(customer_key(br#"{"a":1}"#), None);
         assert_eq!(customer_key(br#"{"customer_id":"unterminated"#), None);
     }

@@ -127,7 +127,12 @@ impl CommitLog {
             .list(LOG_DIR)
             .await?
             .iter()
-            .filter_map(|m| m.location.filename().and_then(|f| f.strip_suffix(".json")).and_then(|f| f.parse().ok()))
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .and_then(|f| f.parse().ok())
+            })
             .collect();
         v.sort_unstable();
         Ok(v)
@@ -139,7 +144,11 @@ impl CommitLog {
     /// The entry is missing or not valid JSON.
     pub async fn read(&self, version: u64) -> Result<CommitEntry> {
         let path = entry_path(version);
-        let bytes = self.lake.get(&path).await?.ok_or_else(|| Error::CommitLog(format!("{path} is missing")))?;
+        let bytes = self
+            .lake
+            .get(&path)
+            .await?
+            .ok_or_else(|| Error::CommitLog(format!("{path} is missing")))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::CommitLog(format!("{path}: {e}")))
     }
 
@@ -176,7 +185,9 @@ impl CommitLog {
     /// The store failed.
     pub async fn try_create(&self, entry: &CommitEntry) -> Result<bool> {
         let body = Bytes::from(serde_json::to_vec_pretty(entry)?);
-        self.lake.put_if_absent(&entry_path(entry.version), body).await
+        self.lake
+            .put_if_absent(&entry_path(entry.version), body)
+            .await
     }
 }
 
@@ -199,7 +210,13 @@ mod tests {
             version: 0,
             stream: stream.into(),
             source: "s".into(),
-            positions: BTreeMap::from([(0, SourcePosition { next_offset: 10, next_byte: Some(100) })]),
+            positions: BTreeMap::from([(
+                0,
+                SourcePosition {
+                    next_offset: 10,
+                    next_byte: Some(100),
+                },
+            )]),
             files: vec![],
             counts: BatchCounts::default(),
             committed_at: "now".into(),
@@ -216,10 +233,16 @@ mod tests {
             let mut e = entry(stream);
             e.version = v;
             assert!(log.try_create(&e).await.unwrap());
-            assert!(!log.try_create(&e).await.unwrap(), "a version is created once");
+            assert!(
+                !log.try_create(&e).await.unwrap(),
+                "a version is created once"
+            );
         }
         assert_eq!(log.versions().await.unwrap(), vec![0, 1, 2]);
         assert_eq!(log.last_for_stream("a").await.unwrap().unwrap().version, 2);
-        assert_eq!(log.last_for_stream("b").await.unwrap().unwrap().positions[&0].next_offset, 10);
+        assert_eq!(
+            log.last_for_stream("b").await.unwrap().unwrap().positions[&0].next_offset,
+            10
+        );
     }
 }

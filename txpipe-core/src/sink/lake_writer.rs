@@ -25,7 +25,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::try_join_all;
 
-use super::commit_log::{run_staging_dir, staging_dir, BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition};
+use super::commit_log::{
+    run_staging_dir, staging_dir, BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition,
+};
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -116,11 +118,15 @@ impl LakeWriter {
         let known = self.known_version;
         let versions = self.log.versions().await?;
         let mut mine = Vec::new();
-        for v in versions.into_iter().filter(|v| known.is_none_or(|k| *v > k)) {
+        for v in versions
+            .into_iter()
+            .filter(|v| known.is_none_or(|k| *v > k))
+        {
             let e = self.log.read(v).await?;
             self.known_version = Some(v);
             if e.stream == self.stream {
-                self.positions.extend(e.positions.iter().map(|(p, pos)| (*p, *pos)));
+                self.positions
+                    .extend(e.positions.iter().map(|(p, pos)| (*p, *pos)));
                 mine.push(e);
             }
         }
@@ -147,7 +153,10 @@ impl LakeWriter {
     /// # Errors
     /// A committed file is neither published nor staged (the lake was damaged),
     /// or the store failed.
-    pub async fn recover(&mut self, orphan_grace: Duration) -> Result<BTreeMap<i32, SourcePosition>> {
+    pub async fn recover(
+        &mut self,
+        orphan_grace: Duration,
+    ) -> Result<BTreeMap<i32, SourcePosition>> {
         let entries = self.catch_up().await?;
         let mut last_per_run: HashMap<&str, &CommitEntry> = HashMap::new();
         for e in &entries {
@@ -156,19 +165,27 @@ impl LakeWriter {
         for e in last_per_run.values() {
             self.publish(e).await?;
         }
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(orphan_grace).unwrap_or_default();
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(orphan_grace).unwrap_or_default();
         let staged = self.lake.list(&staging_dir(&self.stream)).await?;
         let mut newest_per_run: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
         let prefix = format!("{}/", staging_dir(&self.stream));
         for m in &staged {
             let rel = self.lake.relative(&m.location);
-            let run = rel.strip_prefix(&prefix).and_then(|r| r.split('/').next()).unwrap_or_default().to_string();
+            let run = rel
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default()
+                .to_string();
             let t = newest_per_run.entry(run).or_insert(m.last_modified);
             *t = (*t).max(m.last_modified);
         }
         for m in staged {
             let rel = self.lake.relative(&m.location);
-            let run = rel.strip_prefix(&prefix).and_then(|r| r.split('/').next()).unwrap_or_default();
+            let run = rel
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default();
             if newest_per_run.get(run).is_some_and(|t| *t <= cutoff) {
                 self.lake.delete(&rel).await?;
             }
@@ -196,7 +213,11 @@ impl LakeWriter {
     fn conflicts(&self, start: &BTreeMap<i32, i64>) -> Vec<i32> {
         start
             .iter()
-            .filter(|(p, s)| self.positions.get(p).is_some_and(|pos| **s != pos.next_offset))
+            .filter(|(p, s)| {
+                self.positions
+                    .get(p)
+                    .is_some_and(|pos| **s != pos.next_offset)
+            })
             .map(|(p, _)| *p)
             .collect()
     }
@@ -213,7 +234,12 @@ impl LakeWriter {
         let mut actions = Vec::with_capacity(batch.files.len());
         let mut puts = Vec::with_capacity(batch.files.len());
         for f in batch.files {
-            let path = format!("{}/{}/part-{}.parquet", f.table, f.partition, uuid::Uuid::new_v4());
+            let path = format!(
+                "{}/{}/part-{}.parquet",
+                f.table,
+                f.partition,
+                uuid::Uuid::new_v4()
+            );
             let staged_path = format!("{staging}/{path}");
             actions.push(FileAction {
                 table: f.table.to_string(),
@@ -254,14 +280,17 @@ impl LakeWriter {
                 return Err(Error::CommitConflict {
                     source_name: self.source.clone(),
                     partitions: conflicts,
-                    reason: "another writer already committed these positions; the batch was dropped".into(),
+                    reason:
+                        "another writer already committed these positions; the batch was dropped"
+                            .into(),
                 });
             }
             entry.version = self.known_version.map_or(0, |v| v + 1);
             entry.committed_at = format_rfc3339_millis(now_micros());
             if self.log.try_create(&entry).await? {
                 self.known_version = Some(entry.version);
-                self.positions.extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
+                self.positions
+                    .extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
                 break;
             }
             // Someone else took that version: read what they committed, re-check.

@@ -20,8 +20,16 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Columns whose values repeat a lot within a file: dictionary-encoded.
 /// Everything else (ids, timestamps, amounts, coordinates) is plain-encoded,
 /// where a dictionary would cost hashing for no size gain.
-const DICTIONARY_COLUMNS: [&str; 8] =
-    ["customer_id", "merchant_id", "currency", "payment_method", "source", "source_partition", "ingested_at", "error"];
+const DICTIONARY_COLUMNS: [&str; 8] = [
+    "customer_id",
+    "merchant_id",
+    "currency",
+    "payment_method",
+    "source",
+    "source_partition",
+    "ingested_at",
+    "error",
+];
 
 /// Writer settings for lake files: zstd, page statistics, dictionaries only
 /// for repetitive columns.
@@ -36,7 +44,10 @@ pub fn writer_properties() -> WriterProperties {
     for col in DICTIONARY_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
     }
-    b = b.set_column_dictionary_enabled(ColumnPath::new(vec!["fraud_reasons".into(), "list".into(), "item".into()]), true);
+    b = b.set_column_dictionary_enabled(
+        ColumnPath::new(vec!["fraud_reasons".into(), "list".into(), "item".into()]),
+        true,
+    );
     b.build()
 }
 
@@ -44,7 +55,11 @@ pub fn writer_properties() -> WriterProperties {
 ///
 /// # Errors
 /// Parquet rejected the data (schema mismatch).
-pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], props: &WriterProperties) -> Result<Vec<u8>> {
+pub fn encode(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<Vec<u8>> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut buf = Vec::with_capacity(rows * 64 + 4096);
     let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props.clone()))?;
@@ -69,7 +84,11 @@ pub fn split_by_day(batch: &RecordBatch, ts_column: &str) -> Result<Vec<(i64, Re
     let ts = batch
         .column_by_name(ts_column)
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        .ok_or_else(|| Error::Config(format!("partition column {ts_column} is not a microsecond timestamp")))?;
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "partition column {ts_column} is not a microsecond timestamp"
+            ))
+        })?;
     let first = day_of_micros(ts.value(0));
     if ts.values().iter().all(|&t| day_of_micros(t) == first) {
         return Ok(vec![(first, batch.clone())]);
@@ -89,7 +108,8 @@ pub fn split_by_day(batch: &RecordBatch, ts_column: &str) -> Result<Vec<(i64, Re
 /// # Errors
 /// The bytes are not a readable Parquet file.
 pub fn decode(bytes: bytes::Bytes) -> Result<Vec<RecordBatch>> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
@@ -108,13 +128,20 @@ mod tests {
 
     fn batch(ts: Vec<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("i", DataType::Int64, false),
         ]));
         let idx: Vec<i64> = (0..ts.len() as i64).collect();
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")), Arc::new(Int64Array::from(idx))],
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+                Arc::new(Int64Array::from(idx)),
+            ],
         )
         .unwrap()
     }
@@ -146,10 +173,16 @@ mod tests {
         let day = days_from_civil(2026, 11, 20);
         let b = batch(vec![day * MICROS_PER_DAY, day * MICROS_PER_DAY + 5]);
         let bytes = encode(&b.schema(), std::slice::from_ref(&b), &writer_properties()).unwrap();
-        let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(
+            bytes.clone(),
+        ))
+        .unwrap();
         use parquet::file::reader::FileReader;
         let col = meta.metadata().row_group(0).column(0);
-        assert_eq!(col.compression(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap()));
+        assert_eq!(
+            col.compression(),
+            Compression::ZSTD(ZstdLevel::try_new(1).unwrap())
+        );
         assert!(col.statistics().is_some());
         let back = decode(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(back[0], b);

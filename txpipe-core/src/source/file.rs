@@ -54,7 +54,10 @@ pub struct FileSource {
 
 impl std::fmt::Debug for FileSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSource").field("name", &self.name).field("next_line", &self.next_line).finish()
+        f.debug_struct("FileSource")
+            .field("name", &self.name)
+            .field("next_line", &self.next_line)
+            .finish()
     }
 }
 
@@ -66,14 +69,24 @@ pub fn stream_key(path: &str) -> Result<(String, String)> {
     if path == "-" {
         return Ok(("stdin".into(), "stdin".into()));
     }
-    let abs: PathBuf = std::fs::canonicalize(path).map_err(|e| Error::io("opening input", path, e))?;
+    let abs: PathBuf =
+        std::fs::canonicalize(path).map_err(|e| Error::io("opening input", path, e))?;
     let name = abs.display().to_string();
     Ok((format!("file-{:016x}", stable_hash(name.as_bytes())), name))
 }
 
-fn read_blocks(mut reader: BufReader<Box<dyn Read + Send>>, tx: std::sync::mpsc::SyncSender<Result<Block>>, stop: Arc<AtomicBool>, name: String) {
+fn read_blocks(
+    mut reader: BufReader<Box<dyn Read + Send>>,
+    tx: std::sync::mpsc::SyncSender<Result<Block>>,
+    stop: Arc<AtomicBool>,
+    name: String,
+) {
     loop {
-        let mut block = Block { data: Vec::with_capacity(BLOCK_BYTES + 4096), lines: Vec::new(), consumed: 0 };
+        let mut block = Block {
+            data: Vec::with_capacity(BLOCK_BYTES + 4096),
+            lines: Vec::new(),
+            consumed: 0,
+        };
         while block.data.len() < BLOCK_BYTES {
             let start = block.data.len();
             match reader.read_until(b'\n', &mut block.data) {
@@ -120,26 +133,36 @@ impl FileSource {
         let next_line = start.map_or(0, |p| p.next_offset);
         let next_byte = start.and_then(|p| p.next_byte).unwrap_or(0);
         let reader: BufReader<Box<dyn Read + Send>> = if path == "-" {
-            let mut stdin: BufReader<Box<dyn Read + Send>> = BufReader::with_capacity(1 << 20, Box::new(std::io::stdin()));
+            let mut stdin: BufReader<Box<dyn Read + Send>> =
+                BufReader::with_capacity(1 << 20, Box::new(std::io::stdin()));
             let mut skipped = 0;
             let mut sink = Vec::new();
             while skipped < next_line {
                 sink.clear();
-                if stdin.read_until(b'\n', &mut sink).map_err(|e| Error::io("reading input", "stdin", e))? == 0 {
+                if stdin
+                    .read_until(b'\n', &mut sink)
+                    .map_err(|e| Error::io("reading input", "stdin", e))?
+                    == 0
+                {
                     break;
                 }
                 skipped += 1;
             }
             stdin
         } else {
-            let mut file = File::open(Path::new(path)).map_err(|e| Error::io("opening input", path, e))?;
-            let len = file.metadata().map_err(|e| Error::io("reading input metadata", path, e))?.len();
+            let mut file =
+                File::open(Path::new(path)).map_err(|e| Error::io("opening input", path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("reading input metadata", path, e))?
+                .len();
             if len < next_byte {
                 return Err(Error::Config(format!(
                     "{name} has {len} bytes but {next_byte} were already committed from it: the file was replaced or truncated"
                 )));
             }
-            file.seek(SeekFrom::Start(next_byte)).map_err(|e| Error::io("seeking input", path, e))?;
+            file.seek(SeekFrom::Start(next_byte))
+                .map_err(|e| Error::io("seeking input", path, e))?;
             BufReader::with_capacity(1 << 20, Box::new(file))
         };
         let (tx, rx) = sync_channel(4);
@@ -148,7 +171,16 @@ impl FileSource {
             .name("txpipe-read".into())
             .spawn(move || read_blocks(reader, tx, stop, thread_name))
             .map_err(|e| Error::Worker(format!("starting reader thread: {e}")))?;
-        Ok(Self { name, stream, next_line, next_byte, blocks: rx, pending: None, pending_line: 0, done: false })
+        Ok(Self {
+            name,
+            stream,
+            next_line,
+            next_byte,
+            blocks: rx,
+            pending: None,
+            pending_line: 0,
+            done: false,
+        })
     }
 
     /// The stream key (stable for the same path).
@@ -163,7 +195,10 @@ impl FileSource {
 
     /// The next line number to be read.
     pub fn position(&self) -> SourcePosition {
-        SourcePosition { next_offset: self.next_line, next_byte: Some(self.next_byte) }
+        SourcePosition {
+            next_offset: self.next_line,
+            next_byte: Some(self.next_byte),
+        }
     }
 
     /// Reads the next micro-batch; `Ok(None)` at end of input.
@@ -171,7 +206,10 @@ impl FileSource {
     /// # Errors
     /// Reading failed.
     pub fn next_batch(&mut self, limits: BatchLimits) -> Result<Option<RawBatch>> {
-        let mut batch = RawBatch { data: Vec::with_capacity(limits.max_bytes.min(limits.max_rows.saturating_mul(512))), ..Default::default() };
+        let mut batch = RawBatch {
+            data: Vec::with_capacity(limits.max_bytes.min(limits.max_rows.saturating_mul(512))),
+            ..Default::default()
+        };
         batch.start_offsets.insert(0, self.next_line);
         let mut deadline: Option<Instant> = None;
         while batch.len() < limits.max_rows && batch.data.len() < limits.max_bytes {
@@ -180,8 +218,13 @@ impl FileSource {
                 None if self.done => break,
                 None => {
                     let received = match deadline {
-                        None => self.blocks.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        Some(d) => self.blocks.recv_timeout(d.saturating_duration_since(Instant::now())),
+                        None => self
+                            .blocks
+                            .recv()
+                            .map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(d) => self
+                            .blocks
+                            .recv_timeout(d.saturating_duration_since(Instant::now())),
                     };
                     match received {
                         Ok(Ok(b)) => {
@@ -199,7 +242,10 @@ impl FileSource {
             };
             deadline.get_or_insert_with(|| Instant::now() + limits.max_wait);
             let mut i = self.pending_line;
-            while i < block.lines.len() && batch.len() < limits.max_rows && batch.data.len() < limits.max_bytes {
+            while i < block.lines.len()
+                && batch.len() < limits.max_rows
+                && batch.data.len() < limits.max_bytes
+            {
                 let (s, e) = block.lines[i];
                 batch.push(&block.data[s..e], 0, self.next_line);
                 self.next_line += 1;
@@ -243,7 +289,11 @@ mod tests {
     use std::io::Write;
 
     fn limits(rows: usize) -> BatchLimits {
-        BatchLimits { max_rows: rows, max_bytes: 1 << 30, max_wait: Duration::from_secs(10) }
+        BatchLimits {
+            max_rows: rows,
+            max_bytes: 1 << 30,
+            max_wait: Duration::from_secs(10),
+        }
     }
 
     #[test]
@@ -258,13 +308,22 @@ mod tests {
         let mut src = FileSource::open(p, None, stop.clone()).unwrap();
         let b1 = src.next_batch(limits(2)).unwrap().unwrap();
         assert_eq!((b1.payload(0), b1.payload(1)), (&b"a"[..], &b"bb"[..]));
-        assert_eq!(b1.positions[&0], SourcePosition { next_offset: 2, next_byte: Some(6) });
+        assert_eq!(
+            b1.positions[&0],
+            SourcePosition {
+                next_offset: 2,
+                next_byte: Some(6)
+            }
+        );
         let mut resumed = FileSource::open(p, Some(b1.positions[&0]), stop).unwrap();
         let b2 = resumed.next_batch(limits(10)).unwrap().unwrap();
         let payloads: Vec<&[u8]> = (0..b2.len()).map(|i| b2.payload(i)).collect();
         assert_eq!(payloads, vec![&b""[..], b"ccc", b"last-no-newline"]);
         assert_eq!(b2.spans[0].offset, 2);
-        assert_eq!(b2.positions[&0].next_byte, Some(std::fs::metadata(&path).unwrap().len()));
+        assert_eq!(
+            b2.positions[&0].next_byte,
+            Some(std::fs::metadata(&path).unwrap().len())
+        );
         assert!(resumed.next_batch(limits(10)).unwrap().is_none());
     }
 
@@ -273,8 +332,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "a\n").unwrap();
-        let pos = SourcePosition { next_offset: 5, next_byte: Some(100) };
-        let e = FileSource::open(path.to_str().unwrap(), Some(pos), Arc::new(AtomicBool::new(false))).unwrap_err();
+        let pos = SourcePosition {
+            next_offset: 5,
+            next_byte: Some(100),
+        };
+        let e = FileSource::open(
+            path.to_str().unwrap(),
+            Some(pos),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("replaced or truncated"), "{e}");
     }
 }

@@ -54,7 +54,12 @@ impl RawBatch {
     pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
-        self.spans.push(MessageSpan { start, end: self.data.len(), partition, offset });
+        self.spans.push(MessageSpan {
+            start,
+            end: self.data.len(),
+            partition,
+            offset,
+        });
     }
 }
 
