@@ -28,6 +28,8 @@ use crate::sink::{LakeWriter, SourcePosition};
 use crate::source::file::BatchLimits;
 use crate::source::{stable_hash, RawBatch};
 
+use super::watchdog::{OrphanWatch, Verdict};
+
 /// Where a partition the lake has never seen starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartOffset {
@@ -97,7 +99,21 @@ struct LakeContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for LakeContext {}
+impl ClientContext for LakeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // librdkafka retries and reports most trouble through errors the poll
+        // loop sees; its own log is for debugging (`TXPIPE_DEBUG=1` together
+        // with `--kafka-config debug=cgrp,fetch`).
+        if debug_enabled() {
+            eprintln!("txpipe: librdkafka {level:?} {fac}: {log_message}");
+        }
+    }
+}
+
+/// Whether `TXPIPE_DEBUG` asks for consumer-group diagnostics on stderr.
+fn debug_enabled() -> bool {
+    std::env::var_os("TXPIPE_DEBUG").is_some()
+}
 
 impl LakeContext {
     fn lake_positions(&self) -> Result<BTreeMap<i32, SourcePosition>> {
@@ -148,7 +164,7 @@ impl ConsumerContext for LakeContext {
                     };
                     let _ = tpl.set_partition_offset(&self.topic, *p, offset);
                 }
-                if std::env::var_os("TXPIPE_DEBUG").is_some() {
+                if debug_enabled() {
                     eprintln!("txpipe: assigned {assigned:?} (lake positions)");
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -159,7 +175,7 @@ impl ConsumerContext for LakeContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if std::env::var_os("TXPIPE_DEBUG").is_some() {
+                if debug_enabled() {
                     eprintln!("txpipe: partitions revoked");
                 }
                 let _ = consumer.unassign();
@@ -229,7 +245,16 @@ pub struct KafkaSource {
     generation: u64,
     consumed: u64,
     last_message: Instant,
+    watch: OrphanWatch,
+    last_watch: Instant,
 }
+
+/// A partition with pending messages and no lake progress for this long, owned
+/// by no member, makes this member rejoin the group (see [`super::watchdog`]).
+/// Longer than a session timeout plus a rebalance on a healthy broker.
+const ORPHAN_STALL_LIMIT: Duration = Duration::from_secs(20);
+/// How often the group's health is checked.
+const WATCH_INTERVAL: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -284,6 +309,9 @@ impl KafkaSource {
         for (k, v) in &opts.config {
             config.set(k, v);
         }
+        if debug_enabled() {
+            config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
         let consumer: BaseConsumer<LakeContext> = config
             .create_with_context(context)
             .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
@@ -298,6 +326,8 @@ impl KafkaSource {
             generation: 0,
             consumed: 0,
             last_message: Instant::now(),
+            watch: OrphanWatch::new(ORPHAN_STALL_LIMIT),
+            last_watch: Instant::now(),
         })
     }
 
@@ -403,6 +433,11 @@ impl KafkaSource {
                 batch = RawBatch::default();
                 opened = None;
                 self.reset_expected();
+                self.watch.reset();
+            }
+            if self.last_watch.elapsed() >= WATCH_INTERVAL {
+                self.last_watch = Instant::now();
+                self.watch_group()?;
             }
             let wait = opened.map_or(Duration::from_millis(100), |t| {
                 limits
@@ -466,6 +501,55 @@ impl KafkaSource {
                 return Ok(None);
             }
         }
+    }
+
+    /// Checks for partitions nobody consumes and rejoins the group if there are.
+    fn watch_group(&mut self) -> Result<()> {
+        let timeout = Duration::from_secs(2);
+        let topic = &self.opts.topic;
+        let Ok(metadata) = self.consumer.fetch_metadata(Some(topic), timeout) else {
+            return Ok(()); // broker busy or away: librdkafka reports real trouble
+        };
+        let owned: Vec<i32> = self
+            .shared
+            .assigned
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default();
+        let mut partitions = BTreeMap::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                if owned.contains(&p.id()) {
+                    partitions.insert(p.id(), (0, 0));
+                } else if let Ok(w) = self.consumer.fetch_watermarks(topic, p.id(), timeout) {
+                    partitions.insert(p.id(), w);
+                }
+            }
+        }
+        let lake: BTreeMap<i32, i64> = self
+            .consumer
+            .context()
+            .lake_positions()?
+            .into_iter()
+            .map(|(p, pos)| (p, pos.next_offset))
+            .collect();
+        if let Verdict::Orphaned(parts) =
+            self.watch
+                .observe(Instant::now(), &partitions, &owned, &lake)
+        {
+            eprintln!(
+                "txpipe: partitions {parts:?} of {topic} have pending messages and no consumer \
+                 for {}s; rejoining group {} to force a rebalance",
+                ORPHAN_STALL_LIMIT.as_secs(),
+                self.opts.group
+            );
+            self.consumer.unsubscribe();
+            self.consumer
+                .subscribe(&[topic])
+                .map_err(|e| Error::Kafka(format!("resubscribing to {topic}: {e}")))?;
+            self.watch.reset();
+        }
+        Ok(())
     }
 
     /// Leaves the group cleanly (partitions are revoked and handed over).

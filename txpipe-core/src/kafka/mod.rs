@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod producer;
+pub mod watchdog;
 
 pub use admin::{check_topic, create_topic_if_missing};
 pub use consumer::{KafkaSource, KafkaSourceOptions, StartOffset};
