@@ -77,6 +77,26 @@ async fn assert_exactly_once(lake: &str, valid: u64, bad: u64) {
     assert_eq!(ids, vec![valid as i64], "distinct transaction ids");
 }
 
+/// `txpipe produce` of N generated transactions (1% bad) to a new 4-partition topic.
+fn produce_generated(brokers: &str, topic: &str, n: u64, seed: u64) -> String {
+    run_ok(&[
+        "produce",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--count",
+        &n.to_string(),
+        "--bad-rate",
+        "0.01",
+        "--seed",
+        &seed.to_string(),
+        "--partitions",
+        "4",
+        "--quiet",
+    ])
+}
+
 fn ingest_args<'a>(
     lake: &'a str,
     brokers: &'a str,
@@ -278,22 +298,7 @@ async fn kill_dash_nine_during_kafka_ingest_keeps_exactly_once() {
     let t = TestDir::new();
     let topic = topic("crash");
     let n = 200_000u64;
-    let out = run_ok(&[
-        "produce",
-        "--brokers",
-        &b,
-        "--topic",
-        &topic,
-        "--count",
-        &n.to_string(),
-        "--bad-rate",
-        "0.01",
-        "--seed",
-        "5",
-        "--partitions",
-        "4",
-        "--quiet",
-    ]);
+    let out = produce_generated(&b, &topic, n, 5);
     assert!(out.contains(&format!("failed 0 of {n}")), "{out}");
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 5);
     let lake = t.str("lake");
@@ -350,22 +355,7 @@ async fn two_members_with_a_leave_and_rejoin_land_everything_once() {
     let t = TestDir::new();
     let topic = topic("rebalance");
     let n = 60_000u64;
-    run_ok(&[
-        "produce",
-        "--brokers",
-        &b,
-        "--topic",
-        &topic,
-        "--count",
-        &n.to_string(),
-        "--bad-rate",
-        "0.01",
-        "--seed",
-        "8",
-        "--partitions",
-        "4",
-        "--quiet",
-    ]);
+    produce_generated(&b, &topic, n, 8);
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 8);
     let lake = t.str("lake");
     let mut args = ingest_args(&lake, &b, &topic, "pair");
@@ -418,22 +408,7 @@ async fn survivor_takes_over_the_partitions_of_a_member_killed_with_dash_nine() 
     let t = TestDir::new();
     let topic = topic("survivor");
     let n = 80_000u64;
-    run_ok(&[
-        "produce",
-        "--brokers",
-        &b,
-        "--topic",
-        &topic,
-        "--count",
-        &n.to_string(),
-        "--bad-rate",
-        "0.01",
-        "--seed",
-        "9",
-        "--partitions",
-        "4",
-        "--quiet",
-    ]);
+    produce_generated(&b, &topic, n, 9);
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 9);
     let lake = t.str("lake");
     let mut args = ingest_args(&lake, &b, &topic, "survivors");

@@ -90,6 +90,16 @@ struct Shared {
     error: Mutex<Option<String>>,
 }
 
+impl Shared {
+    /// The partitions this member owns now.
+    fn owned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// librdkafka callbacks: assignment from lake positions.
 struct LakeContext {
     topic: String,
@@ -212,12 +222,7 @@ impl OffsetCommitter {
     /// Commits `positions` to the group asynchronously; only partitions this
     /// member still owns are committed.
     pub fn commit(&self, positions: &BTreeMap<i32, SourcePosition>) {
-        let owned = self
-            .shared
-            .assigned
-            .lock()
-            .map(|a| a.keys().copied().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let owned = self.shared.owned();
         let mut tpl = TopicPartitionList::new();
         for (p, pos) in positions {
             if owned.contains(p) {
@@ -370,12 +375,7 @@ impl KafkaSource {
             let ctx = self.consumer.context();
             ctx.lake_positions()?
         };
-        let owned: Vec<i32> = self
-            .shared
-            .assigned
-            .lock()
-            .map(|a| a.keys().copied().collect())
-            .unwrap_or_default();
+        let owned: Vec<i32> = self.shared.owned();
         let mut assigned = BTreeMap::new();
         for p in owned {
             let pos = positions.get(&p).map(|x| x.next_offset);
@@ -510,12 +510,7 @@ impl KafkaSource {
         let Ok(metadata) = self.consumer.fetch_metadata(Some(topic), timeout) else {
             return Ok(()); // broker busy or away: librdkafka reports real trouble
         };
-        let owned: Vec<i32> = self
-            .shared
-            .assigned
-            .lock()
-            .map(|a| a.keys().copied().collect())
-            .unwrap_or_default();
+        let owned: Vec<i32> = self.shared.owned();
         let mut partitions = BTreeMap::new();
         for t in metadata.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {
