@@ -32,6 +32,8 @@ fn batch(start: i64, next: i64) -> EncodedBatch {
             },
         )]),
         input_bytes: 0,
+        opened_at: None,
+        produced_ms: Vec::new(),
     }
 }
 

@@ -9,3 +9,4 @@ mod exactly_once;
 mod external_readers;
 mod file_to_lake;
 mod kafka;
+mod models;

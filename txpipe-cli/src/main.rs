@@ -25,6 +25,11 @@ enum Command {
     Ingest(cmd::ingest::Args),
     /// Publish transactions to a Kafka topic (generated or from a file).
     Produce(cmd::produce::Args),
+    /// SQL models over the lake: build the marts (the dbt layer, built in).
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// Run the data tests over the lake and the marts (dbt-style summary).
+    Test(cmd::models::TestArgs),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
     Bench(cmd::bench::Args),
 }
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
         Command::Seed(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::seed::run(a))),
         Command::Ingest(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::ingest::run(a))),
         Command::Produce(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::produce::run(a))),
+        Command::Models(c) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::run(c))),
+        Command::Test(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::test(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };
     match result {

@@ -99,6 +99,30 @@ pub enum Error {
     #[error("kafka: {0}")]
     Kafka(String),
 
+    /// A models project is malformed: a bad model or test file, an unknown
+    /// ref, a cycle, a bad selection.
+    #[error("{0}")]
+    Project(String),
+
+    /// A model's SQL failed to plan or run.
+    #[error("model {model}: {message}")]
+    Model {
+        /// The model.
+        model: String,
+        /// What DataFusion said.
+        message: String,
+    },
+
+    /// An HTTP endpoint could not be served.
+    #[error("serving HTTP on {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A worker thread of the pipeline stopped unexpectedly.
     #[error("pipeline worker failed: {0}")]
     Worker(String),

@@ -73,6 +73,8 @@ pub mod fx;
 pub mod generate;
 pub mod kafka;
 pub mod lake;
+pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod process;
 pub mod read;

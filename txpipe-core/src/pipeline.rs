@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::kafka::consumer::{stream_key as kafka_stream_key, OffsetCommitter};
 use crate::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::lake::Lake;
+use crate::metrics::IngestMetrics;
 use crate::process::BatchProcessor;
 use crate::rules::RuleSet;
 use crate::seed::load_fx;
@@ -49,6 +50,8 @@ pub struct IngestOptions {
     pub workers: usize,
     /// Set to stop after the batches in flight are committed (e.g. on Ctrl-C).
     pub stop: Arc<AtomicBool>,
+    /// Live metrics to update (served by `--metrics-addr`), if any.
+    pub metrics: Option<Arc<IngestMetrics>>,
 }
 
 impl Default for IngestOptions {
@@ -59,6 +62,7 @@ impl Default for IngestOptions {
             batch_wait: DEFAULT_BATCH_WAIT,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stop: Arc::new(AtomicBool::new(false)),
+            metrics: None,
         }
     }
 }
@@ -208,6 +212,9 @@ pub async fn ingest_kafka(
         tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
             .await
             .map_err(|e| Error::Worker(e.to_string()))??;
+    if let Some(m) = &opts.metrics {
+        source.set_metrics(m.clone());
+    }
     let committer: OffsetCommitter = source.committer();
     let limits = opts.limits();
     let next = move |stop: &AtomicBool| {
@@ -336,6 +343,7 @@ where
         progress,
         on_commit,
         on_conflict,
+        opts.metrics.as_deref(),
     )
     .await;
     if outcome.is_err() {
@@ -363,6 +371,7 @@ where
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_in_order(
     writer: &mut LakeWriter,
     done_rx: &mut tokio::sync::mpsc::Receiver<(u64, Result<EncodedBatch>)>,
@@ -371,22 +380,31 @@ async fn commit_in_order(
     progress: &mut (dyn FnMut(&IngestSummary) + Send),
     on_commit: &mut (dyn FnMut(&CommitEntry) + Send),
     on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
+    metrics: Option<&IngestMetrics>,
 ) -> Result<()> {
     let mut pending: BTreeMap<u64, EncodedBatch> = BTreeMap::new();
     let mut next = 0u64;
     while let Some((seq, result)) = done_rx.recv().await {
         pending.insert(seq, result?);
-        while let Some(batch) = pending.remove(&next) {
+        while let Some(mut batch) = pending.remove(&next) {
             next += 1;
             let input_bytes = batch.input_bytes;
+            let opened_at = batch.opened_at;
+            let produced_ms = std::mem::take(&mut batch.produced_ms);
             match writer.commit(batch).await {
                 Ok(entry) => {
+                    if let Some(m) = metrics {
+                        m.record_commit(&entry, input_bytes, opened_at, &produced_ms);
+                    }
                     on_commit(&entry);
                     summary.add(&entry, input_bytes);
                     summary.last_commit = Some(entry);
                 }
                 Err(e @ Error::CommitConflict { .. }) => {
                     summary.conflicts += 1;
+                    if let Some(m) = metrics {
+                        m.record_conflict();
+                    }
                     on_conflict(e)?;
                 }
                 Err(e) => return Err(e),

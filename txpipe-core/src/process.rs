@@ -124,6 +124,8 @@ impl BatchProcessor {
             start_offsets: raw.start_offsets.clone(),
             positions: raw.positions.clone(),
             input_bytes: raw.data.len() as u64,
+            opened_at: raw.opened_at,
+            produced_ms: raw.produced_ms.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use txpipe_core::kafka::{KafkaSourceOptions, StartOffset};
 use txpipe_core::lake::Lake;
+use txpipe_core::metrics::{server, IngestMetrics};
 use txpipe_core::pipeline::{self, IngestOptions, IngestSummary};
 use txpipe_core::rules::RuleSet;
 
@@ -68,6 +69,12 @@ pub struct Args {
     /// Worker threads for decode, rules and Parquet encoding [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and JSON at /api/ingest)
+    /// while ingesting, e.g. 127.0.0.1:9898: rows consumed/landed/quarantined,
+    /// fraud per rule, batch and end-to-end latency, consumer lag per partition,
+    /// files and bytes written.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -168,6 +175,19 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         opts.workers = w;
     }
+    let source_name = a.from_file.clone().or(a.topic.clone()).unwrap_or_default();
+    let _metrics_server = match &a.metrics_addr {
+        Some(addr) => {
+            let metrics = Arc::new(IngestMetrics::new(&source_name));
+            opts.metrics = Some(metrics.clone());
+            let server = server::spawn(addr, server::ingest_router(metrics))
+                .await
+                .context("starting the metrics endpoint")?;
+            eprintln!("txpipe: metrics on http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     super::stop_on_signals(opts.stop.clone());
     let mut progress = Progress::new(a.quiet);
     let mut report = |s: &IngestSummary| {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod generate;
 pub mod generator_args;
 pub mod ingest;
+pub mod models;
 pub mod produce;
 pub mod seed;
 

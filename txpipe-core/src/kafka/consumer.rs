@@ -24,6 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+use crate::metrics::IngestMetrics;
 use crate::sink::{LakeWriter, SourcePosition};
 use crate::source::file::BatchLimits;
 use crate::source::{stable_hash, RawBatch};
@@ -252,6 +253,7 @@ pub struct KafkaSource {
     last_message: Instant,
     watch: OrphanWatch,
     last_watch: Instant,
+    metrics: Option<Arc<IngestMetrics>>,
 }
 
 /// A partition with pending messages and no lake progress for this long, owned
@@ -333,6 +335,7 @@ impl KafkaSource {
             last_message: Instant::now(),
             watch: OrphanWatch::new(ORPHAN_STALL_LIMIT),
             last_watch: Instant::now(),
+            metrics: None,
         })
     }
 
@@ -343,6 +346,11 @@ impl KafkaSource {
             topic: self.opts.topic.clone(),
             shared: self.shared.clone(),
         }
+    }
+
+    /// Publishes consumer lag per partition into `metrics` (measured every few seconds).
+    pub fn set_metrics(&mut self, metrics: Arc<IngestMetrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// Messages consumed so far (duplicates skipped are not counted).
@@ -466,6 +474,9 @@ impl KafkaSource {
                     let from = self.expected.get(&p).copied().unwrap_or(o);
                     batch.start_offsets.entry(p).or_insert(from);
                     batch.push(m.payload().unwrap_or(&[]), p, o);
+                    batch
+                        .produced_ms
+                        .push(m.timestamp().to_millis().unwrap_or(0));
                     batch.positions.insert(
                         p,
                         SourcePosition {
@@ -475,7 +486,7 @@ impl KafkaSource {
                     );
                     self.expected.insert(p, o + 1);
                     self.consumed += 1;
-                    opened.get_or_insert_with(Instant::now);
+                    batch.opened_at = Some(*opened.get_or_insert_with(Instant::now));
                 }
             }
             let full = batch.len() >= limits.max_rows || batch.data.len() >= limits.max_bytes;
@@ -514,9 +525,7 @@ impl KafkaSource {
         let mut partitions = BTreeMap::new();
         for t in metadata.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {
-                if owned.contains(&p.id()) {
-                    partitions.insert(p.id(), (0, 0));
-                } else if let Ok(w) = self.consumer.fetch_watermarks(topic, p.id(), timeout) {
+                if let Ok(w) = self.consumer.fetch_watermarks(topic, p.id(), timeout) {
                     partitions.insert(p.id(), w);
                 }
             }
@@ -528,6 +537,16 @@ impl KafkaSource {
             .into_iter()
             .map(|(p, pos)| (p, pos.next_offset))
             .collect();
+        if let Some(m) = &self.metrics {
+            let lag = partitions
+                .iter()
+                .map(|(&p, &(low, high))| {
+                    let at = lake.get(&p).copied().unwrap_or(low).max(low);
+                    (p, (high - at).max(0))
+                })
+                .collect();
+            m.set_lag(lag);
+        }
         if let Verdict::Orphaned(parts) =
             self.watch
                 .observe(Instant::now(), &partitions, &owned, &lake)

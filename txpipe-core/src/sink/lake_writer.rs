@@ -61,6 +61,10 @@ pub struct EncodedBatch {
     pub positions: BTreeMap<i32, SourcePosition>,
     /// Raw input bytes of the batch.
     pub input_bytes: u64,
+    /// When the batch's first message arrived (metrics only).
+    pub opened_at: Option<std::time::Instant>,
+    /// Kafka produce timestamps of the batch's messages, ms (metrics only).
+    pub produced_ms: Vec<i64>,
 }
 
 /// Publishes micro-batches of one stream into a lake, exactly once.

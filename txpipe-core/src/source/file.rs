@@ -240,6 +240,7 @@ impl FileSource {
                     }
                 }
             };
+            batch.opened_at.get_or_insert_with(Instant::now);
             deadline.get_or_insert_with(|| Instant::now() + limits.max_wait);
             let mut i = self.pending_line;
             while i < block.lines.len()

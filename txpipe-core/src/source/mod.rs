@@ -3,6 +3,7 @@
 pub mod file;
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::sink::SourcePosition;
 
@@ -31,6 +32,11 @@ pub struct RawBatch {
     pub start_offsets: BTreeMap<i32, i64>,
     /// Next position per partition once this batch is committed.
     pub positions: BTreeMap<i32, SourcePosition>,
+    /// When the batch's first message arrived (for the batch latency metric).
+    pub opened_at: Option<Instant>,
+    /// Kafka: each message's produce timestamp, ms since the epoch (for the
+    /// end-to-end latency metric); empty for files.
+    pub produced_ms: Vec<i64>,
 }
 
 impl RawBatch {

@@ -1,0 +1,154 @@
+//! One model: a SELECT in a `.sql` file, its dependencies and materialization.
+
+use std::collections::BTreeSet;
+
+use super::template::{parse, Piece};
+use crate::error::{Error, Result};
+
+/// How a model's result is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    /// Written as a Parquet mart at `LAKE/marts/<model>/`.
+    Table,
+    /// Not written; computed by the models (and tests) that read it.
+    View,
+}
+
+/// A parsed model file.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The file stem: the model's table name.
+    pub name: String,
+    /// Table or view.
+    pub materialized: Materialized,
+    /// Models read through `{{ ref('…') }}`.
+    pub refs: BTreeSet<String>,
+    pieces: Vec<Piece>,
+}
+
+/// Checks a model or table name: letters, digits and `_`, not starting with a digit.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Project(format!(
+            "{kind} name '{name}' must be letters, digits and '_' (not starting with a digit)"
+        )))
+    }
+}
+
+impl Model {
+    /// Parses the file `name.sql` with contents `sql`.
+    ///
+    /// # Errors
+    /// A bad name, template syntax, an unknown macro or config value.
+    pub fn parse(name: &str, sql: &str) -> Result<Self> {
+        check_name("model", name)?;
+        let origin = format!("model {name}");
+        let pieces = parse(&origin, sql)?;
+        let mut refs = BTreeSet::new();
+        let mut materialized = Materialized::Table;
+        for p in &pieces {
+            let Piece::Call { name: call, args } = p else {
+                continue;
+            };
+            match (call.as_str(), args.as_slice()) {
+                ("ref", [target]) => {
+                    check_name("ref", target)?;
+                    refs.insert(target.clone());
+                }
+                ("config", args) => {
+                    for a in args {
+                        materialized = match a.as_str() {
+                            "materialized=table" => Materialized::Table,
+                            "materialized=view" => Materialized::View,
+                            other => {
+                                return Err(Error::Project(format!(
+                                    "{origin}: unknown config '{other}' (materialized='table' or 'view')"
+                                )))
+                            }
+                        };
+                    }
+                }
+                ("rule_hits", [_column]) => {}
+                (other, _) => {
+                    return Err(Error::Project(format!(
+                        "{origin}: unknown or malformed macro '{other}' \
+                         (known: ref('model'), config(materialized='table'|'view'), rule_hits('column'))"
+                    )))
+                }
+            }
+        }
+        Ok(Model {
+            name: name.to_string(),
+            materialized,
+            refs,
+            pieces,
+        })
+    }
+
+    /// The SQL to run: refs become table names, `rule_hits(col)` becomes one
+    /// `<rule>_hits` count column per rule name.
+    pub fn render(&self, rules: &[String]) -> String {
+        let mut sql = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => sql.push_str(t),
+                Piece::Call { name, args } => match (name.as_str(), args.as_slice()) {
+                    ("ref", [target]) => sql.push_str(target),
+                    ("rule_hits", [column]) => sql.push_str(&rule_hits(column, rules)),
+                    _ => {}
+                },
+            }
+        }
+        sql
+    }
+}
+
+/// `SUM(CASE WHEN array_has(col, 'rule') THEN 1 ELSE 0 END) AS "rule_hits", …`
+fn rule_hits(column: &str, rules: &[String]) -> String {
+    if rules.is_empty() {
+        return "0 AS no_rules".to_string();
+    }
+    rules
+        .iter()
+        .map(|r| {
+            format!(
+                "SUM(CASE WHEN array_has({column}, '{}') THEN 1 ELSE 0 END) AS \"{}_hits\"",
+                r.replace('\'', "''"),
+                r.replace('"', "")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_refs_config_and_renders() {
+        let m = Model::parse(
+            "daily",
+            "{{ config(materialized='view') }}SELECT {{ rule_hits('r') }} FROM {{ ref('stg') }}",
+        )
+        .unwrap();
+        assert_eq!(m.materialized, Materialized::View);
+        assert_eq!(m.refs.iter().collect::<Vec<_>>(), vec!["stg"]);
+        let sql = m.render(&["a".into(), "b".into()]);
+        assert!(sql.starts_with("SELECT SUM(CASE WHEN array_has(r, 'a')"));
+        assert!(sql.contains("AS \"b_hits\" FROM stg"));
+    }
+
+    #[test]
+    fn rejects_unknown_macros_configs_and_names() {
+        assert!(Model::parse("m", "SELECT {{ source('x') }}").is_err());
+        assert!(Model::parse("m", "{{ config(materialized='incremental') }}").is_err());
+        assert!(Model::parse("1m", "SELECT 1").is_err());
+        assert!(Model::parse("m", "SELECT * FROM {{ ref('a b') }}").is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! Builds models in dependency order over the lake and publishes their marts.
+//!
+//! Views are registered as DataFusion views (computed by whatever reads them;
+//! a view read by two or more models of the run is computed once and kept in
+//! memory for the run). Tables are computed, encoded as one zstd Parquet file
+//! and staged under `_txpipe/staging/marts/<run>/`; [`ModelsRun::publish`]
+//! then renames each onto `marts/<model>/<model>.parquet` (an atomic replace
+//! on local disks, a single-object overwrite on cloud stores) and removes any
+//! other file there, so `read_parquet('LAKE/marts/<model>/*.parquet')` reads
+//! exactly the current mart and never a half-written one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::execution::options::ParquetReadOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use super::graph;
+use super::model::{Materialized, Model};
+use super::project::Project;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::read::register_lake;
+use crate::sink::parquet::encode;
+
+/// Folder of the published marts.
+pub const MARTS: &str = "marts";
+
+/// Outcome of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    /// Built (a table) or registered (a view).
+    Ok,
+    /// Its SQL failed; the message says why.
+    Error,
+    /// Not built because a model it reads failed.
+    Skipped,
+}
+
+/// What happened to one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelResult {
+    /// Model name.
+    pub name: String,
+    /// `table` or `view`.
+    pub materialized: &'static str,
+    /// Ok, error or skipped.
+    pub status: ModelStatus,
+    /// Rows of a table model.
+    pub rows: Option<u64>,
+    /// Parquet bytes of a table model.
+    pub bytes: Option<u64>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+}
+
+/// Options of a models run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Models to build (empty: all). Their upstream views are always set up;
+    /// upstream tables not selected are read from their published marts.
+    pub select: Vec<String>,
+    /// Fraud rule names, for `rule_hits()`.
+    pub rules: Vec<String>,
+    /// Target partitions of DataFusion (default: one per core).
+    pub partitions: Option<usize>,
+}
+
+/// A finished build: results, staged marts and the session that can query them.
+pub struct ModelsRun {
+    /// Run id (also the staging folder's name).
+    pub run_id: String,
+    /// One result per model considered, in build order.
+    pub results: Vec<ModelResult>,
+    staged: Vec<(String, String)>,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for ModelsRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelsRun")
+            .field("run_id", &self.run_id)
+            .field("results", &self.results)
+            .finish()
+    }
+}
+
+fn mart_file(model: &str) -> String {
+    format!("{MARTS}/{model}/{model}.parquet")
+}
+
+fn mart_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_created_by(format!("txpipe {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A DataFusion session over the lake's tables.
+///
+/// # Errors
+/// The store failed or a table could not be registered.
+pub async fn lake_context(lake: &Lake, partitions: Option<usize>) -> Result<SessionContext> {
+    let mut config = SessionConfig::new();
+    if let Some(p) = partitions {
+        config = config.with_target_partitions(p.max(1));
+    }
+    let ctx = SessionContext::new_with_config(config);
+    register_lake(&ctx, lake).await?;
+    Ok(ctx)
+}
+
+fn model_error(model: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model {
+        model: model.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Registers a published mart as a table; `false` when it was never built.
+async fn register_mart(ctx: &SessionContext, lake: &Lake, model: &str) -> Result<bool> {
+    if !lake.exists(&mart_file(model)).await? {
+        return Ok(false);
+    }
+    let url = lake.folder_url(&format!("{MARTS}/{model}"));
+    ctx.register_parquet(model, &url, ParquetReadOptions::default())
+        .await
+        .map_err(|e| model_error(model, e))?;
+    Ok(true)
+}
+
+/// Registers a view model in `ctx`, optionally computing it once into memory.
+async fn register_view(
+    ctx: &SessionContext,
+    model: &Model,
+    rules: &[String],
+    cache: bool,
+) -> Result<()> {
+    let df = ctx
+        .sql(&model.render(rules))
+        .await
+        .map_err(|e| model_error(&model.name, e))?;
+    let df = if cache {
+        df.cache().await.map_err(|e| model_error(&model.name, e))?
+    } else {
+        df
+    };
+    ctx.register_table(model.name.as_str(), df.into_view())
+        .map_err(|e| model_error(&model.name, e))?;
+    Ok(())
+}
+
+/// Sets up every model for querying without building anything: views from
+/// their SQL, tables from their published marts (unbuilt ones are left out).
+///
+/// # Errors
+/// The store failed or a view's SQL does not plan.
+pub async fn register_models(
+    ctx: &SessionContext,
+    lake: &Lake,
+    project: &Project,
+    rules: &[String],
+) -> Result<()> {
+    for m in &project.models {
+        match m.materialized {
+            Materialized::View => register_view(ctx, m, rules, false).await?,
+            Materialized::Table => {
+                register_mart(ctx, lake, &m.name).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the selected models (all by default) in dependency order and stages
+/// their marts; call [`ModelsRun::publish`] to make them visible.
+///
+/// A failing model is reported (its dependents are skipped) and the others
+/// still build. `progress` is called after each model.
+///
+/// # Errors
+/// An unknown selected model, an upstream table that was never built, or a
+/// store failure. SQL errors of a model are results, not errors.
+pub async fn build_models(
+    lake: &Lake,
+    project: &Project,
+    opts: &RunOptions,
+    progress: &mut (dyn FnMut(&ModelResult) + Send),
+) -> Result<ModelsRun> {
+    for s in &opts.select {
+        if project.model(s).is_none() {
+            return Err(Error::Project(format!(
+                "--select {s}: no such model (models: {})",
+                project
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let ctx = lake_context(lake, opts.partitions).await?;
+    let order: Vec<String> = project.models.iter().map(|m| m.name.clone()).collect();
+    let selected: BTreeSet<String> = if opts.select.is_empty() {
+        order.iter().cloned().collect()
+    } else {
+        opts.select.iter().cloned().collect()
+    };
+    let needed = graph::upstream_closure(&project.models, &order, &selected);
+    // How many models of this run read each model (to decide view caching).
+    let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in project.models.iter().filter(|m| selected.contains(&m.name)) {
+        for r in &m.refs {
+            *readers.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut results: Vec<ModelResult> = Vec::new();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut staged = Vec::new();
+    for m in project.models.iter().filter(|m| needed.contains(&m.name)) {
+        let build = selected.contains(&m.name);
+        if !build {
+            // Upstream of the selection: views are set up, tables read as published.
+            match m.materialized {
+                Materialized::View => register_view(&ctx, m, &opts.rules, false).await?,
+                Materialized::Table => {
+                    if !register_mart(&ctx, lake, &m.name).await? {
+                        return Err(Error::Project(format!(
+                            "model {} has not been built yet and the selection reads it; \
+                             select it too or run all models",
+                            m.name
+                        )));
+                    }
+                }
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let mut result = ModelResult {
+            name: m.name.clone(),
+            materialized: match m.materialized {
+                Materialized::Table => "table",
+                Materialized::View => "view",
+            },
+            status: ModelStatus::Ok,
+            rows: None,
+            bytes: None,
+            duration_ms: 0,
+            error: None,
+        };
+        if let Some(bad) = m.refs.iter().find(|r| failed.contains(*r)) {
+            result.status = ModelStatus::Skipped;
+            result.error = Some(format!("upstream model {bad} failed"));
+            failed.insert(m.name.clone());
+        } else {
+            let outcome = match m.materialized {
+                Materialized::View => {
+                    let cache = readers.get(m.name.as_str()).copied().unwrap_or(0) >= 2;
+                    register_view(&ctx, m, &opts.rules, cache)
+                        .await
+                        .map(|()| None)
+                }
+                Materialized::Table => build_table(&ctx, lake, m, &opts.rules, &run_id)
+                    .await
+                    .map(Some),
+            };
+            match outcome {
+                Ok(Some((rows, bytes, path))) => {
+                    result.rows = Some(rows);
+                    result.bytes = Some(bytes);
+                    staged.push((m.name.clone(), path));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    result.status = ModelStatus::Error;
+                    result.error = Some(match e {
+                        Error::Model { message, .. } => message,
+                        other => other.to_string(),
+                    });
+                    failed.insert(m.name.clone());
+                }
+            }
+        }
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        progress(&result);
+        results.push(result);
+    }
+    Ok(ModelsRun {
+        run_id,
+        results,
+        staged,
+        ctx,
+    })
+}
+
+/// Computes a table model, stages its Parquet file and registers the result
+/// in memory for the models downstream. Returns rows, bytes and staged path.
+async fn build_table(
+    ctx: &SessionContext,
+    lake: &Lake,
+    m: &Model,
+    rules: &[String],
+    run_id: &str,
+) -> Result<(u64, u64, String)> {
+    let df = ctx
+        .sql(&m.render(rules))
+        .await
+        .map_err(|e| model_error(&m.name, e))?;
+    let declared: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<RecordBatch> = df.collect().await.map_err(|e| model_error(&m.name, e))?;
+    let schema = batches.first().map_or(declared, RecordBatch::schema);
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let data = encode(&schema, &batches, &mart_properties())?;
+    let bytes = data.len() as u64;
+    let path = format!("_txpipe/staging/{MARTS}/{run_id}/{}.parquet", m.name);
+    lake.put(&path, Bytes::from(data)).await?;
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| model_error(&m.name, e))?;
+    let _ = ctx.deregister_table(m.name.as_str());
+    ctx.register_table(m.name.as_str(), Arc::new(table))
+        .map_err(|e| model_error(&m.name, e))?;
+    Ok((rows, bytes, path))
+}
+
+impl ModelsRun {
+    /// The session with the lake's tables and this run's models registered
+    /// (tests run here before the marts are published).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// True when every model built.
+    pub fn ok(&self) -> bool {
+        self.results.iter().all(|r| r.status == ModelStatus::Ok)
+    }
+
+    /// Publishes the staged marts of the models that built.
+    ///
+    /// # Errors
+    /// The store failed (marts already moved stay published; the others stay staged).
+    pub async fn publish(&mut self, lake: &Lake) -> Result<Vec<String>> {
+        let mut published = Vec::new();
+        for (model, staged) in std::mem::take(&mut self.staged) {
+            let target = mart_file(&model);
+            lake.rename(&staged, &target).await?;
+            for other in lake.list(&format!("{MARTS}/{model}")).await? {
+                let rel = lake.relative(&other.location);
+                if rel != target {
+                    lake.delete(&rel).await?;
+                }
+            }
+            published.push(model);
+        }
+        self.discard(lake).await?;
+        Ok(published)
+    }
+
+    /// Drops the staged marts that were not published (write-audit-publish:
+    /// the audit failed, readers keep the previous marts).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn discard(&mut self, lake: &Lake) -> Result<()> {
+        self.staged.clear();
+        let folder = format!("_txpipe/staging/{MARTS}/{}", self.run_id);
+        for o in lake.list(&folder).await? {
+            lake.delete(&lake.relative(&o.location)).await?;
+        }
+        Ok(())
+    }
+}
