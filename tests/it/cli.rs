@@ -8,7 +8,7 @@ use crate::helpers::*;
 #[test]
 fn help_documents_every_command_and_flag() {
     let top = run_ok(&["--help"]);
-    for c in ["generate", "seed", "ingest", "produce", "bench"] {
+    for c in ["generate", "seed", "ingest", "produce", "models", "test", "bench"] {
         assert!(top.contains(c), "{c} missing from --help");
     }
     let ingest = run_ok(&["ingest", "--help"]);
@@ -26,8 +26,15 @@ fn help_documents_every_command_and_flag() {
         "--stop-when-idle",
         "--max-messages",
         "--start-offset",
+        "--metrics-addr",
     ] {
         assert!(ingest.contains(f), "{f} missing from ingest --help");
+    }
+    for args in [&["models", "run", "--help"][..], &["test", "--help"][..]] {
+        let help = run_ok(args);
+        for f in ["--lake", "--project", "--select", "--rules"] {
+            assert!(help.contains(f), "{f} missing from {args:?}");
+        }
     }
     let generate = run_ok(&["generate", "--help"]);
     for f in [
