@@ -24,9 +24,33 @@ pub struct Args {
     /// Worker threads for the end-to-end stage [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
+    /// Instead: measure the bare consume rate of a Kafka topic (a plain rdkafka
+    /// consumer reading every partition to its end, doing nothing else), the
+    /// baseline `txpipe ingest --brokers` is compared with.
+    #[arg(long, value_name = "HOST:PORT", requires = "topic")]
+    kafka_bare: Option<String>,
+    /// Topic for --kafka-bare.
+    #[arg(long, requires = "kafka_bare")]
+    topic: Option<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if let (Some(brokers), Some(topic)) = (a.kafka_bare.clone(), a.topic.clone()) {
+        let r = tokio::task::spawn_blocking(move || {
+            txpipe_core::kafka::bare::bare_consume(&brokers, &topic, &[])
+        })
+        .await?
+        .context("bare consume")?;
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "bare consume: {} messages, {:.1} MB in {secs:.2}s: {:.0} msgs/s, {:.1} MB/s",
+            r.messages,
+            r.bytes as f64 / 1e6,
+            r.messages as f64 / secs,
+            r.bytes as f64 / 1e6 / secs
+        );
+        return Ok(());
+    }
     let mut opts = IngestOptions {
         batch_rows: a.batch_rows,
         ..Default::default()

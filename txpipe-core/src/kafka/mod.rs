@@ -3,6 +3,7 @@
 //! librdkafka).
 
 pub mod admin;
+pub mod bare;
 pub mod consumer;
 pub mod producer;
 pub mod watchdog;
