@@ -8,7 +8,9 @@ use crate::helpers::*;
 #[test]
 fn help_documents_every_command_and_flag() {
     let top = run_ok(&["--help"]);
-    for c in ["generate", "seed", "ingest", "produce", "models", "test", "bench"] {
+    for c in [
+        "generate", "seed", "ingest", "produce", "models", "test", "bench",
+    ] {
         assert!(top.contains(c), "{c} missing from --help");
     }
     let ingest = run_ok(&["ingest", "--help"]);

@@ -30,6 +30,10 @@ enum Command {
     Models(cmd::models::ModelsCommand),
     /// Run the data tests over the lake and the marts (dbt-style summary).
     Test(cmd::models::TestArgs),
+    /// The daily job: seed check, models, tests, publish only if tests pass; retries.
+    Run(cmd::run::Args),
+    /// Run the daily job on a timetable (--at HH:MM or --every 15m), in the foreground.
+    Schedule(cmd::run::ScheduleArgs),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
     Bench(cmd::bench::Args),
 }
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Produce(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::produce::run(a))),
         Command::Models(c) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::run(c))),
         Command::Test(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::test(a))),
+        Command::Run(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::run(a))),
+        Command::Schedule(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::schedule(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod generator_args;
 pub mod ingest;
 pub mod models;
 pub mod produce;
+pub mod run;
 pub mod seed;
 
 use anyhow::Context;

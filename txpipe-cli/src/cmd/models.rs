@@ -13,7 +13,7 @@ use txpipe_core::models::{
 pub struct ProjectArgs {
     /// Lake location: a local folder, file:///path, or an object store URL.
     #[arg(long)]
-    lake: String,
+    pub lake: String,
     /// A project folder with models/*.sql, tests.toml and tests/*.sql
     /// [default: the project built into txpipe (the repository's sql/ folder)].
     #[arg(long, value_name = "DIR")]
@@ -54,7 +54,7 @@ pub struct TestArgs {
 }
 
 impl ProjectArgs {
-    fn open(&self) -> anyhow::Result<(Lake, Project, RunOptions)> {
+    pub fn open(&self) -> anyhow::Result<(Lake, Project, RunOptions)> {
         let lake = Lake::open(&self.lake).with_context(|| format!("opening lake {}", self.lake))?;
         let project = match &self.project {
             Some(dir) => {

@@ -18,6 +18,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod daily;
 pub mod datatest;
 pub mod graph;
 pub mod jobs;
@@ -25,9 +26,11 @@ pub mod model;
 pub mod project;
 pub mod run_record;
 pub mod runner;
+pub mod schedule;
 pub mod template;
 pub mod tester;
 
+pub use daily::{daily_run, DailyEvent, RetryPolicy};
 pub use datatest::{DataTest, Severity};
 pub use jobs::{models_run, test_run};
 pub use model::{Materialized, Model};

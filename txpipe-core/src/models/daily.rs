@@ -1,0 +1,184 @@
+//! The daily job: seed check → models → tests → publish, write-audit-publish
+//! with retries. What Airflow ran around dbt, as one call.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::project::Project;
+use super::run_record::RunRecord;
+use super::runner::{build_models, ModelResult, ModelStatus, RunOptions};
+use super::tester::{run_tests, select_tests, tests_passed, TestResult};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::schema::{DIM_CUSTOMER, DIM_MERCHANT, FACT_TABLE, FX_RATE};
+
+/// Retry policy of [`daily_run`].
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Wait before the first retry; doubled before each further one.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 2,
+            backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What happens during a run, for progress output.
+#[derive(Debug)]
+pub enum DailyEvent<'a> {
+    /// An attempt starts (1-based).
+    Attempt(u32),
+    /// A model finished.
+    Model(&'a ModelResult),
+    /// A test finished.
+    Test(&'a TestResult),
+    /// The attempt failed; the next starts after this wait (None: no more).
+    Failed(&'a str, Option<Duration>),
+}
+
+/// Checks the lake has a fact table and the seeded dimensions.
+async fn seed_check(lake: &Lake) -> Result<()> {
+    let mut missing = Vec::new();
+    for t in [FACT_TABLE, DIM_CUSTOMER, DIM_MERCHANT, FX_RATE] {
+        if lake.list(t).await?.is_empty() {
+            missing.push(t);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Project(format!(
+            "seed check: the lake has no {} (run `txpipe seed` / `txpipe ingest` first)",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// One attempt: returns the models, the tests and whether it published.
+async fn attempt(
+    lake: &Lake,
+    project: &Project,
+    opts: &RunOptions,
+    on_event: &mut (dyn FnMut(DailyEvent<'_>) + Send),
+    models: &mut Vec<ModelResult>,
+    tests: &mut Vec<TestResult>,
+) -> Result<()> {
+    seed_check(lake).await?;
+    let mut run =
+        build_models(lake, project, opts, &mut |m| on_event(DailyEvent::Model(m))).await?;
+    *models = run.results.clone();
+    if let Some(bad) = run
+        .results
+        .iter()
+        .find(|m| m.status != ModelStatus::Ok)
+        .cloned()
+    {
+        run.discard(lake).await?;
+        return Err(Error::Model {
+            model: bad.name,
+            message: bad.error.unwrap_or_default(),
+        });
+    }
+    // Audit: the tests read this run's staged results (in memory), not the
+    // published marts.
+    let selected_models: Vec<&str> = run.results.iter().map(|m| m.name.as_str()).collect();
+    let all = select_tests(project, &[])?;
+    let chosen: Vec<_> = if opts.select.is_empty() {
+        all
+    } else {
+        all.into_iter()
+            .filter(|t| {
+                t.reads
+                    .iter()
+                    .any(|r| selected_models.contains(&r.as_str()))
+            })
+            .collect()
+    };
+    *tests = run_tests(run.context(), &chosen, &mut |t| {
+        on_event(DailyEvent::Test(t))
+    })
+    .await;
+    if !tests_passed(tests) {
+        run.discard(lake).await?;
+        let failed: Vec<&str> = tests
+            .iter()
+            .filter(|t| !tests_passed(std::slice::from_ref(*t)))
+            .map(|t| t.name.as_str())
+            .collect();
+        return Err(Error::Project(format!(
+            "error-severity tests failed: {}; marts not published",
+            failed.join(", ")
+        )));
+    }
+    run.publish(lake).await?;
+    Ok(())
+}
+
+/// Runs seed check → models → tests, publishing the marts only when every
+/// model built and no error-severity test failed (write-audit-publish:
+/// readers keep the last good marts otherwise). A failed attempt is retried
+/// with exponential backoff. Always writes a run record; returns it and its
+/// path, with `status` `success` or `error`.
+///
+/// # Errors
+/// Only when the run record cannot be written; failures of the job itself are
+/// in the record.
+pub async fn daily_run(
+    lake: &Lake,
+    project: &Project,
+    opts: &RunOptions,
+    policy: RetryPolicy,
+    on_event: &mut (dyn FnMut(DailyEvent<'_>) + Send),
+) -> Result<(RunRecord, String)> {
+    let started_at = Utc::now();
+    let mut models = Vec::new();
+    let mut tests = Vec::new();
+    let mut attempts = 0;
+    let mut last_error: Option<String>;
+    let mut wait = policy.backoff;
+    loop {
+        attempts += 1;
+        on_event(DailyEvent::Attempt(attempts));
+        match attempt(lake, project, opts, on_event, &mut models, &mut tests).await {
+            Ok(()) => {
+                last_error = None;
+                break;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let more = attempts <= policy.retries;
+                on_event(DailyEvent::Failed(&msg, more.then_some(wait)));
+                last_error = Some(msg);
+                if !more {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
+        }
+    }
+    let ok = last_error.is_none();
+    let record = RunRecord {
+        run_id: uuid::Uuid::new_v4().simple().to_string(),
+        command: "run".into(),
+        project: project.origin.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        status: if ok { "success" } else { "error" }.into(),
+        published: ok,
+        attempts,
+        models,
+        tests,
+        error: last_error,
+    };
+    let path = record.write(lake).await?;
+    Ok((record, path))
+}
