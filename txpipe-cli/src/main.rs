@@ -34,6 +34,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Run the daily job on a timetable (--at HH:MM or --every 15m), in the foreground.
     Schedule(cmd::run::ScheduleArgs),
+    /// Serve the dashboard, /api JSON panels and Prometheus /metrics of a lake.
+    Serve(cmd::serve::Args),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
     Bench(cmd::bench::Args),
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Test(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::test(a))),
         Command::Run(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::run(a))),
         Command::Schedule(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::schedule(a))),
+        Command::Serve(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };
     match result {

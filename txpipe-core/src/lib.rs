@@ -81,6 +81,7 @@ pub mod read;
 pub mod rules;
 pub mod schema;
 pub mod seed;
+pub mod serve;
 pub mod sink;
 pub mod source;
 

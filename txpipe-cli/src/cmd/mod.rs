@@ -8,6 +8,7 @@ pub mod models;
 pub mod produce;
 pub mod run;
 pub mod seed;
+pub mod serve;
 
 use anyhow::Context;
 

@@ -15,7 +15,7 @@ pub use producer::{produce, ProduceInput, ProduceOptions, ProduceSummary};
 use rdkafka::ClientConfig;
 
 /// Base client settings: brokers plus user overrides (`key=value` pairs).
-pub(crate) fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+pub fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c.set("client.id", concat!("txpipe-", env!("CARGO_PKG_VERSION")));
