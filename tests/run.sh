@@ -2,6 +2,7 @@
 # The test command (README "Run the tests"). On a fresh Debian machine it installs
 # and starts everything the tests need, skipping what is already there:
 #   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients);
+#   * Debian's chromium (headless dashboard test), with apt-get;
 #   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
 #     kept in ~/.cache/txpipe-tools), started on 127.0.0.1 with SQLite storage;
 # then runs every unit, property, integration and doc test on a debug build.
@@ -16,6 +17,14 @@ python_deps=(duckdb pyarrow confluent-kafka)
 if ! python3 -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
   log "installing ${python_deps[*]} (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "${python_deps[@]}"
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Debian's chromium (apt-get)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 if [ ! -x "$TOOLS/bin/tansu" ]; then

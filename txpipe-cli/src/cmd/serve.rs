@@ -35,8 +35,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let server = txpipe_core::serve::serve(lake, &a.addr, kafka)
         .await
         .context("starting the dashboard server")?;
-    println!("dashboard on http://{}/ (metrics at /metrics); Ctrl-C to stop", server.addr);
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "dashboard on http://{}/ (metrics at /metrics); Ctrl-C to stop",
+        server.addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     server.task.abort();
     Ok(())
 }

@@ -33,7 +33,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("lake", &self.lake.url().as_str()).finish()
+        f.debug_struct("AppState")
+            .field("lake", &self.lake.url().as_str())
+            .finish()
     }
 }
 
@@ -76,8 +78,12 @@ impl AppState {
                     "mart {m} has not been built yet (run `txpipe models run` or `txpipe run`)"
                 )));
             }
-            ctx.register_parquet(*m, &self.lake.folder_url(&format!("{MARTS}/{m}")), ParquetReadOptions::default())
-                .await?;
+            ctx.register_parquet(
+                *m,
+                &self.lake.folder_url(&format!("{MARTS}/{m}")),
+                ParquetReadOptions::default(),
+            )
+            .await?;
         }
         let batches = ctx.sql(sql).await?.collect().await?;
         let mut w = ArrayWriter::new(Vec::new());
@@ -108,9 +114,11 @@ impl AppState {
 fn json_result(r: Result<serde_json::Value>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(e @ Error::Project(_)) => {
-            (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
-        }
+        Err(e @ Error::Project(_)) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(serde_json::json!({ "error": e.to_string() })),
@@ -210,7 +218,11 @@ async fn ingest(State(s): S) -> Response {
 }
 
 async fn runs(State(s): S) -> Response {
-    json_result(s.last_run().await.map(|r| r.unwrap_or(serde_json::Value::Null)))
+    json_result(
+        s.last_run()
+            .await
+            .map(|r| r.unwrap_or(serde_json::Value::Null)),
+    )
 }
 
 async fn metrics(State(s): S) -> Response {
@@ -223,10 +235,7 @@ async fn metrics(State(s): S) -> Response {
 }
 
 async fn page() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(DASHBOARD_HTML),
-    )
+    ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD_HTML))
 }
 
 /// The dashboard's routes: `/`, `/api/*` and `/metrics`.

@@ -78,7 +78,10 @@ impl LogFollower {
             s.bytes += e.files.iter().map(|f| f.bytes).sum::<u64>();
             s.positions.insert(
                 e.source.clone(),
-                e.positions.iter().map(|(p, pos)| (*p, pos.next_offset)).collect(),
+                e.positions
+                    .iter()
+                    .map(|(p, pos)| (*p, pos.next_offset))
+                    .collect(),
             );
             if let Some(ms) = parse_ms(&e.committed_at) {
                 self.recent.push((ms, e.counts.rows_in));

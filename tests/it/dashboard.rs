@@ -1,0 +1,222 @@
+//! `txpipe serve`: the dashboard rendered by headless Chromium, the JSON panels
+//! and the Prometheus metrics, over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::helpers::*;
+
+/// A running `txpipe serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(lake: &str) -> Server {
+    let mut child = txpipe()
+        .args(["serve", "--lake", lake, "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("dashboard on http://")
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("Debian's chromium is needed (tests/run.sh installs it)")
+}
+
+fn chromium_args(profile: &std::path::Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=8000",
+        "--window-size=1400,2200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// A lake with generated data, seeded, ingested and through `txpipe run`.
+fn built_lake(t: &TestDir) -> String {
+    generate(&t.path("in"), 5_000, 0.01, 21);
+    let lake = t.str("lake");
+    run_ok(&["seed", "--lake", &lake, "--dir", &t.str("in")]);
+    let input = t.str("in/transactions.jsonl");
+    run_ok(&["ingest", "--lake", &lake, "--from-file", &input, "--quiet"]);
+    run_ok(&["run", "--lake", &lake, "--retries", "0"]);
+    lake
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_renders_every_panel_with_data_in_chromium() {
+    let t = TestDir::new();
+    let lake = built_lake(&t);
+    let server = serve(&lake);
+    let url = format!("http://{}/", server.addr);
+    let out = Command::new(chromium())
+        .args(chromium_args(&t.path("profile")))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page script did not finish:\n{dom}\n{log}"
+    );
+    // Console errors (uncaught exceptions, failed requests) are logged as CONSOLE lines.
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console output: {console:#?}");
+    assert!(
+        !dom.contains("class=\"empty\""),
+        "a panel has no data:\n{dom}"
+    );
+    // Charts as charts: two line charts of two series, bar charts for rules,
+    // categories, countries and top merchants, and the risky customers table.
+    assert_eq!(dom.matches("class=\"series\"").count(), 4, "{dom}");
+    assert!(dom.matches("class=\"bar\"").count() >= 20, "{dom}");
+    let (_, rules) = get(&server.addr, "/api/fraud_by_rule");
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    assert!(!rules.as_array().unwrap().is_empty());
+    for r in rules.as_array().unwrap() {
+        let rule = r["rule"].as_str().unwrap();
+        assert!(
+            dom.contains(&format!(">{rule}<")),
+            "fraud by rule shows {rule}"
+        );
+    }
+    assert!(dom.contains("<tbody><tr>"), "risky customers table");
+    // And a screenshot to look at.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let out = Command::new(chromium())
+        .args(chromium_args(&t.path("profile2")))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot at {}",
+        shot.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_and_metrics_agree_with_the_lake() {
+    let t = TestDir::new();
+    let lake = built_lake(&t);
+    let server = serve(&lake);
+    let (code, body) = get(&server.addr, "/api/daily");
+    assert_eq!(code, 200);
+    let daily: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let txns: i64 = daily
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["txn_count"].as_i64().unwrap())
+        .sum();
+    let landed = query_i64s(
+        &lake,
+        "SELECT COUNT(DISTINCT transaction_id) FROM fact_transaction",
+    )
+    .await[0];
+    assert_eq!(txns, landed);
+
+    let (code, text) = get(&server.addr, "/metrics");
+    assert_eq!(code, 200);
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .rsplit_once(' ')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let counts = query_i64s(
+        &lake,
+        "SELECT (SELECT COUNT(*) FROM fact_transaction) AS landed, \
+         (SELECT COUNT(*) FROM quarantine) AS quarantined, \
+         (SELECT COUNT(*) FROM fact_transaction WHERE is_fraud) AS fraud",
+    )
+    .await;
+    assert_eq!(metric("txpipe_lake_rows_landed_total"), counts[0] as f64);
+    assert_eq!(
+        metric("txpipe_lake_rows_quarantined_total"),
+        counts[1] as f64
+    );
+    assert_eq!(metric("txpipe_lake_fraud_rows_total"), counts[2] as f64);
+    assert_eq!(metric("txpipe_run_success"), 1.0);
+    assert!(text.contains("txpipe_model_duration_seconds{model=\"daily_sales_summary\"}"));
+    assert!(text.contains(
+        "txpipe_test_failures{test=\"unique_stg_transactions_transaction_id\",status=\"pass\"} 0"
+    ));
+    // Every sample line parses as `series value`.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, v) = l.rsplit_once(' ').unwrap();
+        assert!(v.parse::<f64>().is_ok(), "bad sample {l}");
+    }
+    // A mart that is not built yet is a clear 404.
+    let empty = TestDir::new();
+    std::fs::create_dir_all(empty.path("lake")).unwrap();
+    let server2 = serve(&empty.str("lake"));
+    let (code, body) = get(&server2.addr, "/api/categories");
+    assert_eq!(code, 404);
+    assert!(body.contains("has not been built yet"), "{body}");
+}
