@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod crash_resume;
 mod dashboard;
+mod demo;
 mod exactly_once;
 mod external_readers;
 mod file_to_lake;

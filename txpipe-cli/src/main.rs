@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole stack in one command: in-process broker, produce, ingest, models, tests.
+    Demo(cmd::demo::Args),
     /// Generate synthetic transactions (JSON lines) and matching dimension CSVs.
     Generate(cmd::generate::Args),
     /// Load dimension CSVs (customers, merchants, fx rates) into the lake.
@@ -43,6 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::demo::run(a))),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Seed(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::seed::run(a))),
         Command::Ingest(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::ingest::run(a))),

@@ -68,6 +68,7 @@
 
 pub mod bench;
 pub mod decode;
+pub mod demo;
 pub mod error;
 pub mod fx;
 pub mod generate;

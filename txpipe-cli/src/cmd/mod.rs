@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod demo;
 pub mod generate;
 pub mod generator_args;
 pub mod ingest;
