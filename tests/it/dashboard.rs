@@ -203,6 +203,11 @@ async fn api_and_metrics_agree_with_the_lake() {
     );
     assert_eq!(metric("txpipe_lake_fraud_rows_total"), counts[2] as f64);
     assert_eq!(metric("txpipe_run_success"), 1.0);
+    assert_eq!(
+        metric("txpipe_lake_batch_latency_seconds_count"),
+        metric("txpipe_lake_commits_total"),
+        "every commit records its batch latency"
+    );
     assert!(text.contains("txpipe_model_duration_seconds{model=\"daily_sales_summary\"}"));
     assert!(text.contains(
         "txpipe_test_failures{test=\"unique_stg_transactions_transaction_id\",status=\"pass\"} 0"

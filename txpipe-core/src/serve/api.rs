@@ -157,26 +157,26 @@ async fn fraud_by_rule(State(s): S) -> Response {
     )
 }
 
-async fn categories(State(s): S) -> Response {
+/// Revenue and fraud per `key` of a breakdown mart, largest revenue first.
+async fn breakdown(s: &AppState, mart: &str, key: &str) -> Response {
     json_result(
         s.query(
-            &["category_analytics"],
-            "SELECT category AS name, CAST(revenue_usd AS DOUBLE) AS revenue_usd, txn_count, fraud_count, fraud_rate \
-             FROM category_analytics ORDER BY revenue_usd DESC",
+            &[mart],
+            &format!(
+                "SELECT {key} AS name, CAST(revenue_usd AS DOUBLE) AS revenue_usd, txn_count, fraud_count, \
+                 fraud_rate FROM {mart} ORDER BY revenue_usd DESC"
+            ),
         )
         .await,
     )
 }
 
+async fn categories(State(s): S) -> Response {
+    breakdown(&s, "category_analytics", "category").await
+}
+
 async fn countries(State(s): S) -> Response {
-    json_result(
-        s.query(
-            &["country_analytics"],
-            "SELECT country AS name, CAST(revenue_usd AS DOUBLE) AS revenue_usd, txn_count, fraud_count, fraud_rate \
-             FROM country_analytics ORDER BY revenue_usd DESC",
-        )
-        .await,
-    )
+    breakdown(&s, "country_analytics", "country").await
 }
 
 async fn top_merchants(State(s): S, Query(q): Query<TopBy>) -> Response {

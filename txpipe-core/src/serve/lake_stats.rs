@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
 use crate::sink::commit_log::CommitLog;
 use crate::sink::BatchCounts;
 
@@ -31,6 +32,9 @@ pub struct LakeStats {
     pub positions: BTreeMap<String, BTreeMap<i32, i64>>,
     /// Kafka consumer lag per partition of the watched topic, when known.
     pub lag: Option<BTreeMap<i32, i64>>,
+    /// Batch latency (first message → commit) of every commit that recorded it.
+    #[serde(skip)]
+    pub batch_latency: Option<HistogramSnapshot>,
 }
 
 /// Follows the commit log: each [`refresh`](Self::refresh) reads only new entries.
@@ -41,6 +45,7 @@ pub struct LogFollower {
     stats: LakeStats,
     /// (commit time in ms since the epoch, rows in) of recent commits.
     recent: Vec<(i64, u64)>,
+    latency: Histogram,
 }
 
 fn parse_ms(rfc3339: &str) -> Option<i64> {
@@ -57,6 +62,7 @@ impl LogFollower {
             next_version: 0,
             stats: LakeStats::default(),
             recent: Vec::new(),
+            latency: Histogram::new(LATENCY_BUCKETS),
         }
     }
 
@@ -83,6 +89,9 @@ impl LogFollower {
                     .map(|(p, pos)| (*p, pos.next_offset))
                     .collect(),
             );
+            if let Some(ms) = e.batch_latency_ms {
+                self.latency.observe(ms as f64 / 1000.0);
+            }
             if let Some(ms) = parse_ms(&e.committed_at) {
                 self.recent.push((ms, e.counts.rows_in));
             }
@@ -91,6 +100,7 @@ impl LogFollower {
         let now = chrono::Utc::now().timestamp_millis();
         self.recent.retain(|(t, _)| now - t <= 60_000);
         self.stats.rows_per_sec_1m = self.recent.iter().map(|(_, n)| *n).sum::<u64>() as f64 / 60.0;
+        self.stats.batch_latency = Some(self.latency.snapshot());
         Ok(self.stats.clone())
     }
 }

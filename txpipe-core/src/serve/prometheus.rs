@@ -80,6 +80,13 @@ pub fn render_lake_metrics(s: &LakeStats, last_run: Option<&serde_json::Value>) 
             ms.timestamp_millis() as f64 / 1000.0,
         );
     }
+    if let Some(h) = &s.batch_latency {
+        t.histogram(
+            "txpipe_lake_batch_latency_seconds",
+            "Time from a batch's first message to its lake commit, per commit.",
+            h,
+        );
+    }
     if let Some(lag) = &s.lag {
         t.family(
             "txpipe_consumer_lag",

@@ -99,6 +99,10 @@ pub struct CommitEntry {
     /// Identity of the writing process run (one per `txpipe ingest` start).
     #[serde(default)]
     pub writer_id: String,
+    /// Milliseconds from the batch's first message to this entry (the batch
+    /// latency; absent in entries of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_latency_ms: Option<u64>,
 }
 
 /// Reader and writer of the commit log.
@@ -220,6 +224,7 @@ mod tests {
             files: vec![],
             counts: BatchCounts::default(),
             committed_at: "now".into(),
+            batch_latency_ms: None,
             writer: "test".into(),
             writer_id: "w".into(),
         }

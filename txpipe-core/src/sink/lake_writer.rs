@@ -267,6 +267,7 @@ impl LakeWriter {
             committed_at: String::new(),
             writer: format!("txpipe {}", env!("CARGO_PKG_VERSION")),
             writer_id: self.writer_id.clone(),
+            batch_latency_ms: None,
         };
         let mut fresh = false;
         loop {
@@ -291,6 +292,7 @@ impl LakeWriter {
             }
             entry.version = self.known_version.map_or(0, |v| v + 1);
             entry.committed_at = format_rfc3339_millis(now_micros());
+            entry.batch_latency_ms = batch.opened_at.map(|t| t.elapsed().as_millis() as u64);
             if self.log.try_create(&entry).await? {
                 self.known_version = Some(entry.version);
                 self.positions
