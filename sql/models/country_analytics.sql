@@ -1,12 +1,22 @@
 -- Revenue and fraud per merchant country ('unknown' when the merchant is not in dim_merchant).
+WITH k AS (
+    SELECT
+        COALESCE(m.country, 'unknown') AS country,
+        SUM(d.amount_usd) AS revenue_usd,
+        SUM(d.txn_count) AS txn_count,
+        SUM(d.fraud_count) AS fraud_count,
+        COUNT(DISTINCT d.merchant_id) AS merchants
+    FROM {{ ref('int_merchant_daily') }} d
+    LEFT JOIN dim_merchant m ON d.merchant_id = m.merchant_id
+    GROUP BY COALESCE(m.country, 'unknown')
+)
 SELECT
-    COALESCE(merchant_country, 'unknown') AS country,
-    SUM(amount_usd) AS revenue_usd,
-    COUNT(*) AS txn_count,
-    CAST(AVG(amount_usd) AS DECIMAL(18, 2)) AS avg_ticket_usd,
-    SUM(CASE WHEN is_fraud THEN 1 ELSE 0 END) AS fraud_count,
-    CAST(SUM(CASE WHEN is_fraud THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*) AS fraud_rate,
-    COUNT(DISTINCT merchant_id) AS merchants
-FROM {{ ref('stg_transactions') }}
-GROUP BY COALESCE(merchant_country, 'unknown')
+    country,
+    revenue_usd,
+    txn_count,
+    CAST(revenue_usd / txn_count AS DECIMAL(18, 2)) AS avg_ticket_usd,
+    fraud_count,
+    CAST(fraud_count AS DOUBLE) / txn_count AS fraud_rate,
+    merchants
+FROM k
 ORDER BY country

@@ -1,16 +1,33 @@
--- Revenue and fraud per event day. `rule_hits('fraud_reasons')` expands to one
--- `<rule>_hits` column per fraud rule of the project's rules file.
+-- Revenue and fraud per event day. `rule_hits` columns: one `<rule>_hits`
+-- count per fraud rule of the project's rules file.
+WITH merchants AS (
+    SELECT
+        event_date,
+        SUM(txn_count) AS txn_count,
+        SUM(amount_usd) AS total_amount_usd,
+        SUM(fraud_count) AS fraud_count,
+        COALESCE(SUM(fraud_amount_usd), CAST(0 AS DECIMAL(28, 2))) AS fraud_amount_usd,
+        COUNT(*) AS distinct_merchants,
+        {{ rule_hits_sum() }}
+    FROM {{ ref('int_merchant_daily') }}
+    GROUP BY event_date
+),
+customers AS (
+    SELECT event_date, COUNT(*) AS distinct_customers
+    FROM {{ ref('int_customer_daily') }}
+    GROUP BY event_date
+)
 SELECT
-    event_date,
-    COUNT(*) AS txn_count,
-    SUM(amount_usd) AS total_amount_usd,
-    CAST(AVG(amount_usd) AS DECIMAL(18, 2)) AS avg_amount_usd,
-    SUM(CASE WHEN is_fraud THEN 1 ELSE 0 END) AS fraud_count,
-    COALESCE(SUM(CASE WHEN is_fraud THEN amount_usd END), CAST(0 AS DECIMAL(28, 2))) AS fraud_amount_usd,
-    CAST(SUM(CASE WHEN is_fraud THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*) AS fraud_rate,
-    COUNT(DISTINCT customer_id) AS distinct_customers,
-    COUNT(DISTINCT merchant_id) AS distinct_merchants,
-    {{ rule_hits('fraud_reasons') }}
-FROM {{ ref('stg_transactions') }}
-GROUP BY event_date
-ORDER BY event_date
+    m.event_date,
+    m.txn_count,
+    m.total_amount_usd,
+    CAST(m.total_amount_usd / m.txn_count AS DECIMAL(18, 2)) AS avg_amount_usd,
+    m.fraud_count,
+    m.fraud_amount_usd,
+    CAST(m.fraud_count AS DOUBLE) / m.txn_count AS fraud_rate,
+    c.distinct_customers,
+    m.distinct_merchants,
+    {{ rule_hit_columns('m') }}
+FROM merchants m
+JOIN customers c ON m.event_date = c.event_date
+ORDER BY m.event_date

@@ -7,7 +7,7 @@ SELECT
     SUM(amount_usd) AS amount_usd
 FROM (
     SELECT event_date, amount_usd, unnest(fraud_reasons) AS rule
-    FROM {{ ref('stg_transactions') }}
+    FROM {{ ref('int_transactions') }}
     WHERE is_fraud
 )
 GROUP BY event_date, rule

@@ -1,43 +1,33 @@
 {{ config(materialized='view') }}
 -- Staging: one row per transaction_id, enriched with the customer and merchant
 -- dimensions. A producer retry can land one transaction twice under two
--- offsets; the first by source position (source, partition, offset) is kept so
--- revenue is never doubled. Amounts are already in USD (converted at ingest
+-- offsets; the first by source position is kept (see duplicate_transactions)
+-- so revenue is never doubled. Amounts are already in USD (converted at ingest
 -- with the lake's fx_rate table), so no fx join is needed here.
-WITH ranked AS (
-    SELECT
-        f.*,
-        ROW_NUMBER() OVER (
-            PARTITION BY f.transaction_id
-            ORDER BY f.source, f.source_partition, f.source_offset
-        ) AS position_rank
-    FROM fact_transaction f
-)
 SELECT
-    r.transaction_id,
-    r.transaction_ts,
-    r.event_date,
-    r.customer_id,
+    t.transaction_id,
+    t.transaction_ts,
+    t.event_date,
+    t.customer_id,
     c.name AS customer_name,
     c.home_country AS customer_home_country,
-    r.merchant_id,
+    t.merchant_id,
     m.name AS merchant_name,
     m.category AS merchant_category,
     m.country AS merchant_country,
-    r.amount,
-    r.currency,
-    r.amount_usd,
-    r.latitude,
-    r.longitude,
-    r.device_id,
-    r.payment_method,
-    r.is_foreign,
-    r.is_fraud,
-    r.fraud_reasons,
-    r.source,
-    r.source_partition,
-    r.source_offset
-FROM ranked r
-LEFT JOIN dim_customer c ON r.customer_id = c.customer_id
-LEFT JOIN dim_merchant m ON r.merchant_id = m.merchant_id
-WHERE r.position_rank = 1
+    t.amount,
+    t.currency,
+    t.amount_usd,
+    t.latitude,
+    t.longitude,
+    t.device_id,
+    t.payment_method,
+    t.is_foreign,
+    t.is_fraud,
+    t.fraud_reasons,
+    t.source,
+    t.source_partition,
+    t.source_offset
+FROM {{ ref('int_transactions') }} t
+LEFT JOIN dim_customer c ON t.customer_id = c.customer_id
+LEFT JOIN dim_merchant m ON t.merchant_id = m.merchant_id

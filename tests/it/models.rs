@@ -233,6 +233,11 @@ async fn models_match_hand_computed_numbers_to_the_cent() {
             "2026-11-02|foreign|1|20.25",
         ]
     );
+    // The producer retry (line 6 repeats line 1) is the one duplicate dropped.
+    assert_eq!(
+        mart(&lake, "duplicate_transactions", "SELECT transaction_id, source_offset, occurrence FROM m").await,
+        vec!["00000000-0000-4000-8000-000000000001|5|2"]
+    );
     // The staging view is not written; each mart folder holds one file, and a
     // second run replaces it.
     assert!(!t.path("lake/marts/stg_transactions").exists());
@@ -263,7 +268,7 @@ async fn models_match_hand_computed_numbers_to_the_cent() {
     assert_eq!(records.len(), 2);
     let full = records
         .iter()
-        .find(|r| r["models"].as_array().unwrap().len() == 7)
+        .find(|r| r["models"].as_array().unwrap().len() == 12)
         .unwrap();
     assert_eq!(full["status"], "success");
     let daily = full["models"]

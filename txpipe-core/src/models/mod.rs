@@ -13,13 +13,14 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use txpipe_core::models::{build_models, run_tests, select_tests, Project, RunOptions};
 //! let project = Project::builtin()?;
-//! assert_eq!(project.models[0].name, "stg_transactions");
+//! assert_eq!(project.models[0].name, "int_duplicate_hashes");
 //! # Ok::<(), txpipe_core::Error>(())
 //! # }).unwrap();
 //! ```
 
 pub mod daily;
 pub mod datatest;
+pub mod functions;
 pub mod graph;
 pub mod jobs;
 pub mod model;

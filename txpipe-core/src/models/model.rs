@@ -73,11 +73,12 @@ impl Model {
                         };
                     }
                 }
-                ("rule_hits", [_column]) => {}
+                ("rule_hits", [_]) | ("rule_hits_sum", []) | ("rule_hit_columns", [_]) => {}
                 (other, _) => {
                     return Err(Error::Project(format!(
                         "{origin}: unknown or malformed macro '{other}' \
-                         (known: ref('model'), config(materialized='table'|'view'), rule_hits('column'))"
+                         (known: ref('model'), config(materialized='table'|'view'), rule_hits('column'), \
+                         rule_hits_sum(), rule_hit_columns('alias'))"
                     )))
                 }
             }
@@ -100,12 +101,30 @@ impl Model {
                 Piece::Call { name, args } => match (name.as_str(), args.as_slice()) {
                     ("ref", [target]) => sql.push_str(target),
                     ("rule_hits", [column]) => sql.push_str(&rule_hits(column, rules)),
+                    ("rule_hits_sum", []) => {
+                        sql.push_str(&rule_list(rules, |c| format!("SUM({c}) AS {c}")))
+                    }
+                    ("rule_hit_columns", [alias]) => {
+                        sql.push_str(&rule_list(rules, |c| format!("{alias}.{c}")))
+                    }
                     _ => {}
                 },
             }
         }
         sql
     }
+}
+
+/// The quoted `"<rule>_hits"` column of each rule, formatted by `f`, comma-separated.
+fn rule_list(rules: &[String], f: impl Fn(&str) -> String) -> String {
+    if rules.is_empty() {
+        return f("no_rules");
+    }
+    rules
+        .iter()
+        .map(|r| f(&format!("\"{}_hits\"", r.replace('"', ""))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `SUM(CASE WHEN array_has(col, 'rule') THEN 1 ELSE 0 END) AS "rule_hits", …`

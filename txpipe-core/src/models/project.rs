@@ -11,6 +11,26 @@ use crate::error::{Error, Result};
 /// The project shipped in the workspace's `sql/` folder, compiled in.
 const BUILTIN_MODELS: &[(&str, &str)] = &[
     (
+        "int_duplicate_hashes",
+        include_str!("../../../sql/models/int_duplicate_hashes.sql"),
+    ),
+    (
+        "duplicate_transactions",
+        include_str!("../../../sql/models/duplicate_transactions.sql"),
+    ),
+    (
+        "int_transactions",
+        include_str!("../../../sql/models/int_transactions.sql"),
+    ),
+    (
+        "int_merchant_daily",
+        include_str!("../../../sql/models/int_merchant_daily.sql"),
+    ),
+    (
+        "int_customer_daily",
+        include_str!("../../../sql/models/int_customer_daily.sql"),
+    ),
+    (
         "stg_transactions",
         include_str!("../../../sql/models/stg_transactions.sql"),
     ),
@@ -166,7 +186,7 @@ mod tests {
     #[test]
     fn builtin_project_parses_in_dependency_order() {
         let p = Project::builtin().unwrap();
-        assert_eq!(p.models[0].name, "stg_transactions");
+        assert_eq!(p.models[0].name, "int_duplicate_hashes");
         assert_eq!(p.models.len(), BUILTIN_MODELS.len());
         assert!(p.tests.len() > 20);
     }

@@ -1,15 +1,14 @@
 //! Builds models in dependency order over the lake and publishes their marts.
 //!
-//! Views are registered as DataFusion views (computed by whatever reads them;
-//! a view read by two or more models of the run is computed once and kept in
-//! memory for the run). Tables are computed, encoded as one zstd Parquet file
+//! Views are registered as DataFusion views, inlined into whatever reads them
+//! (so projections and filters push down to the Parquet scan). Tables are computed, encoded as one zstd Parquet file
 //! and staged under `_txpipe/staging/marts/<run>/`; [`ModelsRun::publish`]
 //! then renames each onto `marts/<model>/<model>.parquet` (an atomic replace
 //! on local disks, a single-object overwrite on cloud stores) and removes any
 //! other file there, so `read_parquet('LAKE/marts/<model>/*.parquet')` reads
 //! exactly the current mart and never a half-written one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,6 +116,7 @@ pub async fn lake_context(lake: &Lake, partitions: Option<usize>) -> Result<Sess
         config = config.with_target_partitions(p.max(1));
     }
     let ctx = SessionContext::new_with_config(config);
+    super::functions::register(&ctx);
     register_lake(&ctx, lake).await?;
     Ok(ctx)
 }
@@ -140,22 +140,12 @@ async fn register_mart(ctx: &SessionContext, lake: &Lake, model: &str) -> Result
     Ok(true)
 }
 
-/// Registers a view model in `ctx`, optionally computing it once into memory.
-async fn register_view(
-    ctx: &SessionContext,
-    model: &Model,
-    rules: &[String],
-    cache: bool,
-) -> Result<()> {
+/// Registers a view model in `ctx` (inlined into the models that read it).
+async fn register_view(ctx: &SessionContext, model: &Model, rules: &[String]) -> Result<()> {
     let df = ctx
         .sql(&model.render(rules))
         .await
         .map_err(|e| model_error(&model.name, e))?;
-    let df = if cache {
-        df.cache().await.map_err(|e| model_error(&model.name, e))?
-    } else {
-        df
-    };
     ctx.register_table(model.name.as_str(), df.into_view())
         .map_err(|e| model_error(&model.name, e))?;
     Ok(())
@@ -174,7 +164,7 @@ pub async fn register_models(
 ) -> Result<()> {
     for m in &project.models {
         match m.materialized {
-            Materialized::View => register_view(ctx, m, rules, false).await?,
+            Materialized::View => register_view(ctx, m, rules).await?,
             Materialized::Table => {
                 register_mart(ctx, lake, &m.name).await?;
             }
@@ -219,13 +209,6 @@ pub async fn build_models(
         opts.select.iter().cloned().collect()
     };
     let needed = graph::upstream_closure(&project.models, &order, &selected);
-    // How many models of this run read each model (to decide view caching).
-    let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in project.models.iter().filter(|m| selected.contains(&m.name)) {
-        for r in &m.refs {
-            *readers.entry(r.as_str()).or_default() += 1;
-        }
-    }
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut results: Vec<ModelResult> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -235,7 +218,7 @@ pub async fn build_models(
         if !build {
             // Upstream of the selection: views are set up, tables read as published.
             match m.materialized {
-                Materialized::View => register_view(&ctx, m, &opts.rules, false).await?,
+                Materialized::View => register_view(&ctx, m, &opts.rules).await?,
                 Materialized::Table => {
                     if !register_mart(&ctx, lake, &m.name).await? {
                         return Err(Error::Project(format!(
@@ -267,12 +250,7 @@ pub async fn build_models(
             failed.insert(m.name.clone());
         } else {
             let outcome = match m.materialized {
-                Materialized::View => {
-                    let cache = readers.get(m.name.as_str()).copied().unwrap_or(0) >= 2;
-                    register_view(&ctx, m, &opts.rules, cache)
-                        .await
-                        .map(|()| None)
-                }
+                Materialized::View => register_view(&ctx, m, &opts.rules).await.map(|()| None),
                 Materialized::Table => build_table(&ctx, lake, m, &opts.rules, &run_id)
                     .await
                     .map(Some),
