@@ -235,7 +235,12 @@ async fn models_match_hand_computed_numbers_to_the_cent() {
     );
     // The producer retry (line 6 repeats line 1) is the one duplicate dropped.
     assert_eq!(
-        mart(&lake, "duplicate_transactions", "SELECT transaction_id, source_offset, occurrence FROM m").await,
+        mart(
+            &lake,
+            "duplicate_transactions",
+            "SELECT transaction_id, source_offset, occurrence FROM m"
+        )
+        .await,
         vec!["00000000-0000-4000-8000-000000000001|5|2"]
     );
     // The staging view is not written; each mart folder holds one file, and a
@@ -646,4 +651,54 @@ fn a_transient_failure_succeeds_on_retry() {
     assert!(t
         .path("lake/marts/customer_kpis/customer_kpis.parquet")
         .exists());
+}
+
+#[test]
+fn schedule_every_runs_the_job_repeatedly_until_stopped() {
+    let t = TestDir::new();
+    let lake = fixture_lake(&t);
+    let mut child = txpipe()
+        .args([
+            "schedule",
+            "--lake",
+            &lake,
+            "--every",
+            "1s",
+            "--retries",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while run_records_count(&t) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let records = run_records(&t, "run");
+    assert!(
+        records.len() >= 2,
+        "two scheduled runs, got {}",
+        records.len()
+    );
+    assert!(records.iter().all(|r| r["status"] == "success"));
+    // A bad timetable is a usage error.
+    let out = txpipe()
+        .args(["schedule", "--lake", &lake, "--every", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an interval"));
+}
+
+fn run_records_count(t: &TestDir) -> usize {
+    std::fs::read_dir(t.path("lake/_txpipe/runs")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .map(|e| e.file_name().to_string_lossy().contains("-run-"))
+                .unwrap_or(false)
+        })
+        .count()
+    })
 }
