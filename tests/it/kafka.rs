@@ -602,3 +602,22 @@ async fn metrics_endpoint_counts_equal_the_lake() {
         n as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_with_a_real_broker() {
+    let t = TestDir::new();
+    let lake = t.str("lake");
+    let b = brokers();
+    let out = run_ok(&["demo", "--count", "5000", "--lake", &lake, "--brokers", &b]);
+    assert!(
+        out.contains(&format!("5000 transactions through {b}")),
+        "{out}"
+    );
+    assert!(out.contains("run success"), "{out}");
+    let n = query_i64s(
+        &lake,
+        "SELECT (SELECT COUNT(*) FROM fact_transaction) + (SELECT COUNT(*) FROM quarantine) AS n",
+    )
+    .await;
+    assert_eq!(n, vec![5000]);
+}

@@ -152,9 +152,14 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
     } else {
         4
     };
-    if let Some(m) = &mock {
-        m.create_topic(&topic, partitions, 1)
-            .map_err(|e| Error::Kafka(format!("creating {topic}: {e}")))?;
+    match &mock {
+        Some(m) => m
+            .create_topic(&topic, partitions, 1)
+            .map_err(|e| Error::Kafka(format!("creating {topic}: {e}")))?,
+        // The consumer starts before the producer: the topic must exist first.
+        None => {
+            crate::kafka::create_topic_if_missing(&brokers, &topic, partitions, &[]).await?;
+        }
     }
     step(&format!(
         "producing to {topic} ({partitions} partitions) on {broker_desc} while ingesting it"
