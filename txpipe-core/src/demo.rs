@@ -131,20 +131,18 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
     step("seeding dim_customer, dim_merchant and fx_rate");
     seed(&lake, &input).await?;
 
-    let mock = match &opts.brokers {
-        Some(_) => None,
-        None => Some(
-            MockCluster::new(1)
-                .map_err(|e| Error::Kafka(format!("starting the in-process broker: {e}")))?,
-        ),
-    };
-    let (brokers, broker_desc) = match (&opts.brokers, &mock) {
-        (Some(b), _) => (b.clone(), b.clone()),
-        (None, Some(m)) => (
-            m.bootstrap_servers(),
-            "in-process mock cluster (librdkafka)".to_string(),
-        ),
-        (None, None) => unreachable!("a mock cluster exists when no brokers are given"),
+    let (mock, brokers, broker_desc) = match &opts.brokers {
+        Some(b) => (None, b.clone(), b.clone()),
+        None => {
+            let m = MockCluster::new(1)
+                .map_err(|e| Error::Kafka(format!("starting the in-process broker: {e}")))?;
+            let servers = m.bootstrap_servers();
+            (
+                Some(m),
+                servers,
+                "in-process mock cluster (librdkafka)".to_string(),
+            )
+        }
     };
     let topic = format!("demo-transactions-{}", &id[..8]);
     let partitions = if mock.is_some() {
