@@ -601,6 +601,43 @@ async fn metrics_endpoint_counts_equal_the_lake() {
         metrics["txpipe_end_to_end_latency_seconds_bucket{le=\"+Inf\"}"],
         n as f64
     );
+    // `txpipe serve` beside it reports the same lake and the consumer lag.
+    let mut serve = txpipe()
+        .args([
+            "serve",
+            "--lake",
+            &lake,
+            "--addr",
+            "127.0.0.1:0",
+            "--brokers",
+            &b,
+            "--topic",
+            &topic,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let serve_addr = first
+        .strip_prefix("dashboard on http://")
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(&serve_addr, "/api/ingest")).unwrap();
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert_eq!(stats["counts"]["rows_in"], n);
+    let lag = stats["lag"]
+        .as_object()
+        .expect("lag with --brokers/--topic");
+    assert_eq!(lag.len(), 4);
+    assert!(lag.values().all(|v| v == 0), "{lag:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
