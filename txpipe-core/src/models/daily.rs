@@ -102,7 +102,8 @@ async fn attempt(
             })
             .collect()
     };
-    *tests = run_tests(run.context(), &chosen, &mut |t| {
+    let none = std::collections::BTreeSet::new();
+    *tests = run_tests(run.context(), &chosen, &none, &mut |t| {
         on_event(DailyEvent::Test(t))
     })
     .await;

@@ -56,8 +56,8 @@ pub async fn test_run(
     let started_at = Utc::now();
     let tests = select_tests(project, select)?;
     let ctx = lake_context(lake, opts.partitions).await?;
-    register_models(&ctx, lake, project, &opts.rules).await?;
-    let results = run_tests(&ctx, &tests, progress).await;
+    let unbuilt = register_models(&ctx, lake, project, &opts.rules).await?;
+    let results = run_tests(&ctx, &tests, &unbuilt, progress).await;
     let record = RunRecord {
         run_id: uuid::Uuid::new_v4().simple().to_string(),
         command: "test".into(),

@@ -152,7 +152,8 @@ async fn register_view(ctx: &SessionContext, model: &Model, rules: &[String]) ->
 }
 
 /// Sets up every model for querying without building anything: views from
-/// their SQL, tables from their published marts (unbuilt ones are left out).
+/// their SQL, tables from their published marts. Returns the models that are
+/// not available (tables never built, and views reading them).
 ///
 /// # Errors
 /// The store failed or a view's SQL does not plan.
@@ -161,16 +162,23 @@ pub async fn register_models(
     lake: &Lake,
     project: &Project,
     rules: &[String],
-) -> Result<()> {
+) -> Result<BTreeSet<String>> {
+    let mut missing = BTreeSet::new();
     for m in &project.models {
+        if m.refs.iter().any(|r| missing.contains(r)) {
+            missing.insert(m.name.clone());
+            continue;
+        }
         match m.materialized {
             Materialized::View => register_view(ctx, m, rules).await?,
             Materialized::Table => {
-                register_mart(ctx, lake, &m.name).await?;
+                if !register_mart(ctx, lake, &m.name).await? {
+                    missing.insert(m.name.clone());
+                }
             }
         }
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// Builds the selected models (all by default) in dependency order and stages

@@ -74,10 +74,12 @@ pub fn select_tests<'a>(project: &'a Project, select: &[String]) -> Result<Vec<&
 }
 
 /// Runs `tests` in `ctx` (lake tables and models registered); `progress` is
-/// called after each.
+/// called after each. Tests reading a model in `unbuilt` are reported as
+/// errors that say so, without running.
 pub async fn run_tests(
     ctx: &SessionContext,
     tests: &[&DataTest],
+    unbuilt: &std::collections::BTreeSet<String>,
     progress: &mut (dyn FnMut(&TestResult) + Send),
 ) -> Vec<TestResult> {
     let mut out = Vec::with_capacity(tests.len());
@@ -94,6 +96,16 @@ pub async fn run_tests(
             duration_ms: 0,
             sql: t.sql.clone(),
         };
+        if let Some(m) = t.reads.iter().find(|r| unbuilt.contains(*r)) {
+            r.status = TestStatus::Error;
+            r.error = Some(format!(
+                "model {m} has not been built yet (run `txpipe models run`)"
+            ));
+            r.duration_ms = started.elapsed().as_millis() as u64;
+            progress(&r);
+            out.push(r);
+            continue;
+        }
         match failing_rows(ctx, &t.sql).await {
             Ok((0, _)) => {}
             Ok((n, sample)) => {
