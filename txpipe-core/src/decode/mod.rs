@@ -3,8 +3,8 @@
 //! [`TransactionDecoder`] is a push decoder in the style of arrow-json's: push
 //! raw payloads, then [`finish`](TransactionDecoder::finish) to get one
 //! [`RecordBatch`] of typed transactions (schema
-//! [`TRANSACTION_SCHEMA`](crate::schema::TRANSACTION_SCHEMA)) and one of
-//! quarantined records (schema [`QUARANTINE_SCHEMA`](crate::schema::QUARANTINE_SCHEMA)).
+//! [`TRANSACTION_SCHEMA`]) and one of
+//! quarantined records (schema [`QUARANTINE_SCHEMA`]).
 //!
 //! Each payload is parsed by a streaming, zero-copy serde visitor straight into
 //! Arrow column builders: no `serde_json::Value`, no intermediate tape. Unlike
