@@ -1,56 +1,10 @@
 //! `txpipe serve`: the dashboard rendered by headless Chromium, the JSON panels
 //! and the Prometheus metrics, over real HTTP.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::helpers::*;
-
-/// A running `txpipe serve`, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(lake: &str) -> Server {
-    let mut child = txpipe()
-        .args(["serve", "--lake", lake, "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .strip_prefix("dashboard on http://")
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server { child, addr }
-}
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp[9..12].parse().unwrap();
-    (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
-}
 
 fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -96,7 +50,7 @@ fn built_lake(t: &TestDir) -> String {
 async fn dashboard_renders_every_panel_with_data_in_chromium() {
     let t = TestDir::new();
     let lake = built_lake(&t);
-    let server = serve(&lake);
+    let server = serve(&lake, &[]);
     let url = format!("http://{}/", server.addr);
     let out = Command::new(chromium())
         .args(chromium_args(&t.path("profile")))
@@ -124,7 +78,7 @@ async fn dashboard_renders_every_panel_with_data_in_chromium() {
     // categories, countries and top merchants, and the risky customers table.
     assert_eq!(dom.matches("class=\"series\"").count(), 4, "{dom}");
     assert!(dom.matches("class=\"bar\"").count() >= 20, "{dom}");
-    let (_, rules) = get(&server.addr, "/api/fraud_by_rule");
+    let (_, rules) = http_get(&server.addr, "/api/fraud_by_rule");
     let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
     assert!(!rules.as_array().unwrap().is_empty());
     for r in rules.as_array().unwrap() {
@@ -160,8 +114,8 @@ async fn dashboard_renders_every_panel_with_data_in_chromium() {
 async fn api_and_metrics_agree_with_the_lake() {
     let t = TestDir::new();
     let lake = built_lake(&t);
-    let server = serve(&lake);
-    let (code, body) = get(&server.addr, "/api/daily");
+    let server = serve(&lake, &[]);
+    let (code, body) = http_get(&server.addr, "/api/daily");
     assert_eq!(code, 200);
     let daily: serde_json::Value = serde_json::from_str(&body).unwrap();
     let txns: i64 = daily
@@ -177,7 +131,7 @@ async fn api_and_metrics_agree_with_the_lake() {
     .await[0];
     assert_eq!(txns, landed);
 
-    let (code, text) = get(&server.addr, "/metrics");
+    let (code, text) = http_get(&server.addr, "/metrics");
     assert_eq!(code, 200);
     let metric = |name: &str| -> f64 {
         text.lines()
@@ -220,8 +174,8 @@ async fn api_and_metrics_agree_with_the_lake() {
     // A mart that is not built yet is a clear 404.
     let empty = TestDir::new();
     std::fs::create_dir_all(empty.path("lake")).unwrap();
-    let server2 = serve(&empty.str("lake"));
-    let (code, body) = get(&server2.addr, "/api/categories");
+    let server2 = serve(&empty.str("lake"), &[]);
+    let (code, body) = http_get(&server2.addr, "/api/categories");
     assert_eq!(code, 404);
     assert!(body.contains("has not been built yet"), "{body}");
 }

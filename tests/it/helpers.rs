@@ -1,7 +1,8 @@
 //! Shared test helpers: run the binary, query a lake.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use txpipe_core::arrow::array::{Array, AsArray, RecordBatch};
 use txpipe_core::arrow::datatypes::Int64Type;
@@ -116,4 +117,52 @@ pub fn read_jsonl(path: &Path) -> Vec<Option<serde_json::Value>> {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .collect()
+}
+
+/// A running `txpipe serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `txpipe serve --lake LAKE --addr 127.0.0.1:0 EXTRA…` and reads its address.
+pub fn serve(lake: &str, extra: &[&str]) -> Server {
+    let mut child = txpipe()
+        .args(["serve", "--lake", lake, "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("dashboard on http://")
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+/// `GET path` over plain HTTP/1.1: status code and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
 }

@@ -2,7 +2,7 @@
 //! tests/run.sh; its address is in TXPIPE_TEST_BROKERS), with confluent-kafka
 //! (Python) as an independent client.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,13 +13,13 @@ use txpipe_core::generate::Rng;
 use crate::helpers::*;
 
 /// The test broker; these tests need one (tests/run.sh starts it).
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("TXPIPE_TEST_BROKERS").expect(
         "TXPIPE_TEST_BROKERS is not set: run the tests with tests/run.sh, which installs and starts a Kafka-protocol broker",
     )
 }
 
-fn topic(name: &str) -> String {
+pub(crate) fn topic(name: &str) -> String {
     format!("{name}-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -56,7 +56,7 @@ async fn positions(lake: &str, table: &str) -> Vec<(i32, i64)> {
 }
 
 /// Asserts every (partition, offset) appears once across fact and quarantine.
-async fn assert_exactly_once(lake: &str, valid: u64, bad: u64) {
+pub(crate) async fn assert_exactly_once(lake: &str, valid: u64, bad: u64) {
     let fact = positions(lake, "fact_transaction").await;
     let quarantine = positions(lake, "quarantine").await;
     let f: BTreeSet<_> = fact.iter().copied().collect();
@@ -78,7 +78,7 @@ async fn assert_exactly_once(lake: &str, valid: u64, bad: u64) {
 }
 
 /// `txpipe produce` of N generated transactions (1% bad) to a new 4-partition topic.
-fn produce_generated(brokers: &str, topic: &str, n: u64, seed: u64) -> String {
+pub(crate) fn produce_generated(brokers: &str, topic: &str, n: u64, seed: u64) -> String {
     run_ok(&[
         "produce",
         "--brokers",
@@ -97,7 +97,7 @@ fn produce_generated(brokers: &str, topic: &str, n: u64, seed: u64) -> String {
     ])
 }
 
-fn ingest_args<'a>(
+pub(crate) fn ingest_args<'a>(
     lake: &'a str,
     brokers: &'a str,
     topic: &'a str,
@@ -475,186 +475,4 @@ fn unreachable_broker_and_missing_topic_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
     assert!(!t.path("lake/_txpipe/log").exists(), "nothing committed");
-}
-
-/// `GET path` over plain HTTP/1.1; returns the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    resp.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
-/// Parses Prometheus text into `name{labels}` → value (comments skipped).
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let v = match value {
-            "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad sample: {line}")),
-        };
-        out.insert(series.to_string(), v);
-    }
-    out
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_endpoint_counts_equal_the_lake() {
-    let b = brokers();
-    let t = TestDir::new();
-    let topic = topic("metrics");
-    let n = 6_000u64;
-    produce_generated(&b, &topic, n, 12);
-    let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 12);
-    let lake = t.str("lake");
-    let mut args = ingest_args(&lake, &b, &topic, "metered");
-    args.extend(["--stop-when-idle", "12", "--metrics-addr", "127.0.0.1:0"]);
-    let mut child = txpipe()
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("txpipe: metrics on http://")
-        .and_then(|s| s.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_string();
-    // Scrape until everything is committed and the lag gauge has caught up.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
-        let m = parse_prometheus(&http_get(&addr, "/metrics"));
-        let src = format!("{{source=\"{topic}\"}}");
-        let consumed = m.get(&format!("txpipe_rows_consumed_total{src}")).copied();
-        let lag: f64 = m
-            .iter()
-            .filter(|(k, _)| k.starts_with("txpipe_consumer_lag{"))
-            .map(|(_, v)| v)
-            .sum();
-        let lag_series = m
-            .keys()
-            .filter(|k| k.starts_with("txpipe_consumer_lag{"))
-            .count();
-        if consumed == Some(n as f64) && lag == 0.0 && lag_series == 4 {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "metrics never caught up: {m:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let json: serde_json::Value = serde_json::from_str(&http_get(&addr, "/api/ingest")).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_exactly_once(&lake, valid, bad).await;
-    let get = |k: &str| {
-        metrics
-            .get(&format!("{k}{{source=\"{topic}\"}}"))
-            .copied()
-            .unwrap()
-    };
-    assert_eq!(get("txpipe_rows_landed_total"), valid as f64);
-    assert_eq!(get("txpipe_rows_quarantined_total"), bad as f64);
-    assert_eq!(json["counts"]["landed"], valid);
-    let fraud = query_i64s(
-        &lake,
-        "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud",
-    )
-    .await;
-    assert_eq!(get("txpipe_fraud_rows_total"), fraud[0] as f64);
-    let foreign = query_i64s(
-        &lake,
-        "SELECT COUNT(*) FROM fact_transaction WHERE array_has(fraud_reasons, 'foreign')",
-    )
-    .await;
-    assert_eq!(
-        metrics[&format!("txpipe_fraud_flagged_total{{source=\"{topic}\",rule=\"foreign\"}}")],
-        foreign[0] as f64
-    );
-    let files = std::fs::read_dir(t.path("lake/fact_transaction"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .count()
-        + std::fs::read_dir(t.path("lake/quarantine"))
-            .unwrap()
-            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-            .count();
-    assert_eq!(get("txpipe_files_written_total"), files as f64);
-    let batches = get("txpipe_batches_committed_total");
-    assert!(batches >= 1.0);
-    assert_eq!(metrics["txpipe_batch_latency_seconds_count"], batches);
-    assert_eq!(metrics["txpipe_end_to_end_latency_seconds_count"], n as f64);
-    assert_eq!(
-        metrics["txpipe_end_to_end_latency_seconds_bucket{le=\"+Inf\"}"],
-        n as f64
-    );
-    // `txpipe serve` beside it reports the same lake and the consumer lag.
-    let mut serve = txpipe()
-        .args([
-            "serve",
-            "--lake",
-            &lake,
-            "--addr",
-            "127.0.0.1:0",
-            "--brokers",
-            &b,
-            "--topic",
-            &topic,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let serve_addr = first
-        .strip_prefix("dashboard on http://")
-        .and_then(|s| s.split('/').next())
-        .unwrap()
-        .to_string();
-    let stats: serde_json::Value =
-        serde_json::from_str(&http_get(&serve_addr, "/api/ingest")).unwrap();
-    serve.kill().unwrap();
-    serve.wait().unwrap();
-    assert_eq!(stats["counts"]["rows_in"], n);
-    let lag = stats["lag"]
-        .as_object()
-        .expect("lag with --brokers/--topic");
-    assert_eq!(lag.len(), 4);
-    assert!(lag.values().all(|v| v == 0), "{lag:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn demo_with_a_real_broker() {
-    let t = TestDir::new();
-    let lake = t.str("lake");
-    let b = brokers();
-    let out = run_ok(&["demo", "--count", "5000", "--lake", &lake, "--brokers", &b]);
-    assert!(
-        out.contains(&format!("5000 transactions through {b}")),
-        "{out}"
-    );
-    assert!(out.contains("run success"), "{out}");
-    let n = query_i64s(
-        &lake,
-        "SELECT (SELECT COUNT(*) FROM fact_transaction) + (SELECT COUNT(*) FROM quarantine) AS n",
-    )
-    .await;
-    assert_eq!(n, vec![5000]);
 }

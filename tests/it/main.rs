@@ -5,10 +5,12 @@ mod helpers;
 
 mod cli;
 mod crash_resume;
+mod daily_run;
 mod dashboard;
 mod demo;
 mod exactly_once;
 mod external_readers;
 mod file_to_lake;
 mod kafka;
+mod kafka_metrics;
 mod models;

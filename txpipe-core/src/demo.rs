@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::mocking::MockCluster;
 
 use crate::error::{Error, Result};
@@ -88,21 +88,18 @@ pub fn mock_partitions(count: u64) -> i32 {
 
 /// Sum of high watermarks, and the partitions whose low watermark moved
 /// (the broker deleted messages).
-fn watermarks(brokers: &str, topic: &str, partitions: i32) -> Result<(i64, Vec<i32>)> {
+fn watermarks(brokers: &str, topic: &str) -> Result<(i64, Vec<i32>)> {
     let consumer: BaseConsumer = crate::kafka::client_config(brokers, &[])
         .set("group.id", "txpipe-demo-check")
         .create()
         .map_err(|e| Error::Kafka(e.to_string()))?;
-    let (mut total, mut trimmed) = (0, Vec::new());
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| Error::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
-        total += high;
-        if low > 0 {
-            trimmed.push(p);
-        }
-    }
+    let w = crate::kafka::topic_watermarks(&consumer, topic, Duration::from_secs(10))?;
+    let total = w.values().map(|(_, high)| high).sum();
+    let trimmed = w
+        .iter()
+        .filter(|(_, (low, _))| *low > 0)
+        .map(|(p, _)| *p)
+        .collect();
     Ok((total, trimmed))
 }
 
@@ -198,7 +195,7 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
     }
     let (check_brokers, check_topic) = (brokers.clone(), topic.clone());
     let (high, trimmed) =
-        tokio::task::spawn_blocking(move || watermarks(&check_brokers, &check_topic, partitions))
+        tokio::task::spawn_blocking(move || watermarks(&check_brokers, &check_topic))
             .await
             .map_err(|e| Error::Worker(e.to_string()))??;
     if !trimmed.is_empty() || ingested.counts.rows_in != opts.count || high != opts.count as i64 {

@@ -1,9 +1,11 @@
 //! Topic checks and creation, with bounded retries and clear errors.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -60,6 +62,47 @@ pub fn check_topic(
         "cannot reach Kafka brokers at {brokers} ({METADATA_ATTEMPTS} attempts of {}s): {last}",
         METADATA_TIMEOUT.as_secs()
     )))
+}
+
+/// `(low, high)` watermarks of every partition of `topic`.
+///
+/// # Errors
+/// Metadata or a partition's watermarks could not be fetched within `timeout`.
+pub fn topic_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| Error::Kafka(format!("metadata of {topic}: {e}")))?;
+    let mut out = BTreeMap::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let w = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(|e| Error::Kafka(format!("watermarks of {topic}/{}: {e}", p.id())))?;
+            out.insert(p.id(), w);
+        }
+    }
+    Ok(out)
+}
+
+/// Where the lake stands in a partition with watermarks `(low, high)`: its
+/// next offset, or the low watermark when it has none (or is behind retention).
+pub fn lake_offset(lake: &BTreeMap<i32, i64>, partition: i32, low: i64) -> i64 {
+    lake.get(&partition).copied().unwrap_or(low).max(low)
+}
+
+/// Consumer lag per partition: high watermark − the lake's position.
+pub fn lake_lag(
+    watermarks: &BTreeMap<i32, (i64, i64)>,
+    lake: &BTreeMap<i32, i64>,
+) -> BTreeMap<i32, i64> {
+    watermarks
+        .iter()
+        .map(|(&p, &(low, high))| (p, (high - lake_offset(lake, p, low)).max(0)))
+        .collect()
 }
 
 /// Creates `topic` with `partitions` (replication factor 1) unless it exists;

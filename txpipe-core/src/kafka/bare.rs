@@ -36,20 +36,12 @@ pub fn bare_consume(brokers: &str, topic: &str, extra: &[(String, String)]) -> R
         .create()
         .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| Error::Kafka(format!("metadata of {topic}: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0i64;
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .map_err(|e| Error::Kafka(format!("watermarks of {topic}/{}: {e}", p.id())))?;
-            remaining += high - low;
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
-                .map_err(|e| Error::Kafka(e.to_string()))?;
-        }
+    for (p, (low, high)) in super::topic_watermarks(&consumer, topic, timeout)? {
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .map_err(|e| Error::Kafka(e.to_string()))?;
     }
     consumer
         .assign(&tpl)

@@ -516,20 +516,12 @@ impl KafkaSource {
 
     /// Checks for partitions nobody consumes and rejoins the group if there are.
     fn watch_group(&mut self) -> Result<()> {
-        let timeout = Duration::from_secs(2);
         let topic = &self.opts.topic;
-        let Ok(metadata) = self.consumer.fetch_metadata(Some(topic), timeout) else {
+        let Ok(partitions) = super::topic_watermarks(&self.consumer, topic, Duration::from_secs(2))
+        else {
             return Ok(()); // broker busy or away: librdkafka reports real trouble
         };
         let owned: Vec<i32> = self.shared.owned();
-        let mut partitions = BTreeMap::new();
-        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-            for p in t.partitions() {
-                if let Ok(w) = self.consumer.fetch_watermarks(topic, p.id(), timeout) {
-                    partitions.insert(p.id(), w);
-                }
-            }
-        }
         let lake: BTreeMap<i32, i64> = self
             .consumer
             .context()
@@ -538,14 +530,7 @@ impl KafkaSource {
             .map(|(p, pos)| (p, pos.next_offset))
             .collect();
         if let Some(m) = &self.metrics {
-            let lag = partitions
-                .iter()
-                .map(|(&p, &(low, high))| {
-                    let at = lake.get(&p).copied().unwrap_or(low).max(low);
-                    (p, (high - at).max(0))
-                })
-                .collect();
-            m.set_lag(lag);
+            m.set_lag(super::lake_lag(&partitions, &lake));
         }
         if let Verdict::Orphaned(parts) =
             self.watch

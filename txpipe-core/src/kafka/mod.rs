@@ -8,7 +8,7 @@ pub mod consumer;
 pub mod producer;
 pub mod watchdog;
 
-pub use admin::{check_topic, create_topic_if_missing};
+pub use admin::{check_topic, create_topic_if_missing, lake_lag, lake_offset, topic_watermarks};
 pub use consumer::{KafkaSource, KafkaSourceOptions, StartOffset};
 pub use producer::{produce, ProduceInput, ProduceOptions, ProduceSummary};
 

@@ -75,7 +75,7 @@ impl OrphanWatch {
             if owned.contains(&p) {
                 continue;
             }
-            let lake_offset = lake.get(&p).copied().unwrap_or(low).max(low);
+            let lake_offset = super::admin::lake_offset(lake, p, low);
             if lake_offset >= high {
                 self.seen.remove(&p);
                 continue;

@@ -168,17 +168,12 @@ pub async fn daily_run(
     }
     let ok = last_error.is_none();
     let record = RunRecord {
-        run_id: uuid::Uuid::new_v4().simple().to_string(),
-        command: "run".into(),
-        project: project.origin.clone(),
-        started_at,
-        finished_at: Utc::now(),
-        status: if ok { "success" } else { "error" }.into(),
         published: ok,
         attempts,
         models,
         tests,
         error: last_error,
+        ..RunRecord::finished("run", &project.origin, started_at, ok)
     };
     let path = record.write(lake).await?;
     Ok((record, path))

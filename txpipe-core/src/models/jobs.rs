@@ -26,16 +26,9 @@ pub async fn models_run(
     run.publish(lake).await?;
     let record = RunRecord {
         run_id: run.run_id.clone(),
-        command: "models run".into(),
-        project: project.origin.clone(),
-        started_at,
-        finished_at: Utc::now(),
-        status: if ok { "success" } else { "error" }.into(),
         published: true,
-        attempts: 1,
         models: run.results.clone(),
-        tests: Vec::new(),
-        error: None,
+        ..RunRecord::finished("models run", &project.origin, started_at, ok)
     };
     let path = record.write(lake).await?;
     Ok((record, path))
@@ -58,23 +51,10 @@ pub async fn test_run(
     let ctx = lake_context(lake, opts.partitions).await?;
     let unbuilt = register_models(&ctx, lake, project, &opts.rules).await?;
     let results = run_tests(&ctx, &tests, &unbuilt, progress).await;
+    let ok = tests_passed(&results);
     let record = RunRecord {
-        run_id: uuid::Uuid::new_v4().simple().to_string(),
-        command: "test".into(),
-        project: project.origin.clone(),
-        started_at,
-        finished_at: Utc::now(),
-        status: if tests_passed(&results) {
-            "success"
-        } else {
-            "error"
-        }
-        .into(),
-        published: false,
-        attempts: 1,
-        models: Vec::new(),
         tests: results,
-        error: None,
+        ..RunRecord::finished("test", &project.origin, started_at, ok)
     };
     let path = record.write(lake).await?;
     Ok((record, path))

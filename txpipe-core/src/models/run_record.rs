@@ -46,6 +46,24 @@ fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl RunRecord {
+    /// A record of `command` that started at `started_at` and ends now, with
+    /// status from `ok`, one attempt, nothing published and no results yet.
+    pub fn finished(command: &str, project: &str, started_at: DateTime<Utc>, ok: bool) -> Self {
+        RunRecord {
+            run_id: uuid::Uuid::new_v4().simple().to_string(),
+            command: command.into(),
+            project: project.into(),
+            started_at,
+            finished_at: Utc::now(),
+            status: if ok { "success" } else { "error" }.into(),
+            published: false,
+            attempts: 1,
+            models: Vec::new(),
+            tests: Vec::new(),
+            error: None,
+        }
+    }
+
     /// Writes the record; returns its path relative to the lake.
     ///
     /// # Errors

@@ -129,7 +129,10 @@ fn model_error(model: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Registers a published mart as a table; `false` when it was never built.
-async fn register_mart(ctx: &SessionContext, lake: &Lake, model: &str) -> Result<bool> {
+///
+/// # Errors
+/// The store failed or the mart is not readable Parquet.
+pub async fn register_mart(ctx: &SessionContext, lake: &Lake, model: &str) -> Result<bool> {
     if !lake.exists(&mart_file(model)).await? {
         return Ok(false);
     }

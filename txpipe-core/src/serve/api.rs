@@ -8,7 +8,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::arrow::json::ArrayWriter;
-use datafusion::execution::options::ParquetReadOptions;
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -19,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::server::prometheus_response;
 use crate::models::run_record::RUNS;
-use crate::models::MARTS;
+use crate::models::runner::register_mart;
 
 /// The dashboard page: HTML, CSS, JS and SVG charts in one file, no CDN.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -72,18 +71,11 @@ impl AppState {
         let ctx = SessionContext::new();
         self.lake.register_object_store(&ctx);
         for m in marts {
-            let file = format!("{MARTS}/{m}/{m}.parquet");
-            if !self.lake.exists(&file).await? {
+            if !register_mart(&ctx, &self.lake, m).await? {
                 return Err(Error::Project(format!(
                     "mart {m} has not been built yet (run `txpipe models run` or `txpipe run`)"
                 )));
             }
-            ctx.register_parquet(
-                *m,
-                &self.lake.folder_url(&format!("{MARTS}/{m}")),
-                ParquetReadOptions::default(),
-            )
-            .await?;
         }
         let batches = ctx.sql(sql).await?.collect().await?;
         let mut w = ArrayWriter::new(Vec::new());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -116,18 +116,10 @@ pub fn kafka_lag(
         .set("group.id", "txpipe-serve-lag")
         .create()
         .ok()?;
-    let timeout = Duration::from_secs(2);
-    let md = consumer.fetch_metadata(Some(topic), timeout).ok()?;
-    let mut lag = BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout).ok()?;
-            let at = positions
-                .and_then(|m| m.get(&p.id()).copied())
-                .unwrap_or(low)
-                .max(low);
-            lag.insert(p.id(), (high - at).max(0));
-        }
-    }
-    Some(lag)
+    let watermarks =
+        crate::kafka::topic_watermarks(&consumer, topic, Duration::from_secs(2)).ok()?;
+    Some(crate::kafka::lake_lag(
+        &watermarks,
+        positions.unwrap_or(&BTreeMap::new()),
+    ))
 }
