@@ -28,7 +28,7 @@ async fn offsets(lake: &str, table: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
     let t = TestDir::new();
-    let (lines, valid, bad) = generate(&t.path("gen"), 150_000, 0.01, 11);
+    let (lines, valid, bad) = generate(&t.path("gen"), 400_000, 0.01, 11);
     let lake = t.str("lake");
     let input = t.str("gen/transactions.jsonl");
     let args = [
@@ -55,7 +55,7 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let wait = Duration::from_millis(150 + rng.below(700));
+        let wait = Duration::from_millis(100 + rng.below(500));
         let started = Instant::now();
         while started.elapsed() < wait {
             if child.try_wait().unwrap().is_some() {

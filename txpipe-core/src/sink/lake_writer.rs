@@ -194,7 +194,35 @@ impl LakeWriter {
                 self.lake.delete(&rel).await?;
             }
         }
+        self.remove_local_leftovers(cutoff.into())?;
         Ok(self.positions.clone())
+    }
+
+    /// On a local disk, a put interrupted by kill -9 leaves its temporary
+    /// `file#N`, which the object store never lists: remove the folders of
+    /// expired runs (all older than `cutoff`, not this run's) as a whole.
+    fn remove_local_leftovers(&self, cutoff: std::time::SystemTime) -> Result<()> {
+        let Some(root) = self.lake.local_root() else {
+            return Ok(());
+        };
+        let dir = root.join(staging_dir(&self.stream));
+        let Ok(runs) = std::fs::read_dir(&dir) else {
+            return Ok(()); // nothing was ever staged
+        };
+        for run in runs.flatten() {
+            if run.file_name().to_string_lossy() == self.writer_id {
+                continue;
+            }
+            let path = run.path();
+            if newest_mtime(&path).is_some_and(|t| t <= cutoff) {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("removing orphan staging", path, e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn publish(&self, entry: &CommitEntry) -> Result<()> {
@@ -306,4 +334,19 @@ impl LakeWriter {
         self.publish(&entry).await?;
         Ok(entry)
     }
+}
+
+/// Newest modification time of a file or of anything under a folder.
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .chain(own)
+        .max()
 }
