@@ -2,7 +2,8 @@
 # The test command (README "Run the tests"). On a fresh Debian machine it installs
 # and starts everything the tests need, skipping what is already there:
 #   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients);
-#   * Debian's chromium (headless dashboard test), with apt-get;
+#   * Debian's chromium (headless dashboard test) and, when missing, the OpenSSL
+#     headers librdkafka's TLS/SASL build needs (libssl-dev, pkg-config), with apt-get;
 #   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
 #     kept in ~/.cache/txpipe-tools), started on 127.0.0.1 with SQLite storage;
 # then runs every unit, property, integration and doc test on a debug build.
@@ -19,12 +20,15 @@ if ! python3 -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "${python_deps[@]}"
 fi
 
-if ! command -v chromium >/dev/null 2>&1; then
-  log "installing Debian's chromium (apt-get)"
+apt_packages=()
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || apt_packages+=(pkg-config libssl-dev)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  log "installing Debian's ${apt_packages[*]} (apt-get)"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 if [ ! -x "$TOOLS/bin/tansu" ]; then
@@ -57,6 +61,8 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 export TXPIPE_TEST_BROKERS="127.0.0.1:$PORT"
+# Tests that kill and restart a broker, or put TLS in front of one, start their own.
+export TXPIPE_TEST_TANSU="$TOOLS/bin/tansu"
 
 log "cargo test (debug build, all crates, doctests and examples)"
 status=0

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use txpipe_core::arrow::array::AsArray;
 use txpipe_core::arrow::datatypes::Int64Type;
-use txpipe_core::generate::Rng;
 
 use crate::file_to_lake::walk;
 use crate::helpers::*;
@@ -41,12 +40,7 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
         "2500",
         "--quiet",
     ];
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill schedule seed: {seed}");
-    let mut rng = Rng::new(seed);
+    let mut rng = kill_schedule_rng();
     let mut kills = 0;
     for _ in 0..5 {
         let mut child = txpipe()

@@ -166,3 +166,14 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let code = resp[9..12].parse().unwrap();
     (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
 }
+
+/// A random generator for kill schedules, seeded from the clock (the seed is
+/// printed, so a failing schedule can be read back).
+pub fn kill_schedule_rng() -> txpipe_core::generate::Rng {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    eprintln!("kill schedule seed: {seed}");
+    txpipe_core::generate::Rng::new(seed)
+}

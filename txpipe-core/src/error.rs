@@ -113,6 +113,25 @@ pub enum Error {
         message: String,
     },
 
+    /// `--stop-when-idle` waited `--drain-timeout` for the lake to catch up
+    /// with the topic and it did not: these partitions still have messages no
+    /// member is landing.
+    #[error(
+        "the lake did not catch up with topic {topic} within {waited_secs}s: {}; \
+         {hint} (nothing was lost: a later ingest resumes from the lake)",
+        format_lag(lag)
+    )]
+    DrainTimeout {
+        /// What is the likely cause.
+        hint: String,
+        /// The topic.
+        topic: String,
+        /// How long the ingest waited.
+        waited_secs: u64,
+        /// Remaining messages per lagging partition.
+        lag: std::collections::BTreeMap<i32, i64>,
+    },
+
     /// An HTTP endpoint could not be served.
     #[error("serving HTTP on {addr}: {source}")]
     Http {
@@ -126,6 +145,50 @@ pub enum Error {
     /// A worker thread of the pipeline stopped unexpectedly.
     #[error("pipeline worker failed: {0}")]
     Worker(String),
+
+    /// The dashboard server was asked to listen on a non-loopback address
+    /// without authentication.
+    #[error(
+        "refusing to serve on {addr} ({resolved}): not a loopback address, and no token; \
+         pass --token TOKEN (or set TXPIPE_SERVE_TOKEN) to require `Authorization: Bearer TOKEN`, \
+         or --insecure-public to serve the lake's data to anyone who can reach the port"
+    )]
+    PublicUnauthenticated {
+        /// The address asked for.
+        addr: String,
+        /// What it resolved to.
+        resolved: String,
+    },
+
+    /// Another ingest is writing the same stream (e.g. the same file into the
+    /// same lake) right now; this one was refused before touching the lake.
+    #[error(
+        "{source_name}: another ingest holds it ({holder}; lock {lock}); wait for it to finish, or stop it and rerun"
+    )]
+    StreamLocked {
+        /// The source (file path or `stdin`).
+        source_name: String,
+        /// The lock: the lock file of a local lake, else the lock's key.
+        lock: String,
+        /// Who holds it, as the holder recorded it (pid, host, start time).
+        holder: String,
+    },
+
+    /// A file or folder of a local lake could not be written, read, moved or
+    /// removed: disk full, read-only file system, permissions. `path` is the
+    /// absolute path (both paths for a move); `cause` the operating system's
+    /// error, whose [`kind`](std::io::Error::kind) tells e.g.
+    /// [`StorageFull`](std::io::ErrorKind::StorageFull) from
+    /// [`ReadOnlyFilesystem`](std::io::ErrorKind::ReadOnlyFilesystem).
+    #[error("{action} {path}: {cause}")]
+    LakeIo {
+        /// What txpipe was doing, e.g. `writing lake file`.
+        action: &'static str,
+        /// The file or folder involved.
+        path: String,
+        /// The underlying error (shown in the message, not chained as a source).
+        cause: std::io::Error,
+    },
 }
 
 impl Error {
@@ -145,6 +208,14 @@ impl Error {
             source,
         }
     }
+}
+
+/// `partition 1 lag 50000, partition 3 lag 48000`.
+pub fn format_lag(lag: &std::collections::BTreeMap<i32, i64>) -> String {
+    lag.iter()
+        .map(|(p, l)| format!("partition {p} lag {l}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `Result` with [`Error`] as the default error.

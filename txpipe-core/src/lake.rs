@@ -153,7 +153,7 @@ impl Lake {
         self.store
             .put(&self.path(rel), PutPayload::from_bytes(data))
             .await
-            .map_err(|e| Error::store(format!("writing {rel}"), e))?;
+            .map_err(|e| self.store_error("writing", rel, None, e))?;
         Ok(())
     }
 
@@ -173,7 +173,7 @@ impl Lake {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Error::store(format!("creating {rel}"), e)),
+            Err(e) => Err(self.store_error("creating", rel, None, e)),
         }
     }
 
@@ -186,10 +186,10 @@ impl Lake {
             Ok(r) => Ok(Some(
                 r.bytes()
                     .await
-                    .map_err(|e| Error::store(format!("reading {rel}"), e))?,
+                    .map_err(|e| self.store_error("reading", rel, None, e))?,
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::store(format!("reading {rel}"), e)),
+            Err(e) => Err(self.store_error("reading", rel, None, e)),
         }
     }
 
@@ -201,7 +201,7 @@ impl Lake {
         match self.store.head(&self.path(rel)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::store(format!("checking {rel}"), e)),
+            Err(e) => Err(self.store_error("checking", rel, None, e)),
         }
     }
 
@@ -214,7 +214,7 @@ impl Lake {
         let mut out: Vec<ObjectMeta> = match self.store.list(Some(&prefix)).try_collect().await {
             Ok(v) => v,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(Error::store(format!("listing {rel}"), e)),
+            Err(e) => return Err(self.store_error("listing", rel, None, e)),
         };
         out.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(out)
@@ -227,7 +227,7 @@ impl Lake {
     pub async fn delete(&self, rel: &str) -> Result<()> {
         match self.store.delete(&self.path(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::store(format!("deleting {rel}"), e)),
+            Err(e) => Err(self.store_error("deleting", rel, None, e)),
         }
     }
 
@@ -239,7 +239,53 @@ impl Lake {
         self.store
             .rename(&self.path(from), &self.path(to))
             .await
-            .map_err(|e| Error::store(format!("moving {from} to {to}"), e))
+            .map_err(|e| self.store_error("moving", from, Some(to), e))
+    }
+
+    /// Maps a store error of `action` (`writing`, `moving`, …) on `rel` (and
+    /// `to` for a move).
+    ///
+    /// On a local lake the operating system's error is what matters ("No
+    /// space left on device", "Read-only file system"), and the object store
+    /// buries it under several layers that repeat it (and sometimes drop the
+    /// path): it becomes [`Error::LakeIo`] naming the absolute path(s) and the
+    /// cause once. Other stores keep [`Error::ObjectStore`].
+    fn store_error(
+        &self,
+        action: &'static str,
+        rel: &str,
+        to: Option<&str>,
+        e: object_store::Error,
+    ) -> Error {
+        let target = |rel: &str| match &self.local_root {
+            Some(root) => root.join(rel.trim_matches('/')).display().to_string(),
+            None => rel.to_string(),
+        };
+        if self.local_root.is_some() {
+            if let Some(io) = io_cause(&e) {
+                let cause = match io.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(io.kind(), io.to_string()),
+                };
+                let (action, path) = match to {
+                    Some(to) => (
+                        "moving lake file",
+                        format!("{} to {}", target(rel), target(to)),
+                    ),
+                    None => (local_action(action), target(rel)),
+                };
+                return Error::LakeIo {
+                    action,
+                    path,
+                    cause,
+                };
+            }
+        }
+        let context = match to {
+            Some(to) => format!("{action} {rel} to {to}"),
+            None => format!("{action} {rel}"),
+        };
+        Error::store(context, e)
     }
 
     /// Registers the lake's object store with a DataFusion context so that
@@ -249,6 +295,32 @@ impl Lake {
             ctx.register_object_store(&self.url, self.store.clone());
         }
     }
+}
+
+/// The wording of a local lake's failed operation.
+fn local_action(action: &str) -> &'static str {
+    match action {
+        "writing" => "writing lake file",
+        "creating" => "creating lake file",
+        "reading" => "reading lake file",
+        "checking" => "checking lake file",
+        "listing" => "listing lake folder",
+        "deleting" => "deleting lake file",
+        _ => "accessing lake file",
+    }
+}
+
+/// The innermost operating system error in an error's source chain.
+fn io_cause(e: &object_store::Error) -> Option<&std::io::Error> {
+    let mut found = None;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            found = Some(io);
+        }
+        next = err.source();
+    }
+    found
 }
 
 #[cfg(test)]
@@ -285,5 +357,47 @@ mod tests {
             assert_eq!(lake.get("nope").await.unwrap(), None);
         }
         assert!(dir.path().join("a").exists());
+    }
+
+    #[tokio::test]
+    async fn a_local_write_failure_names_the_absolute_path_and_the_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        lake.put("blocker", Bytes::from_static(b"x")).await.unwrap();
+        // A regular file where a folder is needed: the OS refuses.
+        let err = lake
+            .put("blocker/t/part.parquet", Bytes::from_static(b"PAR1"))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        let Error::LakeIo {
+            action,
+            path,
+            cause,
+        } = &err
+        else {
+            panic!("not a LakeIo: {msg}");
+        };
+        assert_eq!(*action, "writing lake file");
+        let root = lake.local_root().unwrap();
+        assert_eq!(
+            path,
+            &root.join("blocker/t/part.parquet").display().to_string()
+        );
+        let cause = cause.to_string();
+        assert!(msg.starts_with("writing lake file /"), "{msg}");
+        assert_eq!(msg.matches(&cause).count(), 1, "{msg}");
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "cause not chained twice"
+        );
+
+        let err = lake
+            .rename("blocker", "blocker/x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("moving lake file /"), "{err}");
+        assert!(err.contains(" to /"), "{err}");
     }
 }

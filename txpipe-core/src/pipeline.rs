@@ -116,6 +116,10 @@ pub struct IngestSummary {
     pub default_fx: bool,
     /// The last commit (positions, version).
     pub last_commit: Option<CommitEntry>,
+    /// Kafka: messages of each partition not in the lake when the run ended
+    /// (high watermark − lake position); `None` for a file or when the
+    /// brokers could not be asked.
+    pub remaining_lag: Option<BTreeMap<i32, i64>>,
 }
 
 impl IngestSummary {
@@ -141,7 +145,9 @@ impl IngestSummary {
 ///
 /// # Errors
 /// Bad options, an unreadable input, a store failure, or another writer
-/// ingesting the same file. Bad *records* are not errors: they are quarantined.
+/// ingesting the same file ([`Error::StreamLocked`], see
+/// [`StreamLock`](crate::sink::StreamLock)). Bad *records* are not errors:
+/// they are quarantined.
 pub async fn ingest_file(
     lake: &Lake,
     path: &str,
@@ -152,9 +158,13 @@ pub async fn ingest_file(
     opts.validate()?;
     let started = Instant::now();
     let (stream, name) = stream_key(path)?;
+    // One writer per file and lake: held until the ingest returns (the kernel
+    // releases it on kill -9). Under the lock everything left in the stream's
+    // staging is an orphan; without one (object stores) only old staged files
+    // are, and the commit log's position check refuses an overlapping batch.
+    let lock = crate::sink::StreamLock::acquire(lake, &stream, &name)?;
     let mut writer = LakeWriter::new(lake.clone(), stream, name.clone());
-    // A file has one writer at a time, so everything left in its staging is an orphan.
-    let start = writer.recover(Duration::ZERO).await?.get(&0).copied();
+    let start = writer.recover(lock.orphan_grace()).await?.get(&0).copied();
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
@@ -176,6 +186,7 @@ pub async fn ingest_file(
         &mut on_conflict,
     )
     .await?;
+    drop(lock);
     Ok(summary)
 }
 
@@ -203,12 +214,13 @@ pub async fn ingest_kafka(
     let started = Instant::now();
     let stream = kafka_stream_key(&kafka.topic, &kafka.group);
     let topic = kafka.topic.clone();
+    let (brokers, client_extra) = (kafka.brokers.clone(), kafka.config.pairs());
     let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone());
     writer.recover(KAFKA_ORPHAN_GRACE).await?;
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&topic, &rules, default_fx);
     let processor = BatchProcessor::new(Arc::new(fx), rules, topic.clone());
-    let reader = LakeWriter::new(lake.clone(), stream, topic);
+    let reader = LakeWriter::new(lake.clone(), stream, topic.clone());
     let handle = tokio::runtime::Handle::current();
     let mut source =
         tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
@@ -247,6 +259,17 @@ pub async fn ingest_kafka(
         &mut on_conflict,
     )
     .await?;
+    let lake_at: BTreeMap<i32, i64> = writer
+        .refresh()
+        .await?
+        .iter()
+        .map(|(p, pos)| (*p, pos.next_offset))
+        .collect();
+    summary.remaining_lag = tokio::task::spawn_blocking(move || {
+        crate::kafka::remaining_lag(&brokers, &topic, &client_extra, &lake_at).ok()
+    })
+    .await
+    .map_err(|e| Error::Worker(e.to_string()))?;
     Ok(summary)
 }
 
@@ -384,11 +407,15 @@ async fn commit_in_order(
     on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
     metrics: Option<&IngestMetrics>,
 ) -> Result<()> {
-    let mut pending: BTreeMap<u64, EncodedBatch> = BTreeMap::new();
+    // Results are handled strictly in source order, errors included: a
+    // failure of batch n (or of the source after it) is reported only after
+    // batches 0..n were committed, so nothing read before it is left behind.
+    let mut pending: BTreeMap<u64, Result<EncodedBatch>> = BTreeMap::new();
     let mut next = 0u64;
     while let Some((seq, result)) = done_rx.recv().await {
-        pending.insert(seq, result?);
-        while let Some(mut batch) = pending.remove(&next) {
+        pending.insert(seq, result);
+        while let Some(result) = pending.remove(&next) {
+            let mut batch = result?;
             next += 1;
             let input_bytes = batch.input_bytes;
             let opened_at = batch.opened_at;
@@ -415,11 +442,15 @@ async fn commit_in_order(
             progress(summary);
         }
     }
-    if !pending.is_empty() {
-        return Err(Error::Worker(format!(
-            "{} processed batches were never committed",
-            pending.len()
-        )));
+    if pending.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let left = pending.len();
+    // A gap: some batch never came back. Report the first real error if any.
+    match pending.into_values().find_map(|r| r.err()) {
+        Some(first) => Err(first),
+        None => Err(Error::Worker(format!(
+            "{left} processed batches were never committed"
+        ))),
+    }
 }

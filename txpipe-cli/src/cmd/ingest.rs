@@ -45,15 +45,36 @@ pub struct Args {
     /// Where partitions the lake has never seen start: earliest or latest.
     #[arg(long, value_enum, default_value_t = Start::Earliest, requires = "brokers")]
     start_offset: Start,
-    /// Kafka: stop once this member owns partitions and no message arrived for SECS seconds.
+    /// Kafka: stop once the lake has caught up with the topic — no message
+    /// arrived for SECS seconds and every partition's committed lake position
+    /// has reached the high watermark seen when the quiet began, whichever
+    /// group member owns it. Partitions with pending messages and no progress
+    /// are waited for (dead members are expired or routed around) up to
+    /// --drain-timeout, then the ingest fails naming them.
     #[arg(long, value_name = "SECS", requires = "brokers")]
     stop_when_idle: Option<f64>,
+    /// Kafka, with --stop-when-idle: seconds to wait for partitions that have
+    /// pending messages but make no progress before exiting non-zero.
+    #[arg(long, value_name = "SECS", default_value_t = txpipe_core::kafka::DEFAULT_DRAIN_TIMEOUT.as_secs_f64(), requires = "stop_when_idle")]
+    drain_timeout: f64,
     /// Kafka: stop after consuming N messages.
     #[arg(long, value_name = "N", requires = "brokers")]
     max_messages: Option<u64>,
-    /// Extra librdkafka setting KEY=VALUE (repeatable), e.g. security.protocol=SSL.
+    /// Extra librdkafka setting KEY=VALUE (repeatable), e.g.
+    /// security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, sasl.username=…,
+    /// ssl.ca.location=ca.pem. Overrides TXPIPE_KAFKA_* variables
+    /// (TXPIPE_KAFKA_SASL_PASSWORD sets sasl.password), which override
+    /// --kafka-config-file. Secret values are never printed.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = super::parse_key_value, requires = "brokers")]
     kafka_config: Vec<(String, String)>,
+    /// librdkafka settings file (client.properties format: KEY=VALUE lines, #
+    /// comments), e.g. the one a managed Kafka service hands out.
+    #[arg(long, value_name = "PATH", requires = "brokers")]
+    kafka_config_file: Option<PathBuf>,
+    /// Print the effective Kafka client configuration (txpipe's defaults, the
+    /// file, TXPIPE_KAFKA_* variables and flags; secrets redacted) and exit.
+    #[arg(long, requires = "brokers")]
+    print_config: bool,
     /// Fraud rules file [default: sql/rules.toml if present, else the built-in rules].
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -100,6 +121,7 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
             String::new()
         };
         println!("nothing new in {}{upto}; lake {lake} unchanged", s.source);
+        print_lag(s);
         return;
     }
     let resumed = if s.resumed_at > 0 {
@@ -135,6 +157,7 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
             s.conflicts
         );
     }
+    print_lag(s);
     if let Some(e) = &s.last_commit {
         let positions: Vec<String> = e
             .positions
@@ -154,6 +177,23 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
     }
 }
 
+/// The topic's remaining lag per partition (Kafka ingests), always printed.
+fn print_lag(s: &IngestSummary) {
+    if let Some(lag) = &s.remaining_lag {
+        let total: i64 = lag.values().sum();
+        let per: Vec<String> = lag.iter().map(|(p, l)| format!("{p}:{l}")).collect();
+        let state = if total == 0 {
+            "caught up"
+        } else {
+            "messages not yet in the lake"
+        };
+        println!(
+            "  remaining lag {total} ({state}; partition:lag {})",
+            per.join(" ")
+        );
+    }
+}
+
 /// Start of partitions the lake has never seen.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Start {
@@ -164,6 +204,18 @@ pub enum Start {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if a.print_config {
+        let config = super::kafka_config(a.kafka_config_file.as_deref(), &a.kafka_config)
+            .context("reading the Kafka client configuration")?;
+        let opts = KafkaSourceOptions {
+            brokers: a.brokers.clone().unwrap_or_default(),
+            group: a.group.clone().unwrap_or_default(),
+            config,
+            ..Default::default()
+        };
+        super::print_kafka_config(&txpipe_core::kafka::effective_config(&opts));
+        return Ok(());
+    }
     let lake = Lake::open(&a.lake).with_context(|| format!("opening lake {}", a.lake))?;
     let (rules, rules_from) = load_rules(a.rules.as_ref()).context("loading fraud rules")?;
     let mut opts = IngestOptions {
@@ -207,6 +259,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("ingesting {file} into {}", a.lake))?,
         (None, Some(brokers)) => {
+            let config = super::kafka_config(a.kafka_config_file.as_deref(), &a.kafka_config)
+                .context("reading the Kafka client configuration")?;
             let kafka = KafkaSourceOptions {
                 brokers: brokers.clone(),
                 topic: a.topic.clone().unwrap_or_default(),
@@ -216,16 +270,20 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     Start::Latest => StartOffset::Latest,
                 },
                 stop_when_idle: a.stop_when_idle.map(Duration::from_secs_f64),
+                drain_timeout: Duration::try_from_secs_f64(a.drain_timeout)
+                    .context("--drain-timeout must be a number of seconds")?,
                 max_messages: a.max_messages,
-                config: a.kafka_config.clone(),
+                config,
             };
+            let scrub = kafka.config.clone();
             pipeline::ingest_kafka(&lake, kafka, rules, &opts, &mut report)
                 .await
-                .with_context(|| {
-                    format!(
-                        "ingesting topic {} from {brokers} into {}",
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "ingesting topic {} from {brokers} into {}: {}",
                         a.topic.as_deref().unwrap_or(""),
-                        a.lake
+                        a.lake,
+                        scrub.scrub(&e.to_string())
                     )
                 })?
         }

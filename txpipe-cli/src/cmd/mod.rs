@@ -35,6 +35,31 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
+/// Kafka client settings: `--kafka-config-file`, then `TXPIPE_KAFKA_*`
+/// variables, then `--kafka-config` flags (later wins).
+pub fn kafka_config(
+    file: Option<&std::path::Path>,
+    flags: &[(String, String)],
+) -> anyhow::Result<txpipe_core::kafka::KafkaConfig> {
+    let mut c = txpipe_core::kafka::KafkaConfig::new();
+    if let Some(f) = file {
+        c.load_file(f)?;
+    }
+    c.load_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    );
+    c.merge(&txpipe_core::kafka::KafkaConfig::from_pairs(flags));
+    Ok(c)
+}
+
+/// Prints settings one per line, secrets redacted, with where each came from.
+pub fn print_kafka_config(c: &txpipe_core::kafka::KafkaConfig) {
+    for (k, v, origin) in c.redacted() {
+        println!("{k}={v}  # {origin}");
+    }
+}
+
 /// Sets `stop` on SIGINT or SIGTERM (a second signal aborts at once).
 pub fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     tokio::spawn(async move {

@@ -38,9 +38,15 @@ pub struct Args {
     /// Batch compression: lz4, zstd, gzip or none.
     #[arg(long, default_value = "lz4")]
     compression: String,
-    /// Extra librdkafka setting KEY=VALUE (repeatable).
+    /// Extra librdkafka setting KEY=VALUE (repeatable), e.g.
+    /// security.protocol=SASL_SSL. Overrides TXPIPE_KAFKA_* variables
+    /// (TXPIPE_KAFKA_SASL_PASSWORD sets sasl.password), which override
+    /// --kafka-config-file. Secret values are never printed.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     kafka_config: Vec<(String, String)>,
+    /// librdkafka settings file (client.properties format: KEY=VALUE lines, # comments).
+    #[arg(long, value_name = "PATH")]
+    kafka_config_file: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -58,7 +64,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         partitions: a.partitions,
         rate: a.rate,
         compression: a.compression.clone(),
-        config: a.kafka_config.clone(),
+        config: super::kafka_config(a.kafka_config_file.as_deref(), &a.kafka_config)
+            .context("reading the Kafka client configuration")?,
     };
     let mut progress = Progress::new(a.quiet);
     let s = produce(input, &opts, &mut |s: &ProduceSummary| {

@@ -2,23 +2,44 @@
 
 use anyhow::Context;
 use txpipe_core::lake::Lake;
+use txpipe_core::serve::{ServeOptions, Token};
+
+/// Environment variable read for the token when `--token` is not given.
+const TOKEN_ENV: &str = "TXPIPE_SERVE_TOKEN";
+
+/// Shown after the options in `txpipe serve --help`.
+const AFTER_HELP: &str = "\
+Endpoints:
+  GET /                 the dashboard (refreshes every 10 s)
+  GET /api/{daily, fraud_by_rule, categories, countries, ingest, runs/latest}
+  GET /api/top_merchants?by=revenue|fraud_rate&limit=1..100
+  GET /api/risky_customers?limit=1..100
+  GET /metrics          Prometheus text
+  GET /healthz          200 \"ok\", never authenticated
+  An unknown, repeated or invalid query parameter gets 400 with a JSON message.
+
+Security:
+  Listens on 127.0.0.1 by default; a non-loopback --addr (0.0.0.0, [::], a LAN
+  address or name) is refused unless --token or --insecure-public is given.
+  With a token (--token, or TXPIPE_SERVE_TOKEN, which keeps it out of `ps`),
+  every route but /healthz needs `Authorization: Bearer TOKEN`; in a browser,
+  open /?token=TOKEN once: it sets an HttpOnly, SameSite=Strict session cookie
+  and redirects to /. Without a token only loopback Host names are answered
+  (DNS-rebinding guard). More than 32 KiB of headers gets 431, a body over
+  64 KiB gets 413. No TLS: put a TLS-terminating proxy in front of a public
+  server.";
 
 /// Serve the dashboard, JSON panels and Prometheus metrics of a lake.
 ///
-/// GET / is the dashboard (daily revenue and fraud, fraud by rule, category and
-/// country, top merchants, risky customers, live ingest stats, the last run); it
-/// reads the marts and refreshes every 10 s. GET /api/{daily, fraud_by_rule,
-/// categories, countries, top_merchants?by=revenue|fraud_rate, risky_customers,
-/// ingest, runs/latest} return the panels as JSON; GET /metrics is Prometheus text
-/// (lake totals, fraud per rule, files and bytes, consumer lag, model and test
-/// durations and failures of the last run). Everything is served by the binary;
-/// no CDN. Ctrl-C stops.
-#[derive(clap::Args, Debug)]
+/// `--help` lists the endpoints and the security model ([`AFTER_HELP`]); the
+/// policy itself lives in `txpipe_core::serve`.
+#[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// Lake location: a local folder, file:///path, or an object store URL.
     #[arg(long)]
     lake: String,
-    /// Address to listen on.
+    /// Address to listen on; a non-loopback one needs --token or --insecure-public.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
     /// Kafka brokers, to show the consumer lag of --topic against the lake.
@@ -27,21 +48,79 @@ pub struct Args {
     /// Kafka topic being ingested into the lake.
     #[arg(long, requires = "brokers")]
     topic: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every route except /healthz
+    /// (16-512 visible ASCII characters, e.g. `openssl rand -hex 32`). Default:
+    /// the TXPIPE_SERVE_TOKEN environment variable, which is preferable since
+    /// command lines are visible to other local users.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Allow a non-loopback --addr without a token: anyone who can reach the
+    /// port can read the lake's marts and metrics.
+    #[arg(long)]
+    insecure_public: bool,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("lake", &self.lake)
+            .field("addr", &self.addr)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("insecure_public", &self.insecure_public)
+            .finish()
+    }
+}
+
+/// The token from --token, else from TXPIPE_SERVE_TOKEN (empty = unset).
+fn token(flag: Option<String>) -> anyhow::Result<Option<Token>> {
+    let (value, from) = match flag {
+        Some(t) => (t, "--token"),
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(t) if !t.is_empty() => (t, TOKEN_ENV),
+            Ok(_) | Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("{TOKEN_ENV} is not valid UTF-8")
+            }
+        },
+    };
+    Token::new(value)
+        .map(Some)
+        .with_context(|| format!("checking {from}"))
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    let token = token(a.token.clone())?;
     let lake = Lake::open(&a.lake).with_context(|| format!("opening lake {}", a.lake))?;
-    let kafka = a.brokers.clone().zip(a.topic.clone());
-    let server = txpipe_core::serve::serve(lake, &a.addr, kafka)
+    let with_token = token.is_some();
+    let mut opts = ServeOptions::new(a.addr.clone());
+    opts.kafka = a.brokers.clone().zip(a.topic.clone());
+    opts.token = token;
+    opts.insecure_public = a.insecure_public;
+    let serving = txpipe_core::serve::serve_with(lake, opts)
         .await
         .context("starting the dashboard server")?;
-    println!(
-        "dashboard on http://{}/ (metrics at /metrics); Ctrl-C to stop",
-        server.addr
-    );
+    let addr = serving.server.addr;
+    if serving.public_unauthenticated {
+        eprintln!(
+            "txpipe: WARNING: --insecure-public: serving {addr} without authentication; anyone \
+             who can reach this port can read the lake's marts and metrics (use --token)"
+        );
+    }
+    // One write: a reader may stop reading after the first line.
+    let auth = if with_token {
+        format!(
+            "\nbearer token required on every route but /healthz; in a browser open \
+             http://{addr}/?token=<token> once"
+        )
+    } else {
+        String::new()
+    };
+    println!("dashboard on http://{addr}/ (metrics at /metrics); Ctrl-C to stop{auth}");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    server.task.abort();
+    serving.server.task.abort();
     Ok(())
 }

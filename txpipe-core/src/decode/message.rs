@@ -3,11 +3,15 @@
 //! serde drives a streaming parse of the raw bytes straight into this struct:
 //! strings without escapes are borrowed from the input, unknown keys and nested
 //! values are skipped without allocation. No `serde_json::Value` is built.
+//!
+//! Skipped values are still checked like the rest of the message (see
+//! [`Skip`]): nesting deeper than serde_json's recursion limit and strings that
+//! are not UTF-8 quarantine the message wherever they appear.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// One JSON value, reduced to what typing needs.
@@ -78,13 +82,75 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor.visit_seq(seq)?;
         Ok(Scalar::Array)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor.visit_map(map)?;
         Ok(Scalar::Object)
+    }
+}
+
+/// A value that is parsed and dropped: unknown fields and the insides of
+/// arrays and objects.
+///
+/// Unlike [`serde::de::IgnoredAny`], which serde_json skips with a loop that
+/// neither limits nesting nor checks that strings are UTF-8, this goes through
+/// `deserialize_any`: serde_json's recursion limit (128 levels) applies, so a
+/// message nested 100 000 levels deep fails with "recursion limit exceeded"
+/// (after a bounded amount of stack) instead of landing, and every string is
+/// validated. Strings without escapes are still borrowed, not copied.
+struct Skip;
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
     }
 }
 
@@ -184,7 +250,7 @@ impl<'de> Visitor<'de> for TransactionVisitor {
                 Key::PaymentMethod => &mut t.payment_method,
                 Key::IsForeign => &mut t.is_foreign,
                 Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skip>()?;
                     continue;
                 }
             };
@@ -200,9 +266,29 @@ impl<'de> Deserialize<'de> for RawTransaction<'de> {
     }
 }
 
+/// serde_json's nesting limit (its `remaining_depth`), quoted in reasons.
+pub(crate) const MAX_DEPTH: usize = 128;
+
 /// Parses one message; the error is a human-readable reason.
 pub(crate) fn parse(payload: &[u8]) -> Result<RawTransaction<'_>, String> {
     serde_json::from_slice::<RawTransaction<'_>>(payload).map_err(|e| {
+        // serde_json has no public error code; these two are told apart by
+        // their (stable) messages to give a reason naming the actual problem.
+        let text = e.to_string();
+        if text.starts_with("recursion limit exceeded") {
+            return format!(
+                "message is nested too deeply (more than {MAX_DEPTH} levels of arrays/objects): {e}"
+            );
+        }
+        if text.starts_with("invalid unicode code point") {
+            if let Err(u) = std::str::from_utf8(payload) {
+                let at = u.valid_up_to();
+                return format!(
+                    "message is not valid JSON: not valid UTF-8 (byte 0x{:02X} at offset {at}): {e}",
+                    payload[at]
+                );
+            }
+        }
         if e.is_data() {
             format!("message is not a JSON object: {e}")
         } else if e.is_eof() {

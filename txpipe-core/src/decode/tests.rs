@@ -209,6 +209,126 @@ fn quarantine_keeps_payload_and_position() {
     assert_eq!(q.column(4).as_primitive::<Int64Type>().value(0), 42);
 }
 
+/// `depth` levels of nesting around `1`: arrays, objects or both in turn.
+fn nested(depth: usize, kind: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(depth * 6 + 1);
+    for i in 0..depth {
+        let array = match kind {
+            0 => true,
+            1 => false,
+            _ => i % 2 == 0,
+        };
+        v.extend_from_slice(if array { b"[" } else { b"{\"k\":" });
+    }
+    v.push(b'1');
+    for i in (0..depth).rev() {
+        let array = match kind {
+            0 => true,
+            1 => false,
+            _ => i % 2 == 0,
+        };
+        v.push(if array { b']' } else { b'}' });
+    }
+    v
+}
+
+/// A valid message with `raw` (JSON bytes) as the value of field `key`.
+fn valid_with_raw(key: &str, raw: &[u8]) -> Vec<u8> {
+    let mut m = valid();
+    m.remove(key);
+    let mut v = serde_json::to_vec(&m).unwrap();
+    v.pop(); // '}'
+    v.extend_from_slice(format!(",\"{key}\":").as_bytes());
+    v.extend_from_slice(raw);
+    v.push(b'}');
+    v
+}
+
+/// Levels of nesting an unknown field of a message may have (the message
+/// object itself is one of serde_json's 128 levels, the limit is reached at 128).
+const MAX_FIELD_DEPTH: usize = message::MAX_DEPTH - 2;
+
+#[test]
+fn deep_nesting_is_quarantined_without_overflowing_the_stack() {
+    for kind in 0..3 {
+        for depth in [
+            1,
+            20,
+            MAX_FIELD_DEPTH,
+            MAX_FIELD_DEPTH + 1,
+            1000,
+            100_000,
+            200_000,
+        ] {
+            let too_deep = depth > MAX_FIELD_DEPTH;
+            // As an unknown field of an otherwise valid message.
+            let out = decode_one(&valid_with_raw("extra", &nested(depth, kind)));
+            assert_eq!(out.rows_in(), 1);
+            assert_eq!(
+                out.transactions.num_rows(),
+                usize::from(!too_deep),
+                "kind {kind} depth {depth}"
+            );
+            if too_deep {
+                let r = out
+                    .quarantine
+                    .column(1)
+                    .as_string::<i32>()
+                    .value(0)
+                    .to_string();
+                assert!(
+                    r.contains("nested too deeply"),
+                    "kind {kind} depth {depth}: {r}"
+                );
+            }
+            // As the value of a known field: quarantined either way, never landed.
+            let r = reason_of(&valid_with_raw("amount", &nested(depth, kind)));
+            let want = if too_deep {
+                "nested too deeply"
+            } else {
+                "field 'amount': expected a number"
+            };
+            assert!(r.contains(want), "kind {kind} depth {depth}: {r}");
+        }
+    }
+    // A whole message nested deeply: an object of objects, or an array.
+    let r = reason_of(&nested(100_000, 1));
+    assert!(
+        r.starts_with("message is nested too deeply (more than 128 levels"),
+        "{r}"
+    );
+    assert!(r.contains("recursion limit exceeded"), "{r}");
+    assert!(reason_of(&nested(100_000, 0)).contains("not a JSON object"));
+}
+
+#[test]
+fn invalid_utf8_anywhere_in_a_message_is_quarantined_with_a_reason() {
+    let valid_bytes = serde_json::to_vec(&valid()).unwrap();
+    let mut bad_key = b"{\"\xff\xfe\":1,".to_vec();
+    bad_key.extend_from_slice(&valid_bytes[1..]);
+    let cases: Vec<Vec<u8>> = vec![
+        bad_key,
+        valid_with_raw("device_id", b"\"dev-\xff\xfe\""),
+        valid_with_raw("note", b"\"\xc3\x28\""),
+        valid_with_raw("note", b"[1, {\"\xed\xa0\x80\": 2}]"),
+        valid_with_raw("note", b"{\"x\": [\"ok\", \"\xf8\"]}"),
+    ];
+    for payload in cases {
+        let r = reason_of(&payload);
+        assert!(
+            r.contains("not valid UTF-8 (byte 0x"),
+            "{:?}: {r}",
+            String::from_utf8_lossy(&payload)
+        );
+    }
+    // Valid multi-byte UTF-8 in an unknown field (and an escaped pair) lands.
+    let out = decode_one(&valid_with_raw(
+        "note",
+        "\"café ✓ 😀 \\ud83d\\ude00\"".as_bytes(),
+    ));
+    assert_eq!(out.transactions.num_rows(), 1, "{:?}", out.quarantine);
+}
+
 fn arb_valid_message(
 ) -> impl Strategy<Value = (serde_json::Map<String, serde_json::Value>, i64, i64)> {
     (
@@ -280,6 +400,40 @@ proptest! {
         let reasons = out.quarantine.column(1).as_string::<i32>();
         for i in 0..reasons.len() {
             prop_assert!(!reasons.value(i).is_empty());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any nesting depth up to 200 000, of any shape, at the top or in a known
+    /// or unknown field: never a panic or a stack overflow; landed only when the
+    /// message is valid and within the limit, else quarantined with a reason.
+    #[test]
+    fn arbitrary_nesting_depth_never_panics(
+        depth in prop_oneof![0usize..300, 0usize..200_001],
+        kind in 0u8..3,
+        place in 0u8..3,
+    ) {
+        let inner = nested(depth, kind);
+        let payload = match place {
+            0 => inner,
+            1 => valid_with_raw("extra", &inner),
+            _ => valid_with_raw("customer_id", &inner),
+        };
+        let out = decode_one(&payload);
+        prop_assert_eq!(out.rows_in(), 1);
+        let landed = out.transactions.num_rows() == 1;
+        prop_assert_eq!(landed, place == 1 && depth <= MAX_FIELD_DEPTH);
+        if !landed {
+            let r = out.quarantine.column(1).as_string::<i32>().value(0).to_string();
+            prop_assert!(!r.is_empty());
+            // A top-level array (kind 0 and 2 start with one) is not an object.
+            let top_level = place == 0 && kind == 1 && depth >= message::MAX_DEPTH;
+            if (place != 0 && depth > MAX_FIELD_DEPTH) || top_level {
+                prop_assert!(r.contains("nested too deeply"), "{}", r);
+            }
         }
     }
 }

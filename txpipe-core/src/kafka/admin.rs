@@ -9,6 +9,7 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// How long one metadata request may take.
@@ -16,18 +17,36 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Metadata attempts before the brokers are declared unreachable.
 const METADATA_ATTEMPTS: u32 = 3;
 
+/// Keeps the client's last reported error (TLS handshake, SASL authentication,
+/// resolution), so "cannot reach" can say why.
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Ok(mut e) = self.0.lock() {
+            *e = Some(format!("{error} ({reason})"));
+        }
+    }
+}
+
+impl ConsumerContext for LastError {}
+
 /// Returns the partition count of `topic`, or `Ok(None)` when it does not exist.
 ///
 /// # Errors
-/// The brokers cannot be reached after bounded retries.
+/// The brokers cannot be reached after bounded retries; the message includes
+/// what the client last reported (a failed TLS handshake, a refused SASL
+/// authentication), with secrets scrubbed.
 pub fn check_topic(
     brokers: &str,
     topic: &str,
     extra: &[(String, String)],
 ) -> Result<Option<usize>> {
-    let consumer: BaseConsumer = super::client_config(brokers, extra)
-        .create()
-        .map_err(|e| Error::Config(format!("kafka client for {brokers}: {e}")))?;
+    let secrets = KafkaConfig::from_pairs(extra);
+    let consumer: BaseConsumer<LastError> = super::client_config(brokers, extra)
+        .create_with_context(LastError::default())
+        .map_err(|e| Error::Config(secrets.scrub(&format!("kafka client for {brokers}: {e}"))))?;
     let mut last = String::new();
     for attempt in 1..=METADATA_ATTEMPTS {
         match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
@@ -58,10 +77,20 @@ pub fn check_topic(
             }
         }
     }
-    Err(Error::Kafka(format!(
-        "cannot reach Kafka brokers at {brokers} ({METADATA_ATTEMPTS} attempts of {}s): {last}",
+    // Serve the client's queued events so its error callback has run.
+    let _ = consumer.poll(Duration::from_millis(100));
+    let said = consumer
+        .context()
+        .0
+        .lock()
+        .ok()
+        .and_then(|e| e.clone())
+        .map(|e| format!("; the client reported: {e}"))
+        .unwrap_or_default();
+    Err(Error::Kafka(secrets.scrub(&format!(
+        "cannot reach Kafka brokers at {brokers} ({METADATA_ATTEMPTS} attempts of {}s): {last}{said}",
         METADATA_TIMEOUT.as_secs()
-    )))
+    ))))
 }
 
 /// `(low, high)` watermarks of every partition of `topic`.
@@ -105,6 +134,26 @@ pub fn lake_lag(
         .collect()
 }
 
+/// Messages of each partition of `topic` not yet in the lake (`lake`: next
+/// offset per partition), asked of the brokers with a short-lived client.
+///
+/// # Errors
+/// The brokers did not answer in time.
+pub fn remaining_lag(
+    brokers: &str,
+    topic: &str,
+    extra: &[(String, String)],
+    lake: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = super::client_config(brokers, extra).create().map_err(|e| {
+        Error::Config(
+            KafkaConfig::from_pairs(extra).scrub(&format!("kafka client for {brokers}: {e}")),
+        )
+    })?;
+    let watermarks = topic_watermarks(&consumer, topic, METADATA_TIMEOUT)?;
+    Ok(lake_lag(&watermarks, lake))
+}
+
 /// Creates `topic` with `partitions` (replication factor 1) unless it exists;
 /// returns its partition count.
 ///
@@ -123,9 +172,13 @@ pub async fn create_topic_if_missing(
     if let Some(n) = existing {
         return Ok(n);
     }
-    let admin: AdminClient<DefaultClientContext> = super::client_config(brokers, extra)
-        .create()
-        .map_err(|e| Error::Config(format!("kafka admin client for {brokers}: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> =
+        super::client_config(brokers, extra).create().map_err(|e| {
+            Error::Config(
+                KafkaConfig::from_pairs(extra)
+                    .scrub(&format!("kafka admin client for {brokers}: {e}")),
+            )
+        })?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics(

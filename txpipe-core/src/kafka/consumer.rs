@@ -23,6 +23,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use super::config::{KafkaConfig, Origin};
 use crate::error::{Error, Result};
 use crate::metrics::IngestMetrics;
 use crate::sink::{LakeWriter, SourcePosition};
@@ -41,8 +42,12 @@ pub enum StartOffset {
     Latest,
 }
 
+/// Default bound on how long `stop_when_idle` waits for partitions that have
+/// pending messages and make no progress.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Options of a Kafka source.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KafkaSourceOptions {
     /// Bootstrap brokers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -52,12 +57,61 @@ pub struct KafkaSourceOptions {
     pub group: String,
     /// Start of partitions the lake has never seen.
     pub start: StartOffset,
-    /// Stop when no message arrived for this long.
+    /// Stop once the lake has caught up with the topic: no message arrived
+    /// for this long, and every partition's committed lake position has
+    /// reached the high watermark seen when the quiet began — whichever
+    /// member owns the partition.
     pub stop_when_idle: Option<Duration>,
+    /// With `stop_when_idle`: how long to wait for partitions that still have
+    /// pending messages but make no progress (their owner may be a dead
+    /// member the broker has not expired) before failing with
+    /// [`Error::DrainTimeout`].
+    pub drain_timeout: Duration,
     /// Stop after this many messages.
     pub max_messages: Option<u64>,
-    /// Extra librdkafka settings.
-    pub config: Vec<(String, String)>,
+    /// Extra librdkafka settings (TLS, SASL, …); secrets stay redacted.
+    pub config: KafkaConfig,
+}
+
+impl Default for KafkaSourceOptions {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: String::new(),
+            group: String::new(),
+            start: StartOffset::default(),
+            stop_when_idle: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_messages: None,
+            config: KafkaConfig::new(),
+        }
+    }
+}
+
+/// The librdkafka settings a source with `opts` runs with: txpipe's consumer
+/// defaults, then the user's settings (which win). Secrets stay redacted in
+/// its `Debug` and [`KafkaConfig::redacted`] (`txpipe ingest --print-config`).
+pub fn effective_config(opts: &KafkaSourceOptions) -> KafkaConfig {
+    let mut c = KafkaConfig::new();
+    let mut default = |k: &str, v: &str| c.set(k, v, Origin::Default);
+    default("bootstrap.servers", &opts.brokers);
+    default("client.id", concat!("txpipe-", env!("CARGO_PKG_VERSION")));
+    default("group.id", &opts.group);
+    default("enable.auto.commit", "false");
+    default("enable.auto.offset.store", "false");
+    default("auto.offset.reset", "earliest");
+    default("enable.partition.eof", "false");
+    default("session.timeout.ms", "6000");
+    // Brokers wait up to this long for members to rejoin a rebalance; a
+    // member killed with -9 never does, so keep it short (we poll every 100 ms).
+    default("max.poll.interval.ms", "20000");
+    default("heartbeat.interval.ms", "1000");
+    default("fetch.wait.max.ms", "100");
+    default("queued.max.messages.kbytes", "131072");
+    // Notice partitions added to the topic within seconds, not minutes.
+    default("topic.metadata.refresh.interval.ms", "10000");
+    c.merge(&opts.config);
+    c
 }
 
 /// The lake stream key of a topic consumed by a group.
@@ -89,9 +143,55 @@ struct Shared {
     resync: AtomicBool,
     /// An error raised inside a callback, reported by the poll loop.
     error: Mutex<Option<String>>,
+    /// Reachability of the brokers.
+    broker: Mutex<BrokerState>,
+}
+
+/// Whether the brokers answer, as seen by the client.
+#[derive(Debug, Default)]
+struct BrokerState {
+    /// Since when they have not answered (None: they do).
+    down_since: Option<Instant>,
+    /// What the client last said about it.
+    last_error: Option<String>,
 }
 
 impl Shared {
+    /// Records whether the brokers answer; prints the transitions.
+    fn note_broker(&self, up: bool, error: Option<String>) {
+        let Ok(mut b) = self.broker.lock() else {
+            return;
+        };
+        match (up, b.down_since) {
+            (false, None) => {
+                eprintln!(
+                    "txpipe: Kafka brokers unreachable ({}); retrying",
+                    error.as_deref().unwrap_or("no answer")
+                );
+                b.down_since = Some(Instant::now());
+            }
+            (true, Some(since)) => {
+                eprintln!(
+                    "txpipe: Kafka brokers reachable again after {:.1}s",
+                    since.elapsed().as_secs_f64()
+                );
+                b.down_since = None;
+            }
+            _ => {}
+        }
+        if up {
+            b.last_error = None;
+        } else if error.is_some() {
+            b.last_error = error;
+        }
+    }
+
+    /// `(down for, last error)` while the brokers do not answer.
+    fn broker_down(&self) -> Option<(Duration, Option<String>)> {
+        let b = self.broker.lock().ok()?;
+        b.down_since.map(|t| (t.elapsed(), b.last_error.clone()))
+    }
+
     /// The partitions this member owns now.
     fn owned(&self) -> Vec<i32> {
         self.assigned
@@ -108,6 +208,8 @@ struct LakeContext {
     handle: Handle,
     reader: Mutex<LakeWriter>,
     shared: Arc<Shared>,
+    /// The client settings, to scrub secrets out of what librdkafka says.
+    config: KafkaConfig,
 }
 
 impl ClientContext for LakeContext {
@@ -116,7 +218,21 @@ impl ClientContext for LakeContext {
         // loop sees; its own log is for debugging (`TXPIPE_DEBUG=1` together
         // with `--kafka-config debug=cgrp,fetch`).
         if debug_enabled() {
-            eprintln!("txpipe: librdkafka {level:?} {fac}: {log_message}");
+            let line = self.config.scrub(log_message);
+            eprintln!("txpipe: librdkafka {level:?} {fac}: {line}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.config.scrub(reason);
+        let down = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        );
+        if down {
+            self.shared.note_broker(false, Some(reason));
+        } else if debug_enabled() {
+            eprintln!("txpipe: kafka client error: {error}: {reason}");
         }
     }
 }
@@ -134,6 +250,15 @@ impl LakeContext {
             .map_err(|_| Error::Worker("lake reader lock poisoned".into()))?;
         let positions = self.handle.block_on(reader.refresh())?;
         Ok(positions.clone())
+    }
+
+    /// The lake's next offset per partition.
+    fn lake_next_offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        Ok(self
+            .lake_positions()?
+            .into_iter()
+            .map(|(p, pos)| (p, pos.next_offset))
+            .collect())
     }
 
     fn fail(&self, msg: String) {
@@ -203,10 +328,55 @@ impl ConsumerContext for LakeContext {
     }
 }
 
+/// How long closing the consumer (leaving the group) may take when the last
+/// handle is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The consumer, closed within [`CLOSE_TIMEOUT`] when dropped.
+///
+/// librdkafka's close waits for the group coordinator; after the topic was
+/// deleted, or with the brokers gone, some brokers never answer and a plain
+/// drop would hang the process for good. The close runs on its own thread and
+/// is abandoned (with a message) after the bound; nothing is left to commit by
+/// then, the lake holds the positions.
+struct Closing(Option<BaseConsumer<LakeContext>>);
+
+impl std::ops::Deref for Closing {
+    type Target = BaseConsumer<LakeContext>;
+    fn deref(&self) -> &Self::Target {
+        // Only `drop` takes the consumer out.
+        self.0
+            .as_ref()
+            .expect("the consumer is present until dropped")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let closer = std::thread::Builder::new()
+            .name("txpipe-kafka-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = tx.send(());
+            });
+        if closer.is_ok() && rx.recv_timeout(CLOSE_TIMEOUT).is_err() {
+            eprintln!(
+                "txpipe: the Kafka consumer did not close within {}s (the broker does not \
+                 answer the group leave); leaving it behind",
+                CLOSE_TIMEOUT.as_secs()
+            );
+        }
+    }
+}
+
 /// Commits the group's Kafka offsets after the lake commit (for lag tools).
 #[derive(Clone)]
 pub struct OffsetCommitter {
-    consumer: Arc<BaseConsumer<LakeContext>>,
+    consumer: Arc<Closing>,
     topic: String,
     shared: Arc<Shared>,
 }
@@ -243,7 +413,7 @@ impl OffsetCommitter {
 
 /// A consumer-group member producing micro-batches.
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer<LakeContext>>,
+    consumer: Arc<Closing>,
     shared: Arc<Shared>,
     opts: KafkaSourceOptions,
     /// Next offset expected per partition (continuation point of the next batch).
@@ -254,7 +424,30 @@ pub struct KafkaSource {
     watch: OrphanWatch,
     last_watch: Instant,
     metrics: Option<Arc<IngestMetrics>>,
+    /// Set once the source has been idle for `stop_when_idle`.
+    drain: Option<Drain>,
 }
+
+/// `--stop-when-idle` at work: the source is quiet, and it waits until the lake
+/// holds everything the topic held when the quiet began.
+#[derive(Debug)]
+struct Drain {
+    /// `(low, high)` watermarks when the quiet began: what the lake must reach.
+    target: Option<BTreeMap<i32, (i64, i64)>>,
+    /// The lake's positions at the last check.
+    lake_seen: BTreeMap<i32, i64>,
+    /// Last time anything moved (a lake position; a message resets the drain).
+    progress_at: Instant,
+    /// Last check.
+    checked_at: Option<Instant>,
+    /// Lag per partition at the last check.
+    lag: BTreeMap<i32, i64>,
+    /// Whether this member has said it is waiting.
+    announced: bool,
+}
+
+/// How often a draining source compares the lake with the topic.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A partition with pending messages and no lake progress for this long, owned
 /// by no member, makes this member rejoin the group (see [`super::watchdog`]).
@@ -282,7 +475,7 @@ impl KafkaSource {
     /// The brokers are unreachable after bounded retries, the topic does not
     /// exist, or the client configuration is invalid.
     pub fn connect(opts: KafkaSourceOptions, reader: LakeWriter, handle: Handle) -> Result<Self> {
-        match super::check_topic(&opts.brokers, &opts.topic, &opts.config)? {
+        match super::check_topic(&opts.brokers, &opts.topic, &opts.config.pairs())? {
             Some(_) => {}
             None => {
                 return Err(Error::Kafka(format!(
@@ -298,22 +491,10 @@ impl KafkaSource {
             handle,
             reader: Mutex::new(reader),
             shared: shared.clone(),
+            config: opts.config.clone(),
         };
         let mut config = super::client_config(&opts.brokers, &[]);
-        config
-            .set("group.id", &opts.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "6000")
-            // Brokers wait up to this long for members to rejoin a rebalance; a
-            // member killed with -9 never does, so keep it short (we poll every 100 ms).
-            .set("max.poll.interval.ms", "20000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "100")
-            .set("queued.max.messages.kbytes", "131072");
-        for (k, v) in &opts.config {
+        for (k, v) in effective_config(&opts).pairs() {
             config.set(k, v);
         }
         if debug_enabled() {
@@ -321,12 +502,12 @@ impl KafkaSource {
         }
         let consumer: BaseConsumer<LakeContext> = config
             .create_with_context(context)
-            .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
+            .map_err(|e| Error::Config(opts.config.scrub(&format!("kafka consumer: {e}"))))?;
         consumer
             .subscribe(&[&opts.topic])
             .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", opts.topic)))?;
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer: Arc::new(Closing(Some(consumer))),
             shared,
             opts,
             expected: HashMap::new(),
@@ -336,6 +517,7 @@ impl KafkaSource {
             watch: OrphanWatch::new(ORPHAN_STALL_LIMIT),
             last_watch: Instant::now(),
             metrics: None,
+            drain: None,
         })
     }
 
@@ -462,11 +644,26 @@ impl KafkaSource {
                         RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
                     ) =>
                 {
-                    return Err(Error::Kafka(format!("topic {}: {code:?}", self.opts.topic)));
+                    return Err(self.topic_gone(&format!("{code:?}")));
                 }
-                Some(Err(e)) => eprintln!("txpipe: kafka consumer warning: {e}"),
+                Some(Err(e)) => {
+                    let msg = self.opts.config.scrub(&e.to_string());
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::AllBrokersDown
+                                | RDKafkaErrorCode::BrokerTransportFailure
+                        )
+                    ) {
+                        self.shared.note_broker(false, Some(msg));
+                    } else {
+                        eprintln!("txpipe: kafka consumer warning: {msg}");
+                    }
+                }
                 Some(Ok(m)) => {
                     self.last_message = Instant::now();
+                    self.drain = None;
+                    self.shared.note_broker(true, None);
                     let (p, o) = (m.partition(), m.offset());
                     if self.expected.get(&p).is_some_and(|e| o < *e) {
                         continue; // already committed to the lake (redelivery after a seek)
@@ -493,42 +690,161 @@ impl KafkaSource {
             if full || opened.is_some_and(|t| t.elapsed() >= limits.max_wait) {
                 return Ok(Some(batch));
             }
-            let has_partitions = self
-                .shared
-                .assigned
-                .lock()
-                .map(|a| !a.is_empty())
-                .unwrap_or(false);
-            // A member that owns nothing waits longer (the broker may still be
-            // expiring dead members) but not forever.
-            let idle_limit = self.opts.stop_when_idle.map(|d| {
-                if has_partitions {
-                    d
-                } else {
-                    d + Duration::from_secs(60)
-                }
-            });
-            if batch.is_empty() && idle_limit.is_some_and(|d| self.last_message.elapsed() >= d) {
+            let idle = self
+                .opts
+                .stop_when_idle
+                .is_some_and(|d| self.last_message.elapsed() >= d);
+            if batch.is_empty() && (idle || self.drain.is_some()) && self.drained()? {
                 return Ok(None);
             }
         }
     }
 
+    /// The error for a topic that disappeared under the consumer.
+    fn topic_gone(&self, code: &str) -> Error {
+        Error::Kafka(format!(
+            "topic {} no longer exists on {} ({code}): was it deleted? Everything \
+             committed so far is in the lake; nothing after the last commit was landed",
+            self.opts.topic, self.opts.brokers
+        ))
+    }
+
+    /// With `stop_when_idle`: whether the lake has caught up with the topic
+    /// (checked at most once a second).
+    ///
+    /// A partition is caught up when the lake's committed position reaches
+    /// the high watermark seen when the quiet began, or, for a partition this
+    /// member owns, when its fetch position does (offsets without a message,
+    /// such as transaction markers, are then skipped too; what this member
+    /// read is committed before the ingest ends).
+    ///
+    /// # Errors
+    /// [`Error::DrainTimeout`] when partitions kept pending messages without
+    /// progress for `drain_timeout`; [`Error::Kafka`] when the brokers did not
+    /// answer for that long.
+    fn drained(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let mut d = self.drain.take().unwrap_or(Drain {
+            target: None,
+            lake_seen: BTreeMap::new(),
+            progress_at: now,
+            checked_at: None,
+            lag: BTreeMap::new(),
+            announced: false,
+        });
+        if d.checked_at.is_some_and(|t| now - t < DRAIN_CHECK_INTERVAL) {
+            self.drain = Some(d);
+            return Ok(false);
+        }
+        d.checked_at = Some(now);
+        let topic = self.opts.topic.clone();
+        let watermarks = super::topic_watermarks(&self.consumer, &topic, Duration::from_secs(2));
+        let lake = self.consumer.context().lake_next_offsets()?;
+        if lake != d.lake_seen {
+            d.lake_seen = lake.clone();
+            d.progress_at = now;
+        }
+        match watermarks {
+            Ok(w) if w.is_empty() => return Err(self.topic_gone("no partitions in the metadata")),
+            Ok(w) => {
+                self.shared.note_broker(true, None);
+                let target = d.target.get_or_insert(w);
+                let fetched = self.fetch_positions();
+                d.lag = target
+                    .iter()
+                    .filter_map(|(&p, &(low, high))| {
+                        let lake_at = super::lake_offset(&lake, p, low);
+                        let at = fetched.get(&p).map_or(lake_at, |&f| f.max(lake_at));
+                        (at < high).then_some((p, high - at))
+                    })
+                    .collect();
+                if d.lag.is_empty() {
+                    return Ok(true);
+                }
+                if !d.announced {
+                    d.announced = true;
+                    eprintln!(
+                        "txpipe: idle, waiting for the lake to catch up with {topic} ({}; \
+                         gives up after {}s without progress)",
+                        crate::error::format_lag(&d.lag),
+                        self.opts.drain_timeout.as_secs()
+                    );
+                }
+            }
+            Err(e) => self.shared.note_broker(false, Some(e.to_string())),
+        }
+        let stalled = now.duration_since(d.progress_at);
+        if stalled >= self.opts.drain_timeout {
+            if let Some((down, last)) = self.shared.broker_down() {
+                return Err(Error::Kafka(format!(
+                    "Kafka brokers at {} unreachable for {:.0}s while waiting for the lake to \
+                     catch up with {topic}: {}",
+                    self.opts.brokers,
+                    down.as_secs_f64(),
+                    last.unwrap_or_else(|| "no answer".into())
+                )));
+            }
+            let owned = self.shared.owned();
+            let hint = if d.lag.keys().all(|p| owned.contains(p)) {
+                "this member owns them, yet the broker serves nothing past these \
+                 positions (a message larger than the broker's fetch limit? Tansu 0.6 \
+                 serves at most 5 MiB per fetch)"
+            } else {
+                "their consumers may be dead group members the broker has not expired yet"
+            };
+            return Err(Error::DrainTimeout {
+                hint: hint.into(),
+                topic,
+                waited_secs: stalled.as_secs(),
+                lag: std::mem::take(&mut d.lag),
+            });
+        }
+        self.drain = Some(d);
+        Ok(false)
+    }
+
+    /// The consumer's fetch position of each partition it owns.
+    fn fetch_positions(&self) -> BTreeMap<i32, i64> {
+        let owned = self.shared.owned();
+        let mut out: BTreeMap<i32, i64> = BTreeMap::new();
+        if let Ok(tpl) = self.consumer.position() {
+            for e in tpl.elements() {
+                if let (true, Offset::Offset(o)) = (owned.contains(&e.partition()), e.offset()) {
+                    out.insert(e.partition(), o);
+                }
+            }
+        }
+        for (p, o) in &self.expected {
+            if owned.contains(p) {
+                let v = out.entry(*p).or_insert(*o);
+                *v = (*v).max(*o);
+            }
+        }
+        out
+    }
+
     /// Checks for partitions nobody consumes and rejoins the group if there are.
     fn watch_group(&mut self) -> Result<()> {
         let topic = &self.opts.topic;
-        let Ok(partitions) = super::topic_watermarks(&self.consumer, topic, Duration::from_secs(2))
-        else {
-            return Ok(()); // broker busy or away: librdkafka reports real trouble
-        };
+        let partitions =
+            match super::topic_watermarks(&self.consumer, topic, Duration::from_secs(2)) {
+                Ok(p) if p.is_empty() => {
+                    return Err(self.topic_gone("no partitions in the metadata"))
+                }
+                Ok(p) => {
+                    self.shared.note_broker(true, None);
+                    p
+                }
+                Err(e) => {
+                    // Broker busy or away: the client keeps retrying on its own.
+                    self.shared.note_broker(false, Some(e.to_string()));
+                    self.publish_broker_state();
+                    return Ok(());
+                }
+            };
+        self.publish_broker_state();
         let owned: Vec<i32> = self.shared.owned();
-        let lake: BTreeMap<i32, i64> = self
-            .consumer
-            .context()
-            .lake_positions()?
-            .into_iter()
-            .map(|(p, pos)| (p, pos.next_offset))
-            .collect();
+        let lake = self.consumer.context().lake_next_offsets()?;
         if let Some(m) = &self.metrics {
             m.set_lag(super::lake_lag(&partitions, &lake));
         }
@@ -549,6 +865,16 @@ impl KafkaSource {
             self.watch.reset();
         }
         Ok(())
+    }
+
+    /// Copies the brokers' reachability into the metrics.
+    fn publish_broker_state(&self) {
+        if let Some(m) = &self.metrics {
+            match self.shared.broker_down() {
+                Some((_, last)) => m.set_kafka_up(false, last),
+                None => m.set_kafka_up(true, None),
+            }
+        }
     }
 
     /// Leaves the group cleanly (partitions are revoked and handed over).

@@ -4,12 +4,18 @@
 
 pub mod admin;
 pub mod bare;
+pub mod config;
 pub mod consumer;
 pub mod producer;
 pub mod watchdog;
 
-pub use admin::{check_topic, create_topic_if_missing, lake_lag, lake_offset, topic_watermarks};
-pub use consumer::{KafkaSource, KafkaSourceOptions, StartOffset};
+pub use admin::{
+    check_topic, create_topic_if_missing, lake_lag, lake_offset, remaining_lag, topic_watermarks,
+};
+pub use config::{is_secret_key, KafkaConfig, Origin};
+pub use consumer::{
+    effective_config, KafkaSource, KafkaSourceOptions, StartOffset, DEFAULT_DRAIN_TIMEOUT,
+};
 pub use producer::{produce, ProduceInput, ProduceOptions, ProduceSummary};
 
 use rdkafka::ClientConfig;

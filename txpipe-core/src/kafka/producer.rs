@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use super::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, TransactionGenerator};
 
@@ -40,8 +41,8 @@ pub struct ProduceOptions {
     pub rate: Option<f64>,
     /// `lz4` or `zstd` (snappy batches are not served by every broker).
     pub compression: String,
-    /// Extra librdkafka settings.
-    pub config: Vec<(String, String)>,
+    /// Extra librdkafka settings (TLS, SASL, …); secrets stay redacted.
+    pub config: KafkaConfig,
 }
 
 impl Default for ProduceOptions {
@@ -52,7 +53,7 @@ impl Default for ProduceOptions {
             partitions: 4,
             rate: None,
             compression: "lz4".into(),
-            config: Vec::new(),
+            config: KafkaConfig::new(),
         }
     }
 }
@@ -131,8 +132,8 @@ pub async fn produce(
             opts.compression
         )));
     }
-    super::create_topic_if_missing(&opts.brokers, &opts.topic, opts.partitions, &opts.config)
-        .await?;
+    let extra = opts.config.pairs();
+    super::create_topic_if_missing(&opts.brokers, &opts.topic, opts.partitions, &extra).await?;
     let counters = Arc::new(Counters::default());
     let mut config = super::client_config(&opts.brokers, &[]);
     config
@@ -144,12 +145,12 @@ pub async fn produce(
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("message.timeout.ms", "60000");
-    for (k, v) in &opts.config {
+    for (k, v) in &extra {
         config.set(k, v);
     }
     let producer: ThreadedProducer<DeliveryContext> = config
         .create_with_context(DeliveryContext(counters.clone()))
-        .map_err(|e| Error::Config(format!("kafka producer: {e}")))?;
+        .map_err(|e| Error::Config(opts.config.scrub(&format!("kafka producer: {e}"))))?;
 
     let mut lines: LineSource = match input {
         ProduceInput::Generate(g) => {

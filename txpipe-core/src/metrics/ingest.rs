@@ -32,6 +32,13 @@ pub struct IngestStats {
     /// Kafka consumer lag per partition (high watermark − lake position), as
     /// last measured.
     pub lag: BTreeMap<i32, i64>,
+    /// Kafka only: whether the brokers answered at the last check (`None`
+    /// for a file ingest).
+    pub kafka_up: Option<bool>,
+    /// Kafka only: times the brokers became unreachable.
+    pub kafka_outages: u64,
+    /// Kafka only: the last error the client reported, if the brokers are down.
+    pub kafka_error: Option<String>,
     /// Seconds since the ingest started.
     pub uptime_secs: f64,
 }
@@ -121,6 +128,17 @@ impl IngestMetrics {
     /// Replaces the consumer lag per partition.
     pub fn set_lag(&self, lag: BTreeMap<i32, i64>) {
         self.with(|s| s.lag = lag);
+    }
+
+    /// Records whether the Kafka brokers are reachable (`error`: why not).
+    pub fn set_kafka_up(&self, up: bool, error: Option<String>) {
+        self.with(|s| {
+            if !up && s.kafka_up != Some(false) {
+                s.kafka_outages += 1;
+            }
+            s.kafka_up = Some(up);
+            s.kafka_error = if up { None } else { error };
+        });
     }
 
     /// A copy of the counters.
@@ -232,6 +250,20 @@ impl IngestMetrics {
                 "txpipe_consumer_lag",
                 &[("source", &s.source), ("partition", &p)],
                 *lag as f64,
+            );
+        }
+        if let Some(up) = s.kafka_up {
+            t.family(
+                "txpipe_kafka_brokers_up",
+                "gauge",
+                "1 when the Kafka brokers answered at the last check, 0 while they are unreachable (the ingest keeps retrying).",
+            )
+            .sample("txpipe_kafka_brokers_up", &src, if up { 1.0 } else { 0.0 });
+            counter(
+                t,
+                "txpipe_kafka_broker_outages_total",
+                "Times the Kafka brokers became unreachable.",
+                s.kafka_outages,
             );
         }
         t.histogram(

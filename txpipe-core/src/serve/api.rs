@@ -1,15 +1,20 @@
-//! `GET /api/...` JSON panels (read from the marts) and `GET /metrics`.
+//! `GET /api/...` JSON panels (read from the marts), `GET /metrics` and
+//! `GET /healthz`.
+//!
+//! Query parameters are validated against what each endpoint accepts (unknown,
+//! repeated or out-of-range parameters are `400` with a JSON message naming
+//! the parameter and the accepted values); SQL is only ever built from the
+//! typed, validated values, never from the raw strings.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::prelude::SessionContext;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::lake_stats::{kafka_lag, LakeStats, LogFollower};
@@ -119,15 +124,164 @@ fn json_result(r: Result<serde_json::Value>) -> Response {
     }
 }
 
-/// `?by=revenue|fraud_rate`
-#[derive(Debug, Deserialize)]
-struct TopBy {
-    by: Option<String>,
+/// The largest `limit` accepted by the list endpoints.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The number of rows the list endpoints return without `limit`.
+pub const DEFAULT_LIMIT: u32 = 10;
+
+/// A rejected query parameter: `400` with a JSON body
+/// `{"error": …, "parameter": …, "accepted": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParam {
+    /// The parameter (or `query` when the query string itself is malformed).
+    pub parameter: String,
+    /// What is wrong.
+    pub message: String,
+    /// What is accepted, for humans.
+    pub accepted: String,
+}
+
+impl IntoResponse for BadParam {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "error": self.message,
+                "parameter": self.parameter,
+                "accepted": self.accepted,
+            })),
+        )
+            .into_response()
+    }
+}
+
+/// The query parameters of one request, checked against the names an endpoint
+/// accepts: each at most once, nothing else.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses the query of `uri`, accepting only `allowed` names.
+    ///
+    /// # Errors
+    /// A malformed query, an unknown or repeated parameter.
+    pub fn parse(uri: &Uri, allowed: &[&str]) -> Result<Self, BadParam> {
+        let accepted = if allowed.is_empty() {
+            "no query parameters".to_string()
+        } else {
+            allowed.join(", ")
+        };
+        let pairs = match uri.query() {
+            None => Vec::new(),
+            Some(_) => {
+                Query::<Vec<(String, String)>>::try_from_uri(uri)
+                    .map_err(|_| BadParam {
+                        parameter: "query".into(),
+                        message: "malformed query string".into(),
+                        accepted: accepted.clone(),
+                    })?
+                    .0
+            }
+        };
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            let shown: String = k.chars().take(64).collect();
+            if !allowed.contains(&k.as_str()) {
+                return Err(BadParam {
+                    message: format!("unknown parameter '{shown}'; accepted: {accepted}"),
+                    parameter: shown,
+                    accepted,
+                });
+            }
+            if pairs[..i].iter().any(|(p, _)| p == k) {
+                return Err(BadParam {
+                    message: format!("parameter '{shown}' given more than once"),
+                    parameter: shown,
+                    accepted,
+                });
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The raw value of `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit`: an integer from 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+    ///
+    /// # Errors
+    /// Not an integer in range.
+    pub fn limit(&self) -> Result<u32, BadParam> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(BadParam {
+                    parameter: "limit".into(),
+                    message: format!("parameter 'limit' must be an integer from 1 to {MAX_LIMIT}"),
+                    accepted: format!("1..={MAX_LIMIT} (default {DEFAULT_LIMIT})"),
+                }),
+            },
+        }
+    }
+}
+
+/// `top_merchants?by=`: what to rank merchants by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopBy {
+    /// Revenue in USD, largest first (the default).
+    #[default]
+    Revenue,
+    /// Fraud rate, then fraud count, largest first.
+    FraudRate,
+}
+
+impl TopBy {
+    /// The accepted spellings.
+    pub const ACCEPTED: &'static str = "revenue, fraud_rate";
+
+    /// `by` of `params`, [`TopBy::Revenue`] when absent.
+    ///
+    /// # Errors
+    /// Any other value.
+    pub fn from_params(params: &Params) -> Result<Self, BadParam> {
+        match params.get("by") {
+            None | Some("revenue") => Ok(TopBy::Revenue),
+            Some("fraud_rate") => Ok(TopBy::FraudRate),
+            Some(_) => Err(BadParam {
+                parameter: "by".into(),
+                message: format!("parameter 'by' must be one of: {}", Self::ACCEPTED),
+                accepted: Self::ACCEPTED.into(),
+            }),
+        }
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            TopBy::Revenue => "revenue_usd DESC",
+            TopBy::FraudRate => "fraud_rate DESC, fraud_count DESC",
+        }
+    }
+}
+
+/// Rejects any query parameter (for the endpoints that take none).
+macro_rules! no_params {
+    ($uri:expr) => {
+        if let Err(e) = Params::parse(&$uri, &[]) {
+            return e.into_response();
+        }
+    };
 }
 
 type S = State<Arc<AppState>>;
 
-async fn daily(State(s): S) -> Response {
+async fn daily(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     json_result(
         s.query(
             &["daily_sales_summary"],
@@ -138,7 +292,8 @@ async fn daily(State(s): S) -> Response {
     )
 }
 
-async fn fraud_by_rule(State(s): S) -> Response {
+async fn fraud_by_rule(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     json_result(
         s.query(
             &["fraud_by_rule"],
@@ -163,45 +318,57 @@ async fn breakdown(s: &AppState, mart: &str, key: &str) -> Response {
     )
 }
 
-async fn categories(State(s): S) -> Response {
+async fn categories(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     breakdown(&s, "category_analytics", "category").await
 }
 
-async fn countries(State(s): S) -> Response {
+async fn countries(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     breakdown(&s, "country_analytics", "country").await
 }
 
-async fn top_merchants(State(s): S, Query(q): Query<TopBy>) -> Response {
-    let order = match q.by.as_deref() {
-        Some("fraud_rate") => "fraud_rate DESC, fraud_count DESC",
-        _ => "revenue_usd DESC",
+async fn top_merchants(State(s): S, uri: Uri) -> Response {
+    let parsed = Params::parse(&uri, &["by", "limit"])
+        .and_then(|p| Ok((TopBy::from_params(&p)?, p.limit()?)));
+    let (by, limit) = match parsed {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
     };
+    let order = by.order_by();
     json_result(
         s.query(
             &["merchant_analytics"],
             &format!(
                 "SELECT merchant_id, merchant_name, category, country, CAST(revenue_usd AS DOUBLE) AS revenue_usd, \
                  txn_count, fraud_count, fraud_rate FROM merchant_analytics WHERE txn_count >= 5 \
-                 ORDER BY {order} LIMIT 10"
+                 ORDER BY {order} LIMIT {limit}"
             ),
         )
         .await,
     )
 }
 
-async fn risky_customers(State(s): S) -> Response {
+async fn risky_customers(State(s): S, uri: Uri) -> Response {
+    let limit = match Params::parse(&uri, &["limit"]).and_then(|p| p.limit()) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     json_result(
         s.query(
             &["customer_kpis"],
-            "SELECT customer_id, customer_name, home_country, txn_count, CAST(total_spend_usd AS DOUBLE) AS total_spend_usd, \
-             fraud_count, fraud_rate, foreign_share FROM customer_kpis \
-             ORDER BY fraud_count DESC, fraud_rate DESC LIMIT 10",
+            &format!(
+                "SELECT customer_id, customer_name, home_country, txn_count, CAST(total_spend_usd AS DOUBLE) AS total_spend_usd, \
+                 fraud_count, fraud_rate, foreign_share FROM customer_kpis \
+                 ORDER BY fraud_count DESC, fraud_rate DESC LIMIT {limit}"
+            ),
         )
         .await,
     )
 }
 
-async fn ingest(State(s): S) -> Response {
+async fn ingest(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     json_result(
         s.stats()
             .await
@@ -209,7 +376,8 @@ async fn ingest(State(s): S) -> Response {
     )
 }
 
-async fn runs(State(s): S) -> Response {
+async fn runs(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
     json_result(
         s.last_run()
             .await
@@ -226,13 +394,19 @@ async fn metrics(State(s): S) -> Response {
     prometheus_response(render_lake_metrics(&stats, run.as_ref())).into_response()
 }
 
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 async fn page() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD_HTML))
 }
 
-/// The dashboard's routes: `/`, `/api/*` and `/metrics`.
+/// The dashboard's routes: `/`, `/api/*`, `/metrics` and `/healthz` (always
+/// `200 ok`), without access control (see [`super::auth::protect`]).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/healthz", get(healthz))
         .route("/", get(page))
         .route("/api/daily", get(daily))
         .route("/api/fraud_by_rule", get(fraud_by_rule))
@@ -244,4 +418,46 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/runs/latest", get(runs))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str, allowed: &[&str]) -> Result<Params, BadParam> {
+        Params::parse(&format!("/x?{q}").parse().unwrap(), allowed)
+    }
+
+    #[test]
+    fn parameters_are_validated() {
+        let p = params("by=fraud_rate&limit=25", &["by", "limit"]).unwrap();
+        assert_eq!(TopBy::from_params(&p), Ok(TopBy::FraudRate));
+        assert_eq!(p.limit(), Ok(25));
+        let p = Params::parse(&"/x".parse().unwrap(), &["by", "limit"]).unwrap();
+        assert_eq!(TopBy::from_params(&p), Ok(TopBy::Revenue));
+        assert_eq!(p.limit(), Ok(DEFAULT_LIMIT));
+
+        let e = TopBy::from_params(&params("by=revenue%3BDROP", &["by"]).unwrap()).unwrap_err();
+        assert_eq!(e.parameter, "by");
+        assert!(e.message.contains("revenue, fraud_rate"), "{e:?}");
+        for bad in [
+            "limit=abc",
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=99999999999",
+        ] {
+            let e = params(bad, &["limit"]).unwrap().limit().unwrap_err();
+            assert_eq!(e.parameter, "limit", "{bad}");
+        }
+        let e = params("nope=1", &["by"]).unwrap_err();
+        assert_eq!(e.parameter, "nope");
+        assert!(e.message.contains("accepted: by"), "{e:?}");
+        let e = params("by=revenue&by=fraud_rate", &["by"]).unwrap_err();
+        assert!(e.message.contains("more than once"), "{e:?}");
+        assert!(params("x=1", &[])
+            .unwrap_err()
+            .message
+            .contains("no query parameters"));
+    }
 }
