@@ -569,16 +569,18 @@ impl KafkaSource {
         let mut assigned = BTreeMap::new();
         for p in owned {
             let pos = positions.get(&p).map(|x| x.next_offset);
-            if let Some(o) = pos {
-                self.consumer
-                    .seek(
-                        &self.opts.topic,
-                        p,
-                        Offset::Offset(o),
-                        Duration::from_secs(10),
-                    )
-                    .map_err(|e| Error::Kafka(format!("seeking partition {p} to {o}: {e}")))?;
-            }
+            // A partition the lake has never seen goes back to where the
+            // assignment started it: the batch just dropped may have held its
+            // first messages, and continuing from the fetch position would
+            // skip them with nothing in the lake to notice.
+            let to = match (pos, self.opts.start) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartOffset::Earliest) => Offset::Beginning,
+                (None, StartOffset::Latest) => Offset::End,
+            };
+            self.consumer
+                .seek(&self.opts.topic, p, to, Duration::from_secs(10))
+                .map_err(|e| Error::Kafka(format!("seeking partition {p} to {to:?}: {e}")))?;
             assigned.insert(p, pos);
         }
         if let Ok(mut a) = self.shared.assigned.lock() {
