@@ -33,6 +33,16 @@ pub(crate) fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bo
     cond()
 }
 
+/// `txpipe ARGS` in the background, its output discarded.
+fn spawn_quiet(args: &[&str]) -> Child {
+    txpipe()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
@@ -205,12 +215,7 @@ async fn kill_dash_nine_then_drain_lands_everything_every_round() {
         ]);
         let mut kills = 0;
         for _ in 0..4 {
-            let mut child = txpipe()
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = spawn_quiet(&args);
             let wait = Duration::from_millis(1500 + rng.below(2000));
             let started = Instant::now();
             while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
@@ -263,12 +268,7 @@ async fn a_drain_that_cannot_finish_fails_naming_the_lagging_partitions() {
     // until then its partitions are owned by nobody who makes progress).
     let mut args = ingest_args(&lake, &b, &topic, "stuck");
     args.extend(["--batch-rows", "500", "--batch-ms", "200"]);
-    let mut holder = txpipe()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut holder = spawn_quiet(&args);
     let holder_id = holder.id().to_string();
     assert!(
         wait_for(Duration::from_secs(30), || commits(&lake) > 0),

@@ -341,17 +341,24 @@ async fn a_second_ingest_of_the_same_file_is_refused_and_a_killed_holder_leaves_
     assert_no_leftovers(&t.path("lake"));
 }
 
+/// A tmpfs of `size` mounted at the test's `lake` folder, and its canonical
+/// path (None, with a message, where mounting is not allowed).
+fn tmpfs_lake(t: &TestDir, size: &str) -> Option<(Tmpfs, String)> {
+    let fs = Tmpfs::mount(&t.path("lake"), size)?;
+    let lake = std::fs::canonicalize(t.path("lake"))
+        .ok()?
+        .display()
+        .to_string();
+    Some((fs, lake))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_lake_disk_fails_cleanly_and_a_rerun_after_freeing_space_lands_everything_once() {
     let t = TestDir::new();
     let counts = generate(&t.path("gen"), 100_000, 0.01, 22);
-    let Some(fs) = Tmpfs::mount(&t.path("lake"), "2m") else {
+    let Some((fs, lake)) = tmpfs_lake(&t, "2m") else {
         return;
     };
-    let lake = std::fs::canonicalize(t.path("lake"))
-        .unwrap()
-        .display()
-        .to_string();
     let input = t.str("gen/transactions.jsonl");
     let args = ingest_args(&lake, &input);
 
@@ -377,13 +384,9 @@ async fn a_lake_gone_read_only_mid_run_fails_cleanly_and_a_rerun_after_remount_l
 ) {
     let t = TestDir::new();
     let counts = generate(&t.path("gen"), 300_000, 0.01, 23);
-    let Some(fs) = Tmpfs::mount(&t.path("lake"), "200m") else {
+    let Some((fs, lake)) = tmpfs_lake(&t, "200m") else {
         return;
     };
-    let lake = std::fs::canonicalize(t.path("lake"))
-        .unwrap()
-        .display()
-        .to_string();
     let input = t.str("gen/transactions.jsonl");
     let args = ingest_args(&lake, &input);
 
