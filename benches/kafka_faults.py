@@ -117,19 +117,48 @@ def watermarks(brokers, topic):
         c.close()
 
 
+def delta_log(lake, table):
+    """Replays a Delta table's JSON commits (an independent reader of the log):
+    (live data files, {appId: txn version}, [commitInfo.txpipe records])."""
+    log = pathlib.Path(lake, table, "_delta_log")
+    files, txns, records = {}, {}, []
+    if not log.exists():
+        return files, txns, records
+    for p in sorted(log.glob("*.json")):
+        for line in p.read_text().splitlines():
+            if not line.strip():
+                continue
+            a = json.loads(line)
+            if "add" in a:
+                files[a["add"]["path"]] = a["add"]
+            elif "remove" in a:
+                files.pop(a["remove"]["path"], None)
+            elif "txn" in a:
+                txns[a["txn"]["appId"]] = a["txn"]["version"]
+            elif "commitInfo" in a and "txpipe" in a["commitInfo"]:
+                records.append(a["commitInfo"]["txpipe"])
+    return files, txns, records
+
+
+def lake_rows(lake):
+    """(source_partition, source_offset) of every committed fact and quarantine row."""
+    out = []
+    for table in ("fact_transaction", "quarantine"):
+        files, _, _ = delta_log(lake, table)
+        for path in files:
+            t = pq.read_table(os.path.join(lake, table, path),
+                              columns=["source_partition", "source_offset"])
+            out.extend(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+    return out
+
+
 def gaps(lake, brokers, topic):
     """Per partition: broker watermarks, committed lake position, offsets missing."""
-    log = pathlib.Path(lake, "_txpipe", "log")
-    seen, pos = {}, {}
-    for p in sorted(log.iterdir()):
-        e = json.loads(p.read_text())
-        for k, v in e["positions"].items():
-            pos[int(k)] = max(pos.get(int(k), 0), v["next_offset"])
-        for f in e["files"]:
-            t = pq.read_table(os.path.join(lake, f["path"]),
-                              columns=["source_partition", "source_offset"])
-            for part, off in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
-                seen.setdefault(part, set()).add(off)
+    _, txns, _ = delta_log(lake, "fact_transaction")
+    pos = {int(k.rsplit("-", 1)[1]): v for k, v in txns.items() if not k.endswith("-byte")}
+    seen = {}
+    for part, off in lake_rows(lake):
+        seen.setdefault(part, set()).add(off)
     out = []
     for part, (low, high) in sorted(watermarks(brokers, topic).items()):
         missing = sorted(set(range(low, high)) - seen.get(part, set()))
@@ -147,19 +176,10 @@ def gaps(lake, brokers, topic):
 
 def committed(lake):
     """(rows, distinct (partition, offset), rows_in logged, commits) of the committed lake."""
-    log = pathlib.Path(lake, "_txpipe", "log")
-    entries = [json.loads(p.read_text()) for p in sorted(log.iterdir())] if log.exists() else []
-    rows, keys, logged = 0, set(), 0
-    for e in entries:
-        logged += e["counts"]["rows_in"]
-        for f in e["files"]:
-            t = pq.read_table(os.path.join(lake, f["path"]),
-                              columns=["source_partition", "source_offset"])
-            part = t.column("source_partition").to_pylist()
-            off = t.column("source_offset").to_pylist()
-            rows += t.num_rows
-            keys.update(zip(part, off))
-    return rows, len(keys), logged, len(entries)
+    _, _, records = delta_log(lake, "fact_transaction")
+    rows = lake_rows(lake)
+    logged = sum(r["counts"]["rows_in"] for r in records)
+    return len(rows), len(set(rows)), logged, len(records)
 
 
 def ingest_cmd(a, lake, brokers, topic, extra=()):
@@ -205,8 +225,7 @@ def broker_restart(a, run, work):
     topic = f"rs-{run}-{int(time.time())}"
     produce(broker.addr, topic, a.lines)
     lake = os.path.join(work, f"lake-restart-{run}")
-    log = pathlib.Path(lake, "_txpipe", "log")
-    count = lambda: len(list(log.iterdir())) if log.exists() else 0
+    count = lambda: len(delta_log(lake, "fact_transaction")[2])
     cmd = ingest_cmd(a, lake, broker.addr, topic,
                      ["--stop-when-idle", "8", "--workers", "1"])
     cmd[cmd.index("--batch-rows") + 1] = "2000"

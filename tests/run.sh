@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"). On a fresh Debian machine it installs
 # and starts everything the tests need, skipping what is already there:
-#   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients);
+#   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients),
+#     and a venv with the Delta readers (DuckDB 1.5.5 + delta extension,
+#     Python deltalake, polars);
 #   * Debian's chromium (headless dashboard test) and, when missing, the OpenSSL
 #     headers librdkafka's TLS/SASL build needs (libssl-dev, pkg-config), with apt-get;
 #   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
@@ -19,6 +21,19 @@ if ! python3 -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
   log "installing ${python_deps[*]} (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "${python_deps[@]}"
 fi
+
+# Delta-aware readers in their own venv: DuckDB 1.5.5 with the PyPI delta
+# extension (DuckDB 2.0's `INSTALL delta` downloads at run time), Python
+# deltalake and polars.
+DELTA_VENV="$TOOLS/delta-venv"
+if ! "$DELTA_VENV/bin/python" -c 'import duckdb, deltalake, polars, duckdb_extensions' 2>/dev/null; then
+  log "installing the Delta readers into $DELTA_VENV (pip)"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$DELTA_VENV"
+  "$DELTA_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" "duckdb-extensions==1.5.5" deltalake polars pyarrow
+fi
+export TXPIPE_DELTA_PYTHON="$DELTA_VENV/bin/python"
 
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)

@@ -25,7 +25,7 @@ fn daily_run_publishes_only_when_error_tests_pass() {
         out.contains("success after 1 attempt(s); marts published"),
         "{out}"
     );
-    let mart = t.path("lake/marts/daily_sales_summary/daily_sales_summary.parquet");
+    let mart = mart_file(&t.path("lake"), "daily_sales_summary").unwrap();
     let good = std::fs::read(&mart).unwrap();
 
     // New data with a bad payment method: the audit fails, the marts stay.
@@ -154,9 +154,7 @@ fn a_transient_failure_succeeds_on_retry() {
     let record = run_records(&t, "run").pop().unwrap();
     assert_eq!(record["status"], "success");
     assert!(record["attempts"].as_u64().unwrap() >= 2);
-    assert!(t
-        .path("lake/marts/customer_kpis/customer_kpis.parquet")
-        .exists());
+    assert!(mart_file(&t.path("lake"), "customer_kpis").is_some());
 }
 
 #[test]

@@ -1,7 +1,6 @@
-//! The commit protocol's recovery and conflict paths, driven through the library.
+//! The Delta commit protocol's recovery and conflict paths, driven through the library.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use txpipe_core::lake::Lake;
@@ -16,6 +15,7 @@ fn batch(start: i64, next: i64) -> EncodedBatch {
             table: "fact_transaction",
             partition: "event_date=2026-11-20".into(),
             rows,
+            stats: format!("{{\"numRecords\":{rows}}}"),
             data: Bytes::from_static(b"PAR1"),
         }],
         counts: BatchCounts {
@@ -37,95 +37,138 @@ fn batch(start: i64, next: i64) -> EncodedBatch {
     }
 }
 
-#[tokio::test]
-async fn recover_rolls_a_committed_batch_forward_and_drops_uncommitted_files() {
+/// Data versions of the fact table (the create commit is version 0).
+async fn fact_version(lake: &Lake) -> u64 {
+    txpipe_core::sink::delta::open(lake, "fact_transaction")
+        .await
+        .unwrap()
+        .and_then(|t| t.version())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_are_txn_actions_of_the_fact_commit_and_survive_a_restart() {
     let t = tempfile::tempdir().unwrap();
     let lake = Lake::open(t.path().to_str().unwrap()).unwrap();
     let mut writer = LakeWriter::new(lake.clone(), "stream-a", "a.jsonl");
-    writer.recover(Duration::ZERO).await.unwrap();
-    let entry = writer.commit(batch(0, 10)).await.unwrap();
+    assert!(writer.recover().await.unwrap().is_empty());
+    let mut b = batch(0, 10);
+    b.positions.get_mut(&0).unwrap().next_byte = Some(1234);
+    let entry = writer.commit(b).await.unwrap();
+    assert_eq!(entry.version, 1);
     let file = &entry.files[0];
     assert!(lake.exists(&file.path).await.unwrap());
-
-    // Crash between commit and publish: the file is still in staging.
-    lake.rename(&file.path, &file.staged_path).await.unwrap();
-    // Crash between staging and commit of the next batch: an orphan in staging.
-    let orphan = "_txpipe/staging/stream-a/deadrun/fact_transaction/event_date=2026-11-20/part-orphan.parquet";
-    lake.put(orphan, Bytes::from_static(b"PAR1")).await.unwrap();
-    // Another stream's staging area is not touched.
-    let other = "_txpipe/staging/stream-b/run/fact_transaction/x.parquet";
-    lake.put(other, Bytes::from_static(b"PAR1")).await.unwrap();
-
+    assert_eq!(
+        txpipe_core::sink::delta::committed_files(&lake, "fact_transaction")
+            .await
+            .unwrap(),
+        vec![file.path.clone()]
+    );
+    // The commit file holds the Add, the txn actions and our commitInfo record.
+    let log = std::fs::read_to_string(
+        t.path()
+            .join("fact_transaction/_delta_log/00000000000000000001.json"),
+    )
+    .unwrap();
+    assert!(log.contains(r#""appId":"txpipe-stream-a-0","version":10"#), "{log}");
+    assert!(log.contains(r#""appId":"txpipe-stream-a-0-byte","version":1234"#), "{log}");
+    assert!(log.contains(r#""txpipe":{"#), "{log}");
     let mut restarted = LakeWriter::new(lake.clone(), "stream-a", "a.jsonl");
-    let positions = restarted.recover(Duration::ZERO).await.unwrap();
+    let positions = restarted.recover().await.unwrap();
     assert_eq!(positions[&0].next_offset, 10);
-    assert!(
-        lake.exists(&file.path).await.unwrap(),
-        "committed file published on recovery"
-    );
-    assert!(
-        !lake.exists(orphan).await.unwrap(),
-        "uncommitted file removed"
-    );
-    assert!(
-        lake.exists(other).await.unwrap(),
-        "other streams keep their staging"
-    );
-    assert_eq!(lake.list("fact_transaction").await.unwrap().len(), 1);
+    assert_eq!(positions[&0].next_byte, Some(1234));
+    // Another stream of the same lake starts from nothing.
+    let mut other = LakeWriter::new(lake.clone(), "stream-b", "b.jsonl");
+    assert!(other.recover().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn recent_staging_of_a_live_group_member_survives_a_grace_period() {
-    let lake = Lake::in_memory();
-    let live = "_txpipe/staging/s/otherrun/fact_transaction/p.parquet";
-    lake.put(live, Bytes::from_static(b"PAR1")).await.unwrap();
-    let mut w = LakeWriter::new(lake.clone(), "s", "s");
-    w.recover(Duration::from_secs(300)).await.unwrap();
-    assert!(lake.exists(live).await.unwrap());
-}
-
-#[tokio::test]
-async fn a_committed_file_missing_everywhere_is_an_error_not_silence() {
-    let lake = Lake::in_memory();
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quarantine_commit_cut_off_by_a_crash_is_rolled_forward_once() {
+    let t = tempfile::tempdir().unwrap();
+    let lake = Lake::open(t.path().to_str().unwrap()).unwrap();
     let mut writer = LakeWriter::new(lake.clone(), "s", "s");
-    let entry = writer.commit(batch(0, 1)).await.unwrap();
-    lake.delete(&entry.files[0].path).await.unwrap();
-    let err = LakeWriter::new(lake.clone(), "s", "s")
-        .recover(Duration::ZERO)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("neither published nor staged"), "{err}");
+    writer.recover().await.unwrap();
+    let mut b = batch(0, 10);
+    b.files.push(EncodedFile {
+        table: "quarantine",
+        partition: "received_date=2026-11-20".into(),
+        rows: 2,
+        stats: r#"{"numRecords":2}"#.into(),
+        data: Bytes::from_static(b"PAR1"),
+    });
+    let entry = writer.commit(b).await.unwrap();
+    let quarantined = entry.files[1].path.clone();
+    // Crash between the two commits: the quarantine's commit never happened.
+    let qlog = t.path().join("quarantine/_delta_log");
+    let last = std::fs::read_dir(&qlog)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .unwrap();
+    std::fs::remove_file(&last).unwrap();
+    let committed = |lake: Lake| async move {
+        txpipe_core::sink::delta::committed_files(&lake, "quarantine")
+            .await
+            .unwrap()
+    };
+    assert!(committed(lake.clone()).await.is_empty());
+    for _ in 0..2 {
+        let mut restarted = LakeWriter::new(lake.clone(), "s", "s");
+        assert_eq!(restarted.recover().await.unwrap()[&0].next_offset, 10);
+        assert_eq!(committed(lake.clone()).await, vec![quarantined.clone()]);
+    }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stale_writer_cannot_commit_positions_someone_else_committed() {
     let lake = Lake::in_memory();
     let mut a = LakeWriter::new(lake.clone(), "s", "s");
     let mut zombie = LakeWriter::new(lake.clone(), "s", "s");
-    a.recover(Duration::ZERO).await.unwrap();
-    zombie.recover(Duration::ZERO).await.unwrap();
+    a.recover().await.unwrap();
+    zombie.recover().await.unwrap();
     a.commit(batch(0, 10)).await.unwrap();
-    // The zombie still believes offset 0 is next: refused, nothing committed, staging cleaned.
+    let before = fact_version(&lake).await;
+    // The zombie still believes offset 0 is next: refused, nothing committed.
     let err = zombie.commit(batch(0, 8)).await.unwrap_err();
     assert!(
         matches!(&err, Error::CommitConflict { partitions, .. } if partitions == &vec![0]),
         "{err}"
     );
-    assert_eq!(
-        txpipe_core::sink::CommitLog::new(lake.clone())
-            .versions()
-            .await
-            .unwrap(),
-        vec![0]
-    );
-    assert_eq!(lake.list("_txpipe/staging").await.unwrap().len(), 0);
+    assert_eq!(fact_version(&lake).await, before);
+    assert_eq!(lake.list("fact_transaction").await.unwrap().iter().filter(|m| m.location.as_ref().ends_with(".parquet")).count(), 1, "the refused batch's file is deleted");
     // Having caught up, it continues where the lake is.
     assert_eq!(zombie.refresh().await.unwrap()[&0].next_offset, 10);
     let e = zombie.commit(batch(10, 12)).await.unwrap();
-    assert_eq!(e.version, 1);
-    // Interleaved writers of other streams do not conflict.
+    assert_eq!(e.version, before + 1);
+    // Interleaved writers of other streams do not conflict, and the first
+    // writer notices the zombie's commit before its own next one.
     let mut other = LakeWriter::new(lake.clone(), "t", "t");
     other.commit(batch(0, 5)).await.unwrap();
-    assert_eq!(a.commit(batch(12, 20)).await.unwrap().version, 3);
+    let err = a.commit(batch(10, 20)).await.unwrap_err();
+    assert!(matches!(err, Error::CommitConflict { .. }), "{err}");
+    assert_eq!(a.commit(batch(12, 20)).await.unwrap().version, before + 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lake_in_the_old_format_is_refused_with_what_to_do() {
+    let lake = Lake::in_memory();
+    lake.put(
+        "_txpipe/log/00000000000000000000.json",
+        Bytes::from_static(b"{}"),
+    )
+    .await
+    .unwrap();
+    let err = LakeWriter::new(lake.clone(), "s", "s")
+        .recover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LegacyLake(_)), "{err}");
+    assert!(err.to_string().contains("Delta"), "{err}");
+    let ctx = txpipe_core::datafusion::prelude::SessionContext::new();
+    let err = txpipe_core::read::register_lake(&ctx, &lake)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LegacyLake(_)), "{err}");
 }

@@ -194,10 +194,9 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
     assert!(again.contains("nothing new"), "{again}");
     let n = query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction").await;
     assert_eq!(n, vec![valid as i64]);
-    // Nothing is left in staging.
-    let staging = t.path("lake/_txpipe/staging");
-    let leftovers = walk(&staging);
-    assert!(leftovers.is_empty(), "staging leftovers: {leftovers:?}");
+    // Every data file on disk is committed: nothing was left behind.
+    let orphans = orphan_files(&lake).await;
+    assert!(orphans.is_empty(), "uncommitted files: {orphans:?}");
 }
 
 /// Every file under `dir`, recursively.

@@ -177,3 +177,39 @@ pub fn kill_schedule_rng() -> txpipe_core::generate::Rng {
     eprintln!("kill schedule seed: {seed}");
     txpipe_core::generate::Rng::new(seed)
 }
+
+/// Parquet files under the fact and quarantine folders of a local lake that
+/// no Delta snapshot references (lake-relative paths).
+pub async fn orphan_files(lake: &str) -> Vec<String> {
+    let l = Lake::open(lake).unwrap();
+    let mut committed = std::collections::BTreeSet::new();
+    for table in ["fact_transaction", "quarantine"] {
+        committed.extend(
+            txpipe_core::sink::delta::committed_files(&l, table)
+                .await
+                .unwrap(),
+        );
+    }
+    let root = std::path::Path::new(lake);
+    ["fact_transaction", "quarantine"]
+        .iter()
+        .flat_map(|t| crate::file_to_lake::walk(&root.join(t)))
+        .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+        .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
+        .filter(|p| !committed.contains(p))
+        .collect()
+}
+
+/// The one data file of a published mart (`LAKE/marts/<model>/part-….parquet`),
+/// if the mart exists; panics when the folder holds more than one.
+pub fn mart_file(lake: &Path, model: &str) -> Option<PathBuf> {
+    let dir = lake.join("marts").join(model);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert!(files.len() <= 1, "{} holds several files: {files:?}", dir.display());
+    files.into_iter().next()
+}

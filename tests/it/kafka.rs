@@ -412,5 +412,8 @@ fn unreachable_broker_and_missing_topic_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
-    assert!(!t.path("lake/_txpipe/log").exists(), "nothing committed");
+    assert!(
+        !t.path("lake/fact_transaction/_delta_log").exists(),
+        "nothing created or committed"
+    );
 }

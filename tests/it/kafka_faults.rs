@@ -172,11 +172,35 @@ impl Drop for Broker {
     }
 }
 
-/// Number of commit log entries of a lake (0 before the first commit).
+/// Txpipe commit records (`commitInfo.txpipe`) in the fact table's Delta
+/// log files of a lake (0 before the first commit).
+pub(crate) fn commit_records(lake: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(Path::new(lake).join("fact_transaction/_delta_log")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        if e.path().extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        // A commit file is written whole (create-if-absent); skip one being read mid-rename.
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if let Some(r) = v.get("commitInfo").and_then(|c| c.get("txpipe")) {
+                    out.push(r.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Number of micro-batch commits in a lake (0 before the first commit).
 pub(crate) fn commits(lake: &str) -> usize {
-    std::fs::read_dir(Path::new(lake).join("_txpipe/log"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    commit_records(lake).len()
 }
 
 /// The scenario, several rounds: members of one group are killed with
@@ -445,16 +469,10 @@ async fn topic_deleted_mid_run_fails_clearly_and_keeps_what_was_committed() {
     assert_eq!((f[0] + q[0]) as u64, logged, "lake rows = committed counts");
 }
 
-/// Sum of `rows_in` over the lake's commit log.
+/// Sum of `rows_in` over the lake's micro-batch commits.
 pub(crate) fn committed_rows(lake: &str) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(Path::new(lake).join("_txpipe/log"))
-        .unwrap()
-        .flatten()
-    {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
-        total += v["counts"]["rows_in"].as_u64().unwrap_or(0);
-    }
-    total
+    commit_records(lake)
+        .iter()
+        .map(|r| r["counts"]["rows_in"].as_u64().unwrap_or(0))
+        .sum()
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use txpipe_core::generate::Rng;
 use txpipe_core::lake::Lake;
-use txpipe_core::sink::CommitLog;
 
 use crate::file_to_lake::walk;
 use crate::helpers::*;
@@ -29,13 +28,9 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Entries in `LAKE/_txpipe/log`.
+/// Micro-batch commits in the lake's fact table.
 fn log_entries(lake: &Path) -> usize {
-    std::fs::read_dir(lake.join("_txpipe/log")).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .count()
-    })
+    crate::kafka_faults::commits(&lake.display().to_string())
 }
 
 /// A running `txpipe`, killed (SIGKILL) if the test fails before it ends.
@@ -194,55 +189,47 @@ async fn assert_exactly_once(lake: &str, input: &Path, (lines, valid, bad): (u64
     );
 }
 
-/// The committed snapshot: every file of every log entry is whole, readable
-/// Parquet with the rows the entry says, at its table path (`published`) or,
-/// for a commit not yet published, at its staged path. Returns the entries.
-async fn assert_snapshot_whole(lake: &str, published: bool) -> usize {
+/// The committed snapshot: every file of the fact and quarantine tables'
+/// Delta snapshots is whole, readable Parquet with the rows its `Add` says.
+/// Returns the number of micro-batch commits. (`_published` is from the
+/// pre-Delta protocol, which could leave a commit's files staged.)
+async fn assert_snapshot_whole(lake: &str, _published: bool) -> usize {
     let root = PathBuf::from(lake);
-    let entries = CommitLog::new(Lake::open(lake).unwrap())
-        .entries()
-        .await
-        .expect("every log entry is whole JSON");
-    for e in &entries {
-        for f in &e.files {
-            let at = if root.join(&f.path).exists() || published {
-                root.join(&f.path)
-            } else {
-                root.join(&f.staged_path)
-            };
+    let l = Lake::open(lake).unwrap();
+    for table in ["fact_transaction", "quarantine"] {
+        let Some(t) = txpipe_core::sink::delta::open(&l, table)
+            .await
+            .expect("every log file is whole")
+        else {
+            continue;
+        };
+        for f in t.snapshot().unwrap().log_data().iter() {
+            let at = root.join(table).join(f.path().as_ref());
             let file = std::fs::File::open(&at).unwrap_or_else(|err| {
-                panic!(
-                    "version {}: committed file {} missing: {err}",
-                    e.version,
-                    at.display()
-                )
+                panic!("committed file {} missing: {err}", at.display())
             });
             let reader = txpipe_core::parquet::file::reader::SerializedFileReader::new(file)
                 .unwrap_or_else(|err| panic!("{} is not readable Parquet: {err}", at.display()));
             use txpipe_core::parquet::file::reader::FileReader;
             assert_eq!(
-                reader.metadata().file_metadata().num_rows() as u64,
-                f.rows,
+                Some(reader.metadata().file_metadata().num_rows()),
+                f.num_records().map(|n| n as i64),
                 "rows of {}",
                 at.display()
             );
         }
     }
-    entries.len()
+    log_entries(&root)
 }
 
-/// Nothing staged and no interrupted upload (`file#N`) in the tables.
+/// No interrupted upload (`file#N`) among the tables' data files.
 ///
-/// (A kill -9 during the put of a log entry can leave `_txpipe/log/<v>.json#N`:
-/// the object store never lists such names, so the log ignores it, and the
-/// log is shared by all streams, so no stream's recovery may remove it.)
+/// (A kill -9 during the put of a Delta log entry can leave
+/// `_delta_log/<v>.json#N`: Delta readers ignore such names.)
 fn assert_no_leftovers(lake: &Path) {
-    let staged = walk(&lake.join("_txpipe/staging"));
-    assert!(staged.is_empty(), "files left in staging: {staged:?}");
-    let log = lake.join("_txpipe/log");
     let temps: Vec<_> = walk(lake)
         .into_iter()
-        .filter(|p| !p.starts_with(&log))
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "_delta_log"))
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().contains('#'))
@@ -457,10 +444,11 @@ async fn sigterm_at_random_moments_commits_what_is_in_flight_and_exits_zero() {
             "round {round}: a SIGTERM'd ingest exits 0 after committing\n{}",
             describe(&out)
         );
-        // Whatever was in flight was committed and published, not left staged.
+        // Whatever was in flight was committed, not left behind uncommitted.
+        let orphans = orphan_files(&t.str("lake")).await;
         assert!(
-            walk(&t.path("lake/_txpipe/staging")).is_empty(),
-            "round {round}: staged files left after a clean stop"
+            orphans.is_empty(),
+            "round {round}: uncommitted files after a clean stop: {orphans:?}"
         );
         if !signalled {
             break;

@@ -7,6 +7,7 @@ mod cli;
 mod crash_resume;
 mod daily_run;
 mod dashboard;
+mod delta_lake;
 mod demo;
 mod exactly_once;
 mod external_readers;

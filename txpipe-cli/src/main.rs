@@ -36,6 +36,10 @@ enum Command {
     Run(cmd::run::Args),
     /// Run the daily job on a timetable (--at HH:MM or --every 15m), in the foreground.
     Schedule(cmd::run::ScheduleArgs),
+    /// Compact small files of the lake's Delta tables (OPTIMIZE).
+    Compact(cmd::maintain::CompactArgs),
+    /// Delete files no current snapshot needs (VACUUM); --dry-run lists them.
+    Vacuum(cmd::maintain::VacuumArgs),
     /// Serve the dashboard, /api JSON panels and Prometheus /metrics of a lake.
     Serve(cmd::serve::Args),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         Command::Test(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::models::test(a))),
         Command::Run(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::run(a))),
         Command::Schedule(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::schedule(a))),
+        Command::Compact(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::maintain::compact(a))),
+        Command::Vacuum(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::maintain::vacuum(a))),
         Command::Serve(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };

@@ -213,6 +213,7 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
     let project = Project::builtin()?;
     let run_opts = RunOptions {
         rules: rules.names().into_iter().map(String::from).collect(),
+        compact: true,
         ..Default::default()
     };
     let policy = RetryPolicy {

@@ -62,9 +62,29 @@ pub enum Error {
         source: object_store::Error,
     },
 
-    /// The lake's commit log is inconsistent or another writer got in the way.
-    #[error("commit log: {0}")]
+    /// The lake's log is inconsistent (a committed file is missing, a
+    /// commit cannot be completed).
+    #[error("lake log: {0}")]
     CommitLog(String),
+
+    /// delta-rs failed on a table: an unreadable, missing or corrupt log
+    /// file (named in the message), a failed commit, the store.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// The table (lake-relative folder).
+        table: String,
+        /// What delta-rs said.
+        #[source]
+        source: Box<deltalake_core::DeltaTableError>,
+    },
+
+    /// The lake was written by txpipe 0.1 (its own commit log, no Delta log).
+    #[error(
+        "{0} was written by txpipe 0.1 (_txpipe/log, no Delta log); this txpipe writes and reads \
+         Delta Lake tables. Ingest the sources again into a new lake (the positions are \
+         in the old lake's _txpipe/log), or keep using txpipe 0.1 for this one"
+    )]
+    LegacyLake(String),
 
     /// Arrow failed (building or concatenating batches).
     #[error("arrow: {0}")]
@@ -78,7 +98,7 @@ pub enum Error {
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
 
-    /// JSON (commit log entries, run records) could not be (de)serialised.
+    /// JSON (commit records, run records) could not be (de)serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 

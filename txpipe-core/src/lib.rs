@@ -16,7 +16,7 @@
 //! | bytes → typed Arrow columns + quarantine | [`decode`] |
 //! | fraud rules as SQL expressions | [`rules`] |
 //! | decode → rules → Parquet for one batch | [`process`] |
-//! | staging, commit log, exactly-once publish | [`sink`] |
+//! | Delta tables, exactly-once commits, file stats | [`sink`] |
 //! | the micro-batch loop | [`pipeline`] |
 //! | dimension tables | [`seed`] |
 //! | synthetic data | [`generate`] |
@@ -74,6 +74,7 @@ pub mod fx;
 pub mod generate;
 pub mod kafka;
 pub mod lake;
+pub mod maintain;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
@@ -91,3 +92,5 @@ pub use error::{Error, Result};
 /// Re-exported so users share txpipe's Arrow, DataFusion, Parquet and object_store versions.
 pub use datafusion::{self, arrow};
 pub use {object_store, parquet};
+/// delta-rs, whose `DeltaTable`s the lake's tables are (see [`sink::delta`]).
+pub use deltalake_core as deltalake;

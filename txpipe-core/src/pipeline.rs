@@ -7,7 +7,7 @@
 //!
 //! Channels are bounded, so memory is bounded by roughly `2 × workers + 1`
 //! batches whatever the input size. Batches are committed strictly in source
-//! order, so the positions in the commit log only move forward. The same loop
+//! order, so the positions in the Delta log only move forward. The same loop
 //! serves files ([`ingest_file`]) and Kafka ([`ingest_kafka`]).
 
 use std::collections::BTreeMap;
@@ -32,12 +32,12 @@ use crate::source::RawBatch;
 /// 50 k keeps peak RSS under 300 MiB and is faster than 100 k (less data
 /// queued between stages), at the cost of about twice as many, smaller files.
 pub const DEFAULT_BATCH_ROWS: usize = 50_000;
+/// Most rows one Delta commit gathers from batches that are ready together.
+pub const GROUP_COMMIT_ROWS: u64 = 200_000;
 /// Default most payload bytes per micro-batch.
 pub const DEFAULT_BATCH_BYTES: usize = 64 << 20;
 /// Default longest wait before a non-empty micro-batch is closed.
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(1);
-/// Staged files of other group members younger than this are left alone on start.
-pub const KAFKA_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
 /// Options of an ingest run.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ pub struct IngestOptions {
     pub stop: Arc<AtomicBool>,
     /// Live metrics to update (served by `--metrics-addr`), if any.
     pub metrics: Option<Arc<IngestMetrics>>,
+    /// Delta checkpoint every this many commits, for tables this run creates.
+    pub checkpoint_interval: u64,
 }
 
 impl Default for IngestOptions {
@@ -65,6 +67,7 @@ impl Default for IngestOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stop: Arc::new(AtomicBool::new(false)),
             metrics: None,
+            checkpoint_interval: crate::sink::delta::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -159,12 +162,12 @@ pub async fn ingest_file(
     let started = Instant::now();
     let (stream, name) = stream_key(path)?;
     // One writer per file and lake: held until the ingest returns (the kernel
-    // releases it on kill -9). Under the lock everything left in the stream's
-    // staging is an orphan; without one (object stores) only old staged files
-    // are, and the commit log's position check refuses an overlapping batch.
+    // releases it on kill -9). Without one (object stores) the Delta log's
+    // position check refuses an overlapping batch.
     let lock = crate::sink::StreamLock::acquire(lake, &stream, &name)?;
-    let mut writer = LakeWriter::new(lake.clone(), stream, name.clone());
-    let start = writer.recover(lock.orphan_grace()).await?.get(&0).copied();
+    let mut writer = LakeWriter::new(lake.clone(), stream, name.clone())
+        .with_checkpoint_interval(opts.checkpoint_interval);
+    let start = writer.recover().await?.get(&0).copied();
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
@@ -215,12 +218,14 @@ pub async fn ingest_kafka(
     let stream = kafka_stream_key(&kafka.topic, &kafka.group);
     let topic = kafka.topic.clone();
     let (brokers, client_extra) = (kafka.brokers.clone(), kafka.config.pairs());
-    let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone());
-    writer.recover(KAFKA_ORPHAN_GRACE).await?;
+    let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone())
+        .with_checkpoint_interval(opts.checkpoint_interval)
+        .without_byte_positions();
+    writer.recover().await?;
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&topic, &rules, default_fx);
     let processor = BatchProcessor::new(Arc::new(fx), rules, topic.clone());
-    let reader = LakeWriter::new(lake.clone(), stream, topic.clone());
+    let reader = LakeWriter::new(lake.clone(), stream, topic.clone()).without_byte_positions();
     let handle = tokio::runtime::Handle::current();
     let mut source =
         tokio::task::spawn_blocking(move || KafkaSource::connect(kafka, reader, handle))
@@ -229,6 +234,7 @@ pub async fn ingest_kafka(
     if let Some(m) = &opts.metrics {
         source.set_metrics(m.clone());
     }
+    writer.track(0..source.partition_count() as i32);
     let committer: OffsetCommitter = source.committer();
     let limits = opts.limits();
     let next = move |stop: &AtomicBool| {
@@ -417,6 +423,26 @@ async fn commit_in_order(
         while let Some(result) = pending.remove(&next) {
             let mut batch = result?;
             next += 1;
+            // Group commit: batches already processed and next in line go
+            // into the same Delta commit (a commit costs more than a batch
+            // when the source is ahead of the lake, e.g. catching up a topic).
+            while let Ok((seq, more)) = done_rx.try_recv() {
+                pending.insert(seq, more);
+            }
+            while batch.rows() < GROUP_COMMIT_ROWS {
+                match pending.remove(&next) {
+                    Some(Ok(more)) => {
+                        batch.absorb(more);
+                        next += 1;
+                    }
+                    Some(Err(e)) => {
+                        // Commit what precedes the failure first.
+                        pending.insert(next, Err(e));
+                        break;
+                    }
+                    None => break,
+                }
+            }
             let input_bytes = batch.input_bytes;
             let opened_at = batch.opened_at;
             let produced_ms = std::mem::take(&mut batch.produced_ms);

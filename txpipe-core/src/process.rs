@@ -18,6 +18,7 @@ use crate::rules::RuleSet;
 use crate::schema::{
     EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
 };
+use crate::sink::file_stats::delta_stats;
 use crate::sink::lake_writer::now_micros;
 use crate::sink::parquet::{encode, shared_writer_properties, split_by_day};
 use crate::sink::{BatchCounts, EncodedBatch, EncodedFile};
@@ -103,6 +104,7 @@ impl BatchProcessor {
                 table: FACT_TABLE,
                 partition: format!("{EVENT_DATE}={}", format_date(day)),
                 rows: part.num_rows() as u64,
+                stats: delta_stats(std::slice::from_ref(&part)),
                 data: Bytes::from(encode(&FACT_SCHEMA, &[part], &self.props)?),
             });
         }
@@ -111,6 +113,7 @@ impl BatchProcessor {
                 table: QUARANTINE_TABLE,
                 partition: format!("{RECEIVED_DATE}={}", format_date(day_of_micros(now))),
                 rows: ruled.quarantine.num_rows() as u64,
+                stats: delta_stats(std::slice::from_ref(&ruled.quarantine)),
                 data: Bytes::from(encode(
                     &QUARANTINE_SCHEMA,
                     &[ruled.quarantine],

@@ -1,70 +1,69 @@
-//! Reading the lake back with DataFusion.
+//! Reading the lake back with DataFusion, through the tables' Delta snapshots.
 
-use std::sync::Arc;
-
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionContext;
 
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::schema::{
-    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, EVENT_DATE, FACT_SCHEMA,
-    FACT_TABLE, FX_RATE, FX_RATE_SCHEMA, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
-};
+use crate::schema::{DIM_CUSTOMER, DIM_MERCHANT, FACT_TABLE, FX_RATE, QUARANTINE_TABLE};
+use crate::sink::delta::open;
+use crate::sink::legacy::refuse_legacy_lake;
 
-/// Registers one Parquet table folder; `partition` is its hive date column.
+/// Registers the Delta table at `rel` (lake-relative folder) as `name`, at
+/// its newest committed version; `false` when there is no table there.
+///
+/// A query sees exactly the files of that snapshot: never a batch being
+/// written, never a file compacted away, and DataFusion skips files by the
+/// Delta statistics. Register again to see newer commits.
 ///
 /// # Errors
-/// DataFusion could not register the table.
+/// The log is unreadable or DataFusion could not register the table.
 pub async fn register_table(
     ctx: &SessionContext,
     lake: &Lake,
-    table: &str,
-    schema: &SchemaRef,
-    partition: Option<&str>,
-) -> Result<()> {
-    let mut opts =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    if let Some(col) = partition {
-        opts = opts.with_table_partition_cols(vec![(col.to_string(), DataType::Date32)]);
-    }
-    ctx.register_listing_table(
-        table,
-        lake.folder_url(table),
-        opts,
-        Some(schema.clone()),
-        None,
-    )
-    .await?;
-    Ok(())
+    name: &str,
+    rel: &str,
+) -> Result<bool> {
+    let Some(table) = open(lake, rel).await? else {
+        return Ok(false);
+    };
+    plain_strings(ctx);
+    // The scan takes its settings (plain strings, pushdown) from the session.
+    let provider = table
+        .table_provider()
+        .with_session(std::sync::Arc::new(ctx.state()))
+        .await?;
+    let _ = ctx.deregister_table(name)?;
+    ctx.register_table(name, provider)?;
+    Ok(true)
+}
+
+/// Reads strings as `Utf8`, the lake contract's type, not as DataFusion's
+/// default `Utf8View` (so marts built from the lake keep standard types).
+pub fn plain_strings(ctx: &SessionContext) {
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
 }
 
 /// Registers every lake table that exists (`fact_transaction`, `quarantine`,
 /// `dim_customer`, `dim_merchant`, `fx_rate`) and returns their names.
 ///
-/// Readers see published files only: a batch's files are staged elsewhere
-/// until its commit, so no half batch is ever visible.
-///
 /// # Errors
-/// The store failed or DataFusion could not register a table.
+/// The lake is in txpipe 0.1's format, a log is unreadable, or DataFusion
+/// could not register a table.
 pub async fn register_lake(ctx: &SessionContext, lake: &Lake) -> Result<Vec<String>> {
+    refuse_legacy_lake(lake).await?;
+    plain_strings(ctx);
     lake.register_object_store(ctx);
-    let tables: [(&str, &SchemaRef, Option<&str>); 5] = [
-        (FACT_TABLE, &FACT_SCHEMA, Some(EVENT_DATE)),
-        (QUARANTINE_TABLE, &QUARANTINE_SCHEMA, Some(RECEIVED_DATE)),
-        (DIM_CUSTOMER, &DIM_CUSTOMER_SCHEMA, None),
-        (DIM_MERCHANT, &DIM_MERCHANT_SCHEMA, None),
-        (FX_RATE, &FX_RATE_SCHEMA, None),
-    ];
     let mut registered = Vec::new();
-    for (name, schema, partition) in tables {
-        if lake.list(name).await?.is_empty() {
-            continue;
+    for name in [FACT_TABLE, QUARANTINE_TABLE, DIM_CUSTOMER, DIM_MERCHANT, FX_RATE] {
+        if register_table(ctx, lake, name, name).await? {
+            registered.push(name.to_string());
         }
-        register_table(ctx, lake, name, schema, partition).await?;
-        registered.push(name.to_string());
     }
     Ok(registered)
 }

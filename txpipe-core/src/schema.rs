@@ -17,7 +17,7 @@ pub const DIM_CUSTOMER: &str = "dim_customer";
 pub const DIM_MERCHANT: &str = "dim_merchant";
 /// Currency → USD conversion rates loaded by `txpipe seed`.
 pub const FX_RATE: &str = "fx_rate";
-/// txpipe's own bookkeeping (commit log, staging, run records).
+/// txpipe's own bookkeeping (run records, locks, staged marts).
 pub const TXPIPE_DIR: &str = "_txpipe";
 /// Hive partition column of the fact table (UTC date of `transaction_ts`).
 pub const EVENT_DATE: &str = "event_date";

@@ -1,10 +1,9 @@
-//! `txpipe seed`: dimension CSVs → Parquet dimension tables in the lake.
+//! `txpipe seed`: dimension CSVs → Delta dimension tables in the lake.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -15,7 +14,8 @@ use crate::lake::Lake;
 use crate::schema::{
     DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, FX_RATE, FX_RATE_SCHEMA,
 };
-use crate::sink::parquet::{decode, encode, writer_properties};
+use crate::sink::delta::{read_table, replace_table, TableSpec};
+use crate::sink::legacy::refuse_legacy_lake;
 
 /// What `seed` loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,46 +74,6 @@ fn canonical_ids(file: &Path, batches: Vec<RecordBatch>) -> Result<Vec<RecordBat
         .collect()
 }
 
-/// Writes a whole table, replacing its previous files.
-///
-/// The new file is written first, then the older ones are deleted, so the
-/// folder is never empty; afterwards it holds only the new version.
-///
-/// # Errors
-/// Encoding or the store failed.
-pub async fn replace_table(
-    lake: &Lake,
-    table: &str,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<()> {
-    let old = lake.list(table).await?;
-    let data = encode(schema, batches, &writer_properties())?;
-    let name = format!("{table}/part-{}.parquet", uuid::Uuid::new_v4());
-    lake.put(&name, Bytes::from(data)).await?;
-    for o in old {
-        lake.delete(&lake.relative(&o.location)).await?;
-    }
-    Ok(())
-}
-
-/// Reads every Parquet file of a (small) table into memory.
-///
-/// # Errors
-/// The store failed or a file is not Parquet.
-pub async fn read_table(lake: &Lake, table: &str) -> Result<Vec<RecordBatch>> {
-    let mut out = Vec::new();
-    for meta in lake.list(table).await? {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        if let Some(bytes) = lake.get(&lake.relative(&meta.location)).await? {
-            out.extend(decode(bytes)?);
-        }
-    }
-    Ok(out)
-}
-
 /// Loads `dim_customer.csv`, `dim_merchant.csv` and `fx_rates.csv` from `dir`
 /// into the lake. Without `fx_rates.csv`, the built-in default rates are loaded.
 ///
@@ -142,9 +102,11 @@ pub async fn seed(lake: &Lake, dir: &Path) -> Result<SeedSummary> {
     } else {
         (FxTable::defaults(), true)
     };
-    replace_table(lake, DIM_CUSTOMER, &DIM_CUSTOMER_SCHEMA, &customers).await?;
-    replace_table(lake, DIM_MERCHANT, &DIM_MERCHANT_SCHEMA, &merchants).await?;
-    replace_table(lake, FX_RATE, &FX_RATE_SCHEMA, &[fx_batch(&fx)?]).await?;
+    refuse_legacy_lake(lake).await?;
+    let dim = |schema: &SchemaRef| TableSpec::new(schema.clone());
+    replace_table(lake, DIM_CUSTOMER, &dim(&DIM_CUSTOMER_SCHEMA), &customers).await?;
+    replace_table(lake, DIM_MERCHANT, &dim(&DIM_MERCHANT_SCHEMA), &merchants).await?;
+    replace_table(lake, FX_RATE, &dim(&FX_RATE_SCHEMA), &[fx_batch(&fx)?]).await?;
     Ok(SeedSummary {
         customers: customers.iter().map(RecordBatch::num_rows).sum(),
         merchants: merchants.iter().map(RecordBatch::num_rows).sum(),

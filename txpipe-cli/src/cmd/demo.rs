@@ -92,13 +92,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| a.lake.clone());
     println!("  lake      {root}");
     println!();
-    println!("query it with DuckDB:");
+    println!("query it with DuckDB (every table is a Delta table; a mart is also one plain file):");
     println!(
         "  duckdb -c \"SELECT * FROM read_parquet('{root}/marts/daily_sales_summary/*.parquet') ORDER BY event_date\""
     );
     println!(
-        "  duckdb -c \"SELECT count(*), count(*) FILTER (WHERE is_fraud) FROM read_parquet('{root}/fact_transaction/*/*.parquet', hive_partitioning = true)\""
+        "  duckdb -c \"INSTALL delta; LOAD delta; SELECT count(*), count(*) FILTER (WHERE is_fraud) FROM delta_scan('{root}/fact_transaction')\""
     );
+    println!("or Python: deltalake.DeltaTable('{root}/fact_transaction'), polars.read_delta(…)");
     if s.run.status != "success" {
         anyhow::bail!(
             "the models/tests run failed: {}",

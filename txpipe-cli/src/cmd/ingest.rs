@@ -90,6 +90,10 @@ pub struct Args {
     /// Worker threads for decode, rules and Parquet encoding [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
+    /// Write a Delta checkpoint every N commits (for the tables this run
+    /// creates): restarts read the newest checkpoint and at most N commits.
+    #[arg(long, default_value_t = txpipe_core::sink::delta::DEFAULT_CHECKPOINT_INTERVAL)]
+    checkpoint_interval: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (and JSON at /api/ingest)
     /// while ingesting, e.g. 127.0.0.1:9898: rows consumed/landed/quarantined,
     /// fraud per rule, batch and end-to-end latency, consumer lag per partition,
@@ -222,6 +226,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         batch_rows: a.batch_rows,
         batch_bytes: a.batch_bytes,
         batch_wait: Duration::from_millis(a.batch_ms),
+        checkpoint_interval: a.checkpoint_interval.max(1),
         ..Default::default()
     };
     if let Some(w) = a.workers {

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod generate;
 pub mod generator_args;
 pub mod ingest;
+pub mod maintain;
 pub mod models;
 pub mod produce;
 pub mod run;

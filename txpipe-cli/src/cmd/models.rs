@@ -73,6 +73,7 @@ impl ProjectArgs {
             select: self.select.clone(),
             rules: rules.names().into_iter().map(String::from).collect(),
             partitions: None,
+            compact: false,
         };
         Ok((lake, project, opts))
     }

@@ -25,6 +25,10 @@ pub struct Args {
     /// Seconds before the first retry (doubled before each further one).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     retry_backoff: f64,
+    /// Do not compact the fact and quarantine tables before building the
+    /// models (by default small files of streaming ingest are packed first).
+    #[arg(long)]
+    no_compact: bool,
 }
 
 /// Run the daily job on a timetable, in the foreground (Ctrl-C to stop).
@@ -45,6 +49,10 @@ fn print_event(e: DailyEvent<'_>) {
     match e {
         DailyEvent::Attempt(n) => println!("attempt {n}:"),
         DailyEvent::Model(m) => print_model(m),
+        DailyEvent::Compacted(r) => println!(
+            "  compacted {}: {} -> {} files",
+            r.table, r.files_before, r.files_after
+        ),
         DailyEvent::Test(t) => print_test(t),
         DailyEvent::Failed(why, Some(wait)) => {
             println!("  failed: {why}; retrying in {:.0}s", wait.as_secs_f64())
@@ -54,7 +62,8 @@ fn print_event(e: DailyEvent<'_>) {
 }
 
 async fn once(a: &Args) -> anyhow::Result<RunRecord> {
-    let (lake, project, opts) = a.project.open()?;
+    let (lake, project, mut opts) = a.project.open()?;
+    opts.compact = !a.no_compact;
     let policy = RetryPolicy {
         retries: a.retries,
         backoff: Duration::from_secs_f64(a.retry_backoff.max(0.0)),

@@ -1,7 +1,7 @@
 //! A Kafka consumer-group source whose positions live in the lake.
 //!
 //! * Auto-commit is off. On every partition assignment the consumer reads the
-//!   stream's committed positions from the lake's commit log and starts each
+//!   stream's committed positions from the fact table's Delta log and starts each
 //!   partition there (the lake is the source of truth); a partition the lake has
 //!   never seen starts at the earliest (or latest) offset.
 //! * Each batch records, per partition, the position it continues from; the
@@ -277,6 +277,10 @@ impl ConsumerContext for LakeContext {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Partitions added to the topic after the start are read too.
+                if let Ok(mut reader) = self.reader.lock() {
+                    reader.track(tpl.elements().iter().map(|e| e.partition()));
+                }
                 let positions = match self.lake_positions() {
                     Ok(p) => p,
                     Err(e) => {
@@ -413,6 +417,8 @@ impl OffsetCommitter {
 
 /// A consumer-group member producing micro-batches.
 pub struct KafkaSource {
+    /// Partitions of the topic at connect.
+    partition_count: usize,
     consumer: Arc<Closing>,
     shared: Arc<Shared>,
     opts: KafkaSourceOptions,
@@ -475,16 +481,18 @@ impl KafkaSource {
     /// The brokers are unreachable after bounded retries, the topic does not
     /// exist, or the client configuration is invalid.
     pub fn connect(opts: KafkaSourceOptions, reader: LakeWriter, handle: Handle) -> Result<Self> {
-        match super::check_topic(&opts.brokers, &opts.topic, &opts.config.pairs())? {
-            Some(_) => {}
+        let partition_count = match super::check_topic(&opts.brokers, &opts.topic, &opts.config.pairs())? {
+            Some(n) => n,
             None => {
                 return Err(Error::Kafka(format!(
                     "topic {} does not exist on {}",
                     opts.topic, opts.brokers
                 )))
             }
-        }
+        };
         let shared = Arc::new(Shared::default());
+        let mut reader = reader;
+        reader.track(0..partition_count as i32);
         let context = LakeContext {
             topic: opts.topic.clone(),
             start: opts.start,
@@ -507,6 +515,7 @@ impl KafkaSource {
             .subscribe(&[&opts.topic])
             .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", opts.topic)))?;
         Ok(Self {
+            partition_count,
             consumer: Arc::new(Closing(Some(consumer))),
             shared,
             opts,
@@ -528,6 +537,11 @@ impl KafkaSource {
             topic: self.opts.topic.clone(),
             shared: self.shared.clone(),
         }
+    }
+
+    /// Partitions of the topic when the source connected.
+    pub fn partition_count(&self) -> usize {
+        self.partition_count
     }
 
     /// Publishes consumer lag per partition into `metrics` (measured every few seconds).

@@ -40,6 +40,8 @@ pub enum DailyEvent<'a> {
     Model(&'a ModelResult),
     /// A test finished.
     Test(&'a TestResult),
+    /// The fact or quarantine table was compacted before the models.
+    Compacted(&'a crate::maintain::CompactReport),
     /// The attempt failed; the next starts after this wait (None: no more).
     Failed(&'a str, Option<Duration>),
 }
@@ -72,6 +74,13 @@ async fn attempt(
     tests: &mut Vec<TestResult>,
 ) -> Result<()> {
     seed_check(lake).await?;
+    if opts.compact {
+        let reports =
+            crate::maintain::compact(lake, &crate::maintain::CompactOptions::default()).await?;
+        for r in reports.iter().filter(|r| r.files_removed > 0) {
+            on_event(DailyEvent::Compacted(r));
+        }
+    }
     let mut run =
         build_models(lake, project, opts, &mut |m| on_event(DailyEvent::Model(m))).await?;
     *models = run.results.clone();

@@ -1,12 +1,13 @@
 //! Builds models in dependency order over the lake and publishes their marts.
 //!
 //! Views are registered as DataFusion views, inlined into whatever reads them
-//! (so projections and filters push down to the Parquet scan). Tables are computed, encoded as one zstd Parquet file
-//! and staged under `_txpipe/staging/marts/<run>/`; [`ModelsRun::publish`]
-//! then renames each onto `marts/<model>/<model>.parquet` (an atomic replace
-//! on local disks, a single-object overwrite on cloud stores) and removes any
-//! other file there, so `read_parquet('LAKE/marts/<model>/*.parquet')` reads
-//! exactly the current mart and never a half-written one.
+//! (so projections and filters push down to the Parquet scan). Tables are
+//! computed, encoded as one zstd Parquet file and staged under
+//! `_txpipe/staging/marts/<run>/`; [`ModelsRun::publish`] then moves each
+//! into `marts/<model>/` and replaces the mart's Delta table with it in one
+//! overwrite commit, and deletes the replaced file at once. So a Delta
+//! reader never sees a half-written mart, and a plain
+//! `read_parquet('LAKE/marts/<model>/*.parquet')` reads exactly the current one.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
-use datafusion::execution::options::ParquetReadOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -28,6 +28,8 @@ use super::project::Project;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::read::register_lake;
+use crate::sink::delta::{replace_with_file, TableSpec};
+use crate::sink::file_stats::delta_stats;
 use crate::sink::parquet::encode;
 
 /// Folder of the published marts.
@@ -74,6 +76,9 @@ pub struct RunOptions {
     pub rules: Vec<String>,
     /// Target partitions of DataFusion (default: one per core).
     pub partitions: Option<usize>,
+    /// The daily job compacts the fact and quarantine tables before it
+    /// builds the models (so a long-running lake stays fast).
+    pub compact: bool,
 }
 
 /// A finished build: results, staged marts and the session that can query them.
@@ -82,8 +87,18 @@ pub struct ModelsRun {
     pub run_id: String,
     /// One result per model considered, in build order.
     pub results: Vec<ModelResult>,
-    staged: Vec<(String, String)>,
+    staged: Vec<StagedMart>,
     ctx: SessionContext,
+}
+
+/// A mart file built and waiting for the audit.
+#[derive(Debug, Clone)]
+struct StagedMart {
+    model: String,
+    path: String,
+    schema: SchemaRef,
+    bytes: u64,
+    stats: String,
 }
 
 impl std::fmt::Debug for ModelsRun {
@@ -95,8 +110,9 @@ impl std::fmt::Debug for ModelsRun {
     }
 }
 
-fn mart_file(model: &str) -> String {
-    format!("{MARTS}/{model}/{model}.parquet")
+/// Lake-relative folder of a model's mart (a Delta table).
+pub fn mart_table(model: &str) -> String {
+    format!("{MARTS}/{model}")
 }
 
 fn mart_properties() -> WriterProperties {
@@ -133,14 +149,9 @@ fn model_error(model: &str, e: impl std::fmt::Display) -> Error {
 /// # Errors
 /// The store failed or the mart is not readable Parquet.
 pub async fn register_mart(ctx: &SessionContext, lake: &Lake, model: &str) -> Result<bool> {
-    if !lake.exists(&mart_file(model)).await? {
-        return Ok(false);
-    }
-    let url = lake.folder_url(&format!("{MARTS}/{model}"));
-    ctx.register_parquet(model, &url, ParquetReadOptions::default())
+    crate::read::register_table(ctx, lake, model, &mart_table(model))
         .await
-        .map_err(|e| model_error(model, e))?;
-    Ok(true)
+        .map_err(|e| model_error(model, e))
 }
 
 /// Registers a view model in `ctx` (inlined into the models that read it).
@@ -267,10 +278,10 @@ pub async fn build_models(
                     .map(Some),
             };
             match outcome {
-                Ok(Some((rows, bytes, path))) => {
-                    result.rows = Some(rows);
-                    result.bytes = Some(bytes);
-                    staged.push((m.name.clone(), path));
+                Ok(Some(mart)) => {
+                    result.rows = Some(mart.rows);
+                    result.bytes = Some(mart.staged.bytes);
+                    staged.push(mart.staged);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -295,15 +306,21 @@ pub async fn build_models(
     })
 }
 
+/// A built table model: its rows and staged file.
+struct BuiltMart {
+    rows: u64,
+    staged: StagedMart,
+}
+
 /// Computes a table model, stages its Parquet file and registers the result
-/// in memory for the models downstream. Returns rows, bytes and staged path.
+/// in memory for the models downstream.
 async fn build_table(
     ctx: &SessionContext,
     lake: &Lake,
     m: &Model,
     rules: &[String],
     run_id: &str,
-) -> Result<(u64, u64, String)> {
+) -> Result<BuiltMart> {
     let df = ctx
         .sql(&m.render(rules))
         .await
@@ -314,13 +331,24 @@ async fn build_table(
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let data = encode(&schema, &batches, &mart_properties())?;
     let bytes = data.len() as u64;
+    let stats = delta_stats(&batches);
     let path = format!("_txpipe/staging/{MARTS}/{run_id}/{}.parquet", m.name);
     lake.put(&path, Bytes::from(data)).await?;
-    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| model_error(&m.name, e))?;
+    let table =
+        MemTable::try_new(schema.clone(), vec![batches]).map_err(|e| model_error(&m.name, e))?;
     let _ = ctx.deregister_table(m.name.as_str());
     ctx.register_table(m.name.as_str(), Arc::new(table))
         .map_err(|e| model_error(&m.name, e))?;
-    Ok((rows, bytes, path))
+    Ok(BuiltMart {
+        rows,
+        staged: StagedMart {
+            model: m.name.clone(),
+            path,
+            schema,
+            bytes,
+            stats,
+        },
+    })
 }
 
 impl ModelsRun {
@@ -341,16 +369,13 @@ impl ModelsRun {
     /// The store failed (marts already moved stay published; the others stay staged).
     pub async fn publish(&mut self, lake: &Lake) -> Result<Vec<String>> {
         let mut published = Vec::new();
-        for (model, staged) in std::mem::take(&mut self.staged) {
-            let target = mart_file(&model);
-            lake.rename(&staged, &target).await?;
-            for other in lake.list(&format!("{MARTS}/{model}")).await? {
-                let rel = lake.relative(&other.location);
-                if rel != target {
-                    lake.delete(&rel).await?;
-                }
-            }
-            published.push(model);
+        for mart in std::mem::take(&mut self.staged) {
+            let table = mart_table(&mart.model);
+            let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
+            lake.rename(&mart.path, &format!("{table}/{name}")).await?;
+            let spec = TableSpec::new(mart.schema.clone());
+            replace_with_file(lake, &table, &spec, name, mart.bytes, mart.stats).await?;
+            published.push(mart.model);
         }
         self.discard(lake).await?;
         Ok(published)

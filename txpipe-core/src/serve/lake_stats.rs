@@ -1,28 +1,45 @@
-//! Ingest statistics read from the lake's commit log (incrementally), plus
-//! Kafka consumer lag when brokers are given.
+//! Ingest statistics read from the fact table's Delta log (incrementally),
+//! per-table sizes from the tables' snapshots, plus Kafka consumer lag when
+//! brokers are given.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use deltalake_core::DeltaTable;
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
-use crate::sink::commit_log::CommitLog;
+use crate::schema::{FACT_TABLE, QUARANTINE_TABLE};
+use crate::sink::delta::{delta_error, open};
+use crate::sink::lake_writer::commit_entry_of;
 use crate::sink::BatchCounts;
 
-/// Totals over every commit of the lake, and recent activity.
+/// One Delta table's current size and newest commit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableStats {
+    /// Data files in the current snapshot.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Newest table version.
+    pub version: u64,
+    /// Time of the newest commit, ms since the epoch (when the log says).
+    pub last_commit_ms: Option<i64>,
+}
+
+/// Totals over the commits of the lake's retained log, and recent activity.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LakeStats {
     /// Rows in, landed, quarantined, fraud and per-rule counts, all streams.
     pub counts: BatchCounts,
     /// Commits (micro-batches).
     pub commits: u64,
-    /// Parquet files published.
+    /// Parquet files ingest committed.
     pub files: u64,
-    /// Parquet bytes published.
+    /// Parquet bytes ingest committed.
     pub bytes: u64,
     /// Time of the newest commit (RFC 3339).
     pub last_commit_at: Option<String>,
@@ -32,15 +49,19 @@ pub struct LakeStats {
     pub positions: BTreeMap<String, BTreeMap<i32, i64>>,
     /// Kafka consumer lag per partition of the watched topic, when known.
     pub lag: Option<BTreeMap<i32, i64>>,
+    /// The fact and quarantine tables' snapshots.
+    pub tables: BTreeMap<String, TableStats>,
     /// Batch latency (first message → commit) of every commit that recorded it.
     #[serde(skip)]
     pub batch_latency: Option<HistogramSnapshot>,
 }
 
-/// Follows the commit log: each [`refresh`](Self::refresh) reads only new entries.
+/// Follows the fact table's Delta log: each [`refresh`](Self::refresh) reads
+/// only the commits added since the last one.
 #[derive(Debug)]
 pub struct LogFollower {
-    log: CommitLog,
+    lake: Lake,
+    tables: BTreeMap<&'static str, DeltaTable>,
     next_version: u64,
     stats: LakeStats,
     /// (commit time in ms since the epoch, rows in) of recent commits.
@@ -58,7 +79,8 @@ impl LogFollower {
     /// A follower of `lake`'s log, at its beginning.
     pub fn new(lake: Lake) -> Self {
         LogFollower {
-            log: CommitLog::new(lake),
+            lake,
+            tables: BTreeMap::new(),
             next_version: 0,
             stats: LakeStats::default(),
             recent: Vec::new(),
@@ -66,36 +88,54 @@ impl LogFollower {
         }
     }
 
-    /// Reads new entries and returns the updated statistics.
+    /// Brings a table up to date; `None` while it does not exist.
+    async fn table(&mut self, name: &'static str) -> Result<Option<&DeltaTable>> {
+        if let Some(t) = self.tables.get_mut(name) {
+            t.update_incremental(None)
+                .await
+                .map_err(|e| delta_error(name, e))?;
+        } else if let Some(t) = open(&self.lake, name).await? {
+            self.tables.insert(name, t);
+        }
+        Ok(self.tables.get(name))
+    }
+
+    /// Reads new commits and returns the updated statistics.
     ///
     /// # Errors
-    /// The store failed or an entry is unreadable.
+    /// The store failed or the log is unreadable.
     pub async fn refresh(&mut self) -> Result<LakeStats> {
-        for v in self.log.versions().await? {
-            if v < self.next_version {
+        for name in [FACT_TABLE, QUARANTINE_TABLE] {
+            let Some(table) = self.table(name).await? else {
                 continue;
+            };
+            let snapshot = table.snapshot().map_err(|e| delta_error(name, e))?;
+            let files = snapshot.log_data();
+            let mut t = TableStats {
+                files: files.num_files() as u64,
+                bytes: files.iter().map(|f| f.size().max(0) as u64).sum(),
+                version: snapshot.version(),
+                last_commit_ms: None,
+            };
+            let store = table.log_store();
+            if name == FACT_TABLE {
+                let latest = snapshot.version();
+                while self.next_version <= latest {
+                    let v = self.next_version;
+                    let commit = store
+                        .read_commit_entry(v)
+                        .await
+                        .map_err(|e| delta_error(name, e))?;
+                    self.next_version = v + 1;
+                    if let Some(e) = commit.and_then(|c| commit_entry_of(&c, v)) {
+                        self.add(e);
+                    }
+                }
             }
-            let e = self.log.read(v).await?;
-            self.next_version = v + 1;
-            let s = &mut self.stats;
-            s.counts.add(&e.counts);
-            s.commits += 1;
-            s.files += e.files.len() as u64;
-            s.bytes += e.files.iter().map(|f| f.bytes).sum::<u64>();
-            s.positions.insert(
-                e.source.clone(),
-                e.positions
-                    .iter()
-                    .map(|(p, pos)| (*p, pos.next_offset))
-                    .collect(),
-            );
-            if let Some(ms) = e.batch_latency_ms {
-                self.latency.observe(ms as f64 / 1000.0);
+            if let Some(Ok(Some(bytes))) = Some(store.read_commit_entry(t.version).await) {
+                t.last_commit_ms = commit_timestamp(&bytes);
             }
-            if let Some(ms) = parse_ms(&e.committed_at) {
-                self.recent.push((ms, e.counts.rows_in));
-            }
-            s.last_commit_at = Some(e.committed_at);
+            self.stats.tables.insert(name.to_string(), t);
         }
         let now = chrono::Utc::now().timestamp_millis();
         self.recent.retain(|(t, _)| now - t <= 60_000);
@@ -103,6 +143,36 @@ impl LogFollower {
         self.stats.batch_latency = Some(self.latency.snapshot());
         Ok(self.stats.clone())
     }
+
+    fn add(&mut self, e: crate::sink::CommitEntry) {
+        let s = &mut self.stats;
+        s.counts.add(&e.counts);
+        s.commits += 1;
+        s.files += e.files.len() as u64;
+        s.bytes += e.files.iter().map(|f| f.bytes).sum::<u64>();
+        s.positions.insert(
+            e.source.clone(),
+            e.positions
+                .iter()
+                .map(|(p, pos)| (*p, pos.next_offset))
+                .collect(),
+        );
+        if let Some(ms) = e.batch_latency_ms {
+            self.latency.observe(ms as f64 / 1000.0);
+        }
+        if let Some(ms) = parse_ms(&e.committed_at) {
+            self.recent.push((ms, e.counts.rows_in));
+        }
+        s.last_commit_at = Some(e.committed_at);
+    }
+}
+
+/// `commitInfo.timestamp` of a Delta commit file.
+fn commit_timestamp(commit: &[u8]) -> Option<i64> {
+    commit.split(|b| *b == b'\n').find_map(|line| {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        v.get("commitInfo")?.get("timestamp")?.as_i64()
+    })
 }
 
 /// Consumer lag of `topic` against the lake: high watermark − the lake's next

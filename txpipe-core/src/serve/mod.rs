@@ -3,7 +3,7 @@
 //!
 //! The panels read the marts, so they show the lake as the last models run
 //! left it; the page refreshes itself. Live ingest statistics come from the
-//! lake's commit log (and Kafka watermarks for lag when a topic is given).
+//! lake's Delta logs (and Kafka watermarks for lag when a topic is given).
 //!
 //! Security: the server listens on loopback unless told otherwise, and
 //! refuses a non-loopback address without a bearer [`Token`] or an explicit

@@ -1,7 +1,8 @@
-//! `/metrics` of `txpipe serve`: the lake's totals from its commit log, the
+//! `/metrics` of `txpipe serve`: the lake's totals from its Delta log, per-table
+//! files/bytes/version, the
 //! consumer lag, and the newest run's model and test outcomes.
 
-use super::lake_stats::LakeStats;
+use super::lake_stats::{LakeStats, TableStats};
 use crate::metrics::PromText;
 
 /// Renders the lake metrics as Prometheus text.
@@ -79,6 +80,34 @@ pub fn render_lake_metrics(s: &LakeStats, last_run: Option<&serde_json::Value>) 
             "Time of the newest commit.",
             ms.timestamp_millis() as f64 / 1000.0,
         );
+    }
+    let per_table: [(&str, &str, fn(&TableStats) -> f64); 4] = [
+        (
+            "txpipe_table_files",
+            "Data files in the table's current Delta snapshot.",
+            |t| t.files as f64,
+        ),
+        (
+            "txpipe_table_bytes",
+            "Bytes of the data files in the table's current Delta snapshot.",
+            |t| t.bytes as f64,
+        ),
+        (
+            "txpipe_table_version",
+            "Newest Delta version of the table.",
+            |t| t.version as f64,
+        ),
+        (
+            "txpipe_table_last_commit_timestamp_seconds",
+            "Time of the table's newest Delta commit.",
+            |t| t.last_commit_ms.unwrap_or(0) as f64 / 1000.0,
+        ),
+    ];
+    for (name, help, value) in per_table {
+        t.family(name, "gauge", help);
+        for (table, ts) in &s.tables {
+            t.sample(name, &[("table", table)], value(ts));
+        }
     }
     if let Some(h) = &s.batch_latency {
         t.histogram(

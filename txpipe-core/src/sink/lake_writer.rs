@@ -1,36 +1,55 @@
-//! Exactly-once publishing of micro-batches: stage, commit, publish, recover.
+//! Exactly-once publishing of micro-batches as Delta commits.
 //!
-//! The protocol, per micro-batch:
-//! 1. every file is written under `_txpipe/staging/<stream>/<writer run>/…`
-//!    (invisible to readers of the table folders);
-//! 2. one commit log entry is created at the next free version with a
-//!    create-if-absent put, listing the files and the source positions the batch
-//!    ends at — this is the atomic commit point. Before claiming a version the
-//!    writer checks that the batch continues exactly from the stream's committed
-//!    positions (optimistic concurrency, as in Delta Lake): a batch that would
-//!    overlap, or leave a gap after, what the lake already holds is refused with
+//! The protocol, per micro-batch (as kafka-delta-ingest does it, with a
+//! chaining check of our own):
+//! 1. the batch must continue exactly from the stream's committed positions,
+//!    read from the fact table's `txn` actions (`appId =
+//!    txpipe-<stream>-<partition>`, `version` = next offset): a batch that
+//!    would overlap, or leave a gap after, what the lake holds is refused with
 //!    [`Error::CommitConflict`], so a zombie group member or a second ingest of
-//!    the same file can never duplicate rows;
-//! 3. the staged files are moved to their table folders.
+//!    the same file never duplicates rows;
+//! 2. its Parquet files are written into the table folders (readers of the
+//!    Delta log do not see them yet);
+//! 3. one Delta commit on `fact_transaction` adds them together with the new
+//!    `txn` versions — the atomic commit point. Delta's optimistic concurrency
+//!    refuses it when another writer committed the same app id meanwhile;
+//! 4. one Delta commit on `quarantine` adds the batch's quarantine files with
+//!    the same `txn` versions (also when there are none), so the quarantine
+//!    table records how far it has caught up.
 //!
-//! On start, [`LakeWriter::recover`] finishes step 3 for the last entry of every
-//! earlier run of the stream (roll forward) and deletes files left in staging by
-//! batches that never committed. A crash at any point therefore leaves either
-//! the whole batch or none of it, and the source resumes from the committed
-//! positions ([`LakeWriter::positions`]).
+//! A crash between 3 and 4 leaves the quarantine one batch behind;
+//! [`LakeWriter::recover`] finds the batch's quarantine files in the fact
+//! commit's `commitInfo` and commits them (roll forward). Files of batches
+//! that never committed are in no snapshot; `txpipe vacuum` removes them. So
+//! a crash at any point leaves either the whole batch or none of it, and the
+//! source resumes from the committed positions ([`LakeWriter::positions`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake_core::kernel::{Action, Transaction};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableError};
 use futures::future::try_join_all;
 
-use super::commit_log::{
-    run_staging_dir, staging_dir, BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition,
+use super::commit::{BatchCounts, CommitEntry, FileAction, SourcePosition};
+use super::delta::{
+    add_action, commit_properties, delta_error, open, open_or_create, TableSpec,
+    DEFAULT_CHECKPOINT_INTERVAL,
 };
+use super::legacy::refuse_legacy_lake;
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::schema::{EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE};
+
+/// Key of txpipe's record in a commit's `commitInfo`.
+pub const COMMIT_INFO_KEY: &str = "txpipe";
+
+/// How far back [`LakeWriter::recover`] looks for the fact commit whose
+/// quarantine part is missing.
+const ROLL_FORWARD_SEARCH: u64 = 10_000;
 
 /// One encoded file waiting to be committed.
 #[derive(Debug, Clone)]
@@ -41,6 +60,8 @@ pub struct EncodedFile {
     pub partition: String,
     /// Rows in the file.
     pub rows: u64,
+    /// Delta statistics of the file's rows ([`delta_stats`](super::file_stats::delta_stats)).
+    pub stats: String,
     /// The Parquet bytes.
     pub data: Bytes,
 }
@@ -67,17 +88,48 @@ pub struct EncodedBatch {
     pub produced_ms: Vec<i64>,
 }
 
+impl EncodedBatch {
+    /// Appends the next batch of the same stream (it continues where this
+    /// one ends), so both land in one commit.
+    pub fn absorb(&mut self, next: EncodedBatch) {
+        self.files.extend(next.files);
+        self.counts.add(&next.counts);
+        for (p, start) in next.start_offsets {
+            // A partition this batch did not touch starts where `next` starts.
+            self.start_offsets.entry(p).or_insert(start);
+        }
+        self.positions.extend(next.positions);
+        self.input_bytes += next.input_bytes;
+        self.opened_at = match (self.opened_at, next.opened_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.produced_ms.extend(next.produced_ms);
+    }
+
+    /// Rows read from the source.
+    pub fn rows(&self) -> u64 {
+        self.counts.rows_in
+    }
+}
+
 /// Publishes micro-batches of one stream into a lake, exactly once.
 #[derive(Debug)]
 pub struct LakeWriter {
     lake: Lake,
-    log: CommitLog,
     stream: String,
     source: String,
     writer_id: String,
-    /// Newest log version this writer has read.
-    known_version: Option<u64>,
-    /// Committed positions of the stream as of `known_version`.
+    checkpoint_interval: u64,
+    /// Whether the source has byte positions (files do, Kafka does not).
+    byte_positions: bool,
+    fact: Option<DeltaTable>,
+    quarantine: Option<DeltaTable>,
+    /// Source partitions whose positions are read from the log.
+    tracked: BTreeSet<i32>,
+    /// Fact table version `positions` were read at.
+    read_at: Option<(u64, usize)>,
+    /// Committed positions of the stream as of `read_at`.
     positions: BTreeMap<i32, SourcePosition>,
 }
 
@@ -89,21 +141,161 @@ pub fn now_micros() -> i64 {
         .unwrap_or_default()
 }
 
+/// The Delta `txn` app id of a stream's source partition.
+pub fn app_id(stream: &str, partition: i32) -> String {
+    format!("txpipe-{stream}-{partition}")
+}
+
+/// The app id holding a file stream's byte position.
+fn byte_app_id(stream: &str, partition: i32) -> String {
+    format!("txpipe-{stream}-{partition}-byte")
+}
+
+fn is_txn_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+        }
+    )
+}
+
+fn fact_spec(interval: u64) -> TableSpec {
+    TableSpec::new(FACT_SCHEMA.clone())
+        .partitioned_by(EVENT_DATE)
+        .checkpoint_every(interval)
+}
+
+fn quarantine_spec(interval: u64) -> TableSpec {
+    TableSpec::new(QUARANTINE_SCHEMA.clone())
+        .partitioned_by(RECEIVED_DATE)
+        .checkpoint_every(interval)
+}
+
+/// The `txn` actions that record `positions` for `stream`.
+fn transactions(stream: &str, positions: &BTreeMap<i32, SourcePosition>) -> Vec<Transaction> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    for (p, pos) in positions {
+        out.push(Transaction::new_with_last_update(
+            app_id(stream, *p),
+            pos.next_offset,
+            Some(now),
+        ));
+        if let Some(b) = pos.next_byte {
+            out.push(Transaction::new_with_last_update(
+                byte_app_id(stream, *p),
+                b as i64,
+                Some(now),
+            ));
+        }
+    }
+    out
+}
+
+/// The Delta `Add` of a committed file (`path` is lake-relative).
+fn add_of(f: &FileAction) -> Action {
+    let inner = f
+        .path
+        .strip_prefix(&format!("{}/", f.table))
+        .unwrap_or(&f.path)
+        .to_string();
+    let partition = f.partition.split_once('=');
+    Action::Add(add_action(inner, partition, f.bytes, f.stats.clone()))
+}
+
+fn append(partition: &str) -> DeltaOperation {
+    DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(vec![partition.to_string()]),
+        predicate: None,
+    }
+}
+
+/// Reads a table's committed `txn` versions of `stream` for `partitions`.
+async fn read_positions(
+    table: &DeltaTable,
+    name: &str,
+    stream: &str,
+    partitions: &BTreeSet<i32>,
+    with_bytes: bool,
+) -> Result<BTreeMap<i32, SourcePosition>> {
+    let snapshot = table.snapshot().map_err(|e| delta_error(name, e))?;
+    let store = table.log_store();
+    let mut out = BTreeMap::new();
+    for p in partitions {
+        let next = snapshot
+            .transaction_version(store.as_ref(), app_id(stream, *p))
+            .await
+            .map_err(|e| delta_error(name, e))?;
+        let Some(next_offset) = next else { continue };
+        let next_byte = if with_bytes {
+            snapshot
+                .transaction_version(store.as_ref(), byte_app_id(stream, *p))
+                .await
+                .map_err(|e| delta_error(name, e))?
+                .map(|b| b as u64)
+        } else {
+            None
+        };
+        out.insert(
+            *p,
+            SourcePosition {
+                next_offset,
+                next_byte,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The txpipe record of a commit file's `commitInfo`, if it has one.
+pub fn commit_entry_of(commit: &[u8], version: u64) -> Option<CommitEntry> {
+    for line in commit.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(info) = v.get("commitInfo") {
+            let mut e: CommitEntry =
+                serde_json::from_value(info.get(COMMIT_INFO_KEY)?.clone()).ok()?;
+            e.version = version;
+            return Some(e);
+        }
+    }
+    None
+}
+
 impl LakeWriter {
     /// A writer for `stream` (a stable key of the source) described as `source`.
     ///
     /// Call [`recover`](Self::recover) before the first commit.
     pub fn new(lake: Lake, stream: impl Into<String>, source: impl Into<String>) -> Self {
-        let log = CommitLog::new(lake.clone());
         Self {
             lake,
-            log,
             stream: stream.into(),
             source: source.into(),
             writer_id: uuid::Uuid::new_v4().simple().to_string(),
-            known_version: None,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            byte_positions: true,
+            fact: None,
+            quarantine: None,
+            tracked: BTreeSet::new(),
+            read_at: None,
             positions: BTreeMap::new(),
         }
+    }
+
+    /// Tables this writer creates get a Delta checkpoint every `n` commits.
+    pub fn with_checkpoint_interval(mut self, n: u64) -> Self {
+        self.checkpoint_interval = n.max(1);
+        self
+    }
+
+    /// The source has no byte positions (Kafka): [`positions`](Self::positions)
+    /// then never reads them.
+    pub fn without_byte_positions(mut self) -> Self {
+        self.byte_positions = false;
+        self
     }
 
     /// The stream key.
@@ -111,134 +303,221 @@ impl LakeWriter {
         &self.stream
     }
 
-    /// The committed position of every source partition the stream has seen,
-    /// as of the last log version this writer read.
+    /// Reads the positions of these source partitions too (a Kafka topic's
+    /// partitions; a file has partition 0, which is always read).
+    pub fn track(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        let before = self.tracked.len();
+        self.tracked.extend(partitions);
+        if self.tracked.len() != before {
+            self.read_at = None;
+        }
+    }
+
+    /// The committed position of every tracked source partition the stream
+    /// has committed, as of the last log version this writer read.
     pub fn positions(&self) -> &BTreeMap<i32, SourcePosition> {
         &self.positions
     }
 
-    /// Reads log entries newer than the ones already seen; returns the stream's.
-    async fn catch_up(&mut self) -> Result<Vec<CommitEntry>> {
-        let known = self.known_version;
-        let versions = self.log.versions().await?;
-        let mut mine = Vec::new();
-        for v in versions
-            .into_iter()
-            .filter(|v| known.is_none_or(|k| *v > k))
-        {
-            let e = self.log.read(v).await?;
-            self.known_version = Some(v);
-            if e.stream == self.stream {
-                self.positions
-                    .extend(e.positions.iter().map(|(p, pos)| (*p, *pos)));
-                mine.push(e);
-            }
+    /// Opens the tables, creating them when `create` (a reader never does).
+    async fn tables(&mut self, create: bool) -> Result<()> {
+        if self.fact.is_none() {
+            refuse_legacy_lake(&self.lake).await?;
+            self.fact = if create {
+                let spec = fact_spec(self.checkpoint_interval);
+                Some(open_or_create(&self.lake, FACT_TABLE, &spec).await?)
+            } else {
+                open(&self.lake, FACT_TABLE).await?
+            };
         }
-        Ok(mine)
-    }
-
-    /// Re-reads the log and returns the stream's current committed positions.
-    ///
-    /// # Errors
-    /// The store failed.
-    pub async fn refresh(&mut self) -> Result<&BTreeMap<i32, SourcePosition>> {
-        self.catch_up().await?;
-        Ok(&self.positions)
-    }
-
-    /// Completes earlier runs' last commits and removes uncommitted staged files.
-    ///
-    /// Staging folders of earlier runs of this stream are removed when their
-    /// files are older than `orphan_grace` (use zero when this is the only
-    /// writer of the stream, as for a file; a grace period when group members
-    /// share the stream, so a live member's in-flight batch is left alone).
-    /// Returns the stream's committed positions.
-    ///
-    /// # Errors
-    /// A committed file is neither published nor staged (the lake was damaged),
-    /// or the store failed.
-    pub async fn recover(
-        &mut self,
-        orphan_grace: Duration,
-    ) -> Result<BTreeMap<i32, SourcePosition>> {
-        let entries = self.catch_up().await?;
-        let mut last_per_run: HashMap<&str, &CommitEntry> = HashMap::new();
-        for e in &entries {
-            last_per_run.insert(e.writer_id.as_str(), e);
-        }
-        for e in last_per_run.values() {
-            self.publish(e).await?;
-        }
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(orphan_grace).unwrap_or_default();
-        let staged = self.lake.list(&staging_dir(&self.stream)).await?;
-        let mut newest_per_run: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
-        let prefix = format!("{}/", staging_dir(&self.stream));
-        for m in &staged {
-            let rel = self.lake.relative(&m.location);
-            let run = rel
-                .strip_prefix(&prefix)
-                .and_then(|r| r.split('/').next())
-                .unwrap_or_default()
-                .to_string();
-            let t = newest_per_run.entry(run).or_insert(m.last_modified);
-            *t = (*t).max(m.last_modified);
-        }
-        for m in staged {
-            let rel = self.lake.relative(&m.location);
-            let run = rel
-                .strip_prefix(&prefix)
-                .and_then(|r| r.split('/').next())
-                .unwrap_or_default();
-            if newest_per_run.get(run).is_some_and(|t| *t <= cutoff) {
-                self.lake.delete(&rel).await?;
-            }
-        }
-        self.remove_local_leftovers(cutoff.into())?;
-        Ok(self.positions.clone())
-    }
-
-    /// On a local disk, a put interrupted by kill -9 leaves its temporary
-    /// `file#N`, which the object store never lists: remove the folders of
-    /// expired runs (all older than `cutoff`, not this run's) as a whole.
-    fn remove_local_leftovers(&self, cutoff: std::time::SystemTime) -> Result<()> {
-        let Some(root) = self.lake.local_root() else {
-            return Ok(());
-        };
-        let dir = root.join(staging_dir(&self.stream));
-        let Ok(runs) = std::fs::read_dir(&dir) else {
-            return Ok(()); // nothing was ever staged
-        };
-        for run in runs.flatten() {
-            if run.file_name().to_string_lossy() == self.writer_id {
-                continue;
-            }
-            let path = run.path();
-            if newest_mtime(&path).is_some_and(|t| t <= cutoff) {
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("removing orphan staging", path, e)),
-                }
-            }
+        if self.quarantine.is_none() && create {
+            let spec = quarantine_spec(self.checkpoint_interval);
+            self.quarantine = Some(open_or_create(&self.lake, QUARANTINE_TABLE, &spec).await?);
         }
         Ok(())
     }
 
-    async fn publish(&self, entry: &CommitEntry) -> Result<()> {
-        try_join_all(entry.files.iter().map(|f| async move {
-            if self.lake.exists(&f.path).await? {
+    fn fact(&self) -> Result<&DeltaTable> {
+        self.fact
+            .as_ref()
+            .ok_or_else(|| Error::CommitLog("fact table not opened".into()))
+    }
+
+    fn fact_mut(&mut self) -> Result<&mut DeltaTable> {
+        self.fact
+            .as_mut()
+            .ok_or_else(|| Error::CommitLog("fact table not opened".into()))
+    }
+
+    fn quarantine_mut(&mut self) -> Result<&mut DeltaTable> {
+        self.quarantine
+            .as_mut()
+            .ok_or_else(|| Error::CommitLog("quarantine table not opened".into()))
+    }
+
+    fn watched(&self) -> BTreeSet<i32> {
+        let mut parts = self.tracked.clone();
+        parts.extend(self.positions.keys().copied());
+        parts.insert(0);
+        parts
+    }
+
+    /// Re-reads the fact table's log and returns the stream's committed positions.
+    ///
+    /// # Errors
+    /// The log is unreadable or the store failed.
+    pub async fn refresh(&mut self) -> Result<&BTreeMap<i32, SourcePosition>> {
+        self.tables(false).await?;
+        if self.fact.is_none() {
+            // Nothing was ever committed to this lake.
+            self.positions.clear();
+            return Ok(&self.positions);
+        }
+        self.fact_mut()?
+            .update_incremental(None)
+            .await
+            .map_err(|e| delta_error(FACT_TABLE, e))?;
+        let fact = self.fact()?;
+        let version = fact.version().unwrap_or_default();
+        let watched = self.watched();
+        if self.read_at != Some((version, watched.len())) {
+            let fresh = read_positions(fact, FACT_TABLE, &self.stream, &watched, self.byte_positions).await?;
+            self.positions = fresh;
+            self.read_at = Some((version, watched.len()));
+        }
+        Ok(&self.positions)
+    }
+
+    /// Opens (or creates) the tables, completes a batch whose quarantine
+    /// commit a crash cut off, and returns the stream's committed positions.
+    ///
+    /// # Errors
+    /// The lake is in txpipe's pre-Delta format, a log is unreadable, or the
+    /// store failed.
+    pub async fn recover(&mut self) -> Result<BTreeMap<i32, SourcePosition>> {
+        self.refresh().await?;
+        self.roll_forward_quarantine().await?;
+        Ok(self.positions.clone())
+    }
+
+    /// Commits the quarantine part of the stream's last fact commit when the
+    /// quarantine table's positions are behind the fact table's.
+    async fn roll_forward_quarantine(&mut self) -> Result<()> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        self.tables(true).await?;
+        let watched = self.watched();
+        let stream = self.stream.clone();
+        let q = self.quarantine_mut()?;
+        q.update_incremental(None)
+            .await
+            .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
+        let behind: Vec<i32> = {
+            let q_at = read_positions(q, QUARANTINE_TABLE, &stream, &watched, false).await?;
+            self.positions
+                .iter()
+                .filter(|(p, pos)| q_at.get(p).is_none_or(|x| x.next_offset < pos.next_offset))
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        if behind.is_empty() {
+            return Ok(());
+        }
+        // The fact commit that ended at the committed positions of a lagging
+        // partition holds the quarantine files to commit.
+        let fact = self.fact()?;
+        let store = fact.log_store();
+        let latest = fact.version().unwrap_or_default();
+        let oldest = latest.saturating_sub(ROLL_FORWARD_SEARCH);
+        let mut pending: BTreeSet<i32> = behind.iter().copied().collect();
+        let mut entries = Vec::new();
+        let mut v = latest;
+        while !pending.is_empty() {
+            let bytes = store
+                .read_commit_entry(v)
+                .await
+                .map_err(|e| delta_error(FACT_TABLE, e))?;
+            if let Some(e) = bytes.and_then(|b| commit_entry_of(&b, v)) {
+                if e.stream == self.stream {
+                    let ends_here: Vec<i32> = pending
+                        .iter()
+                        .copied()
+                        .filter(|p| {
+                            e.positions.get(p).map(|x| x.next_offset)
+                                == self.positions.get(p).map(|x| x.next_offset)
+                        })
+                        .collect();
+                    if !ends_here.is_empty() {
+                        for p in e.positions.keys() {
+                            pending.remove(p);
+                        }
+                        entries.push(e);
+                    }
+                }
+            }
+            if v == oldest || v == 0 {
+                break;
+            }
+            v -= 1;
+        }
+        if !pending.is_empty() {
+            return Err(Error::CommitLog(format!(
+                "quarantine of {} is behind the fact table for partitions {:?}, and the fact \
+                 commit that holds its files was not found in the last {ROLL_FORWARD_SEARCH} \
+                 versions of {FACT_TABLE}/_delta_log",
+                self.source, pending
+            )));
+        }
+        for e in entries.into_iter().rev() {
+            let files: Vec<FileAction> = e
+                .files
+                .iter()
+                .filter(|f| f.table == QUARANTINE_TABLE)
+                .cloned()
+                .collect();
+            self.commit_quarantine(&files, &e.positions).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits quarantine files with the batch's positions, unless the
+    /// quarantine table already holds them (a roll forward raced us).
+    async fn commit_quarantine(
+        &mut self,
+        files: &[FileAction],
+        positions: &BTreeMap<i32, SourcePosition>,
+    ) -> Result<()> {
+        let stream = self.stream.clone();
+        let parts: BTreeSet<i32> = positions.keys().copied().collect();
+        for attempt in 0..2 {
+            let q = self.quarantine_mut()?;
+            q.update_incremental(None)
+                .await
+                .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
+            let at = read_positions(q, QUARANTINE_TABLE, &stream, &parts, false).await?;
+            let done = positions.iter().all(|(p, pos)| {
+                at.get(p).is_some_and(|x| x.next_offset >= pos.next_offset)
+            });
+            if done {
                 return Ok(());
             }
-            if !self.lake.exists(&f.staged_path).await? {
-                return Err(Error::CommitLog(format!(
-                    "version {}: file {} is neither published nor staged",
-                    entry.version, f.path
-                )));
+            let snapshot = q.snapshot().map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
+            let props = commit_properties(q)
+                .with_application_transactions(transactions(&stream, positions));
+            let result = CommitBuilder::from(props)
+                .with_actions(files.iter().map(add_of).collect())
+                .build(Some(snapshot), q.log_store(), append(RECEIVED_DATE))
+                .await;
+            match result {
+                Ok(done) => {
+                    q.state = Some(done.snapshot());
+                    return Ok(());
+                }
+                Err(e) if is_txn_conflict(&e) && attempt == 0 => continue,
+                Err(e) => return Err(delta_error(QUARANTINE_TABLE, e)),
             }
-            self.lake.rename(&f.staged_path, &f.path).await
-        }))
-        .await?;
+        }
         Ok(())
     }
 
@@ -254,16 +533,40 @@ impl LakeWriter {
             .collect()
     }
 
-    /// Stages, commits and publishes one batch; returns its commit entry.
+    fn conflict(&self, partitions: Vec<i32>) -> Error {
+        Error::CommitConflict {
+            source_name: self.source.clone(),
+            partitions,
+            reason: "another writer already committed these positions; the batch was dropped"
+                .into(),
+        }
+    }
+
+    async fn delete_files(&self, files: &[FileAction]) {
+        for f in files {
+            // Best effort: a leftover is in no snapshot, and vacuum removes it.
+            let _ = self.lake.delete(&f.path).await;
+        }
+    }
+
+    /// Writes, commits and returns one batch.
     ///
     /// # Errors
     /// [`Error::CommitConflict`] when another writer already committed part of
-    /// the batch's source range (nothing is committed and the staged files are
-    /// removed); otherwise the store failed. Files staged before a failure are
-    /// cleaned up by the next [`recover`](Self::recover).
+    /// the batch's source range (nothing is committed and the batch's files
+    /// are deleted); otherwise the log or the store failed.
     pub async fn commit(&mut self, batch: EncodedBatch) -> Result<CommitEntry> {
-        let staging = run_staging_dir(&self.stream, &self.writer_id);
-        let mut actions = Vec::with_capacity(batch.files.len());
+        self.tables(true).await?;
+        self.track(batch.positions.keys().copied());
+        if self.read_at.is_none() || !self.conflicts(&batch.start_offsets).is_empty() {
+            // Our view of the log may be stale: re-read it before deciding.
+            self.refresh().await?;
+        }
+        let conflicts = self.conflicts(&batch.start_offsets);
+        if !conflicts.is_empty() {
+            return Err(self.conflict(conflicts));
+        }
+        let mut files = Vec::with_capacity(batch.files.len());
         let mut puts = Vec::with_capacity(batch.files.len());
         for f in batch.files {
             let path = format!(
@@ -272,81 +575,85 @@ impl LakeWriter {
                 f.partition,
                 uuid::Uuid::new_v4()
             );
-            let staged_path = format!("{staging}/{path}");
-            actions.push(FileAction {
+            files.push(FileAction {
                 table: f.table.to_string(),
                 partition: f.partition,
-                path,
-                staged_path: staged_path.clone(),
+                path: path.clone(),
                 rows: f.rows,
                 bytes: f.data.len() as u64,
+                stats: f.stats,
             });
             let lake = &self.lake;
-            puts.push(async move { lake.put(&staged_path, f.data).await });
+            puts.push(async move { lake.put(&path, f.data).await });
         }
-        try_join_all(puts).await?;
+        if let Err(e) = try_join_all(puts).await {
+            self.delete_files(&files).await;
+            return Err(e);
+        }
         let mut entry = CommitEntry {
             version: 0,
             stream: self.stream.clone(),
             source: self.source.clone(),
             positions: batch.positions,
-            files: actions,
+            files,
             counts: batch.counts,
-            committed_at: String::new(),
+            committed_at: format_rfc3339_millis(now_micros()),
             writer: format!("txpipe {}", env!("CARGO_PKG_VERSION")),
             writer_id: self.writer_id.clone(),
-            batch_latency_ms: None,
+            batch_latency_ms: batch.opened_at.map(|t| t.elapsed().as_millis() as u64),
         };
-        let mut fresh = false;
-        loop {
-            let conflicts = self.conflicts(&batch.start_offsets);
-            if !conflicts.is_empty() && !fresh {
-                // Our view of the log may be stale: re-read it before deciding.
-                self.catch_up().await?;
-                fresh = true;
-                continue;
+        let info = serde_json::to_value(&entry)?;
+        let fact_adds: Vec<Action> = entry
+            .files
+            .iter()
+            .filter(|f| f.table == FACT_TABLE)
+            .map(add_of)
+            .collect();
+        let stream = self.stream.clone();
+        let fact = self.fact_mut()?;
+        let snapshot = fact.snapshot().map_err(|e| delta_error(FACT_TABLE, e))?;
+        let based_on = snapshot.version();
+        let props = commit_properties(fact)
+            .with_application_transactions(transactions(&stream, &entry.positions))
+            .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
+        let result = CommitBuilder::from(props)
+            .with_actions(fact_adds)
+            .build(Some(snapshot), fact.log_store(), append(EVENT_DATE))
+            .await;
+        match result {
+            Ok(done) => {
+                entry.version = done.version();
+                fact.state = Some(done.snapshot());
             }
-            if !conflicts.is_empty() {
-                for f in &entry.files {
-                    self.lake.delete(&f.staged_path).await?;
-                }
-                return Err(Error::CommitConflict {
-                    source_name: self.source.clone(),
-                    partitions: conflicts,
-                    reason:
-                        "another writer already committed these positions; the batch was dropped"
-                            .into(),
-                });
+            Err(e) if is_txn_conflict(&e) => {
+                self.delete_files(&entry.files).await;
+                self.refresh().await?;
+                let parts = entry.positions.keys().copied().collect();
+                return Err(self.conflict(parts));
             }
-            entry.version = self.known_version.map_or(0, |v| v + 1);
-            entry.committed_at = format_rfc3339_millis(now_micros());
-            entry.batch_latency_ms = batch.opened_at.map(|t| t.elapsed().as_millis() as u64);
-            if self.log.try_create(&entry).await? {
-                self.known_version = Some(entry.version);
-                self.positions
-                    .extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
-                break;
+            Err(e) => {
+                // The commit may or may not have landed (an I/O error after
+                // the put): keep the files, the next start reads the log.
+                return Err(delta_error(FACT_TABLE, e));
             }
-            // Someone else took that version: read what they committed, re-check.
-            self.catch_up().await?;
-            fresh = true;
         }
-        self.publish(&entry).await?;
+        self.positions
+            .extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
+        // delta-rs checks app ids only against commits after the snapshot we
+        // committed on: positions stay trusted only when nobody else committed
+        // in between; otherwise the next batch re-reads them first.
+        self.read_at = if entry.version == based_on + 1 {
+            Some((entry.version, self.watched().len()))
+        } else {
+            None
+        };
+        let quarantine: Vec<FileAction> = entry
+            .files
+            .iter()
+            .filter(|f| f.table == QUARANTINE_TABLE)
+            .cloned()
+            .collect();
+        self.commit_quarantine(&quarantine, &entry.positions).await?;
         Ok(entry)
     }
-}
-
-/// Newest modification time of a file or of anything under a folder.
-fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    let own = meta.modified().ok();
-    if !meta.is_dir() {
-        return own;
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .flatten()
-        .filter_map(|e| newest_mtime(&e.path()))
-        .chain(own)
-        .max()
 }

@@ -1,10 +1,13 @@
-//! Writing to the lake: Parquet encoding, the commit log and exactly-once publishing.
+//! Writing to the lake: Parquet encoding, Delta tables and exactly-once publishing.
 
-pub mod commit_log;
+pub mod commit;
+pub mod delta;
+pub mod file_stats;
 pub mod lake_writer;
+pub mod legacy;
 pub mod parquet;
 pub mod stream_lock;
 
-pub use commit_log::{BatchCounts, CommitEntry, CommitLog, FileAction, SourcePosition};
+pub use commit::{BatchCounts, CommitEntry, FileAction, SourcePosition};
 pub use lake_writer::{EncodedBatch, EncodedFile, LakeWriter};
 pub use stream_lock::StreamLock;

@@ -1,11 +1,9 @@
 //! One writer per stream: an exclusive lock held for the whole of an ingest.
 //!
-//! [`LakeWriter::recover`](super::LakeWriter::recover) deletes the staged files
-//! of earlier runs of a stream. When two ingests of the same file run at once,
-//! the second one's recovery would delete the first one's files between their
-//! put and their publish, and the first one's committed entry would then name a
-//! file that no longer exists. [`StreamLock::acquire`] is therefore taken before
-//! recovery, and refuses a second writer with [`Error::StreamLocked`]:
+//! Two ingests of the same file at once would both read the same committed
+//! position and race; the Delta log lets only one commit each batch, but the
+//! loser would fail half-way. [`StreamLock::acquire`] refuses the second
+//! writer up front with [`Error::StreamLocked`], naming the holder:
 //!
 //! * a local lake ([`Lake::local_root`]) uses an OS file lock (`flock`) on
 //!   `LAKE/_txpipe/locks/<stream>.lock`. The kernel releases it when the
@@ -16,19 +14,16 @@
 //! * a `memory://` lake lives in one process, so a process-wide registry of
 //!   held streams is an exact lock;
 //! * other object stores (`s3://`, `gs://`, `az://`) have no lock. The guard is
-//!   then not exclusive ([`StreamLock::is_exclusive`] is false) and recovery
-//!   must only remove staged files older than [`UNLOCKED_ORPHAN_GRACE`]
-//!   (see [`StreamLock::orphan_grace`]), so that a live concurrent writer's
-//!   in-flight batch is left alone. Exactly-once still holds without the lock:
-//!   the commit-log position check refuses a second writer's batch that
-//!   overlaps what the first one committed ([`Error::CommitConflict`]).
+//!   then not exclusive ([`StreamLock::is_exclusive`] is false). Exactly-once
+//!   still holds without it: the position check against the Delta log's `txn`
+//!   actions refuses a second writer's batch that overlaps what the first one
+//!   committed ([`Error::CommitConflict`]).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
@@ -39,10 +34,6 @@ use super::lake_writer::now_micros;
 /// Folder of the lock files of a local lake, relative to its root (under
 /// [`TXPIPE_DIR`](crate::schema::TXPIPE_DIR)).
 pub const LOCK_DIR: &str = "_txpipe/locks";
-
-/// Without a lock (object stores), staged files younger than this are assumed
-/// to belong to a live writer and are left alone by recovery.
-pub const UNLOCKED_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
 /// Exclusive right to write one stream of a lake; released on drop.
 #[derive(Debug)]
@@ -149,16 +140,6 @@ impl StreamLock {
         !matches!(self.held, Held::Unlocked)
     }
 
-    /// How old another run's staged files must be before recovery may delete
-    /// them: zero under an exclusive lock (no one else can be writing),
-    /// [`UNLOCKED_ORPHAN_GRACE`] otherwise.
-    pub fn orphan_grace(&self) -> Duration {
-        if self.is_exclusive() {
-            Duration::ZERO
-        } else {
-            UNLOCKED_ORPHAN_GRACE
-        }
-    }
 
     /// The lock file of a local lake.
     pub fn path(&self) -> Option<&Path> {
@@ -209,7 +190,6 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
         let first = StreamLock::acquire(&lake, "file-1", "/data/a.jsonl").unwrap();
         assert!(first.is_exclusive());
-        assert_eq!(first.orphan_grace(), Duration::ZERO);
         let lock_file = dir.path().join("_txpipe/locks/file-1.lock");
         assert_eq!(
             first.path(),
@@ -240,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_lakes_lock_in_process_and_object_stores_fall_back_to_a_grace() {
+    fn memory_lakes_lock_in_process_and_object_stores_have_no_lock() {
         let lake = Lake::in_memory();
         let held = StreamLock::acquire(&lake, "s", "src").unwrap();
         assert!(held.is_exclusive());
@@ -257,6 +237,5 @@ mod tests {
             held: Held::Unlocked,
         };
         assert!(!unlocked.is_exclusive());
-        assert_eq!(unlocked.orphan_grace(), UNLOCKED_ORPHAN_GRACE);
     }
 }
