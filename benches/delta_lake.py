@@ -52,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--txpipe", required=True)
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--micro-lines", type=int, default=None, help="land only the first N lines as micro-batches")
     ap.add_argument("--micro-rows", type=int, default=20, help="rows per micro-batch of the many-commit lake")
     ap.add_argument("--restart-commits", type=int, nargs="*", default=[10, 1000, 10000])
     ap.add_argument("--runs", type=int, default=2, help="timed repetitions (best is reported)")
@@ -65,11 +66,20 @@ def main():
 
     print(f"## {a.rows} rows: many micro-batches vs few (work dir {work})\n")
     lakes = {}
+    lines = open(src).read().splitlines(keepends=True)
+    if a.micro_lines:
+        lines = lines[: a.micro_lines]
+        src = os.path.join(work, "subset.jsonl")
+        with open(src, "w") as f:
+            f.writelines(lines)
     for name, batch in [("one-batch", 50_000), ("micro", a.micro_rows)]:
         lake = os.path.join(work, name)
         shutil.rmtree(lake, ignore_errors=True)
         run([tx, "seed", "--lake", lake, "--dir", gen])
-        dt, _ = run([tx, "ingest", "--lake", lake, "--from-file", src, "--batch-rows", str(batch), "--quiet"])
+        # --commit-rows 0: one commit per micro-batch, as a live topic at one
+        # batch a second makes them (no backlog to group).
+        dt, _ = run([tx, "ingest", "--lake", lake, "--from-file", src, "--batch-rows", str(batch),
+                     "--commit-rows", "0", "--quiet"])
         lakes[name] = lake
         print(f"ingest {name} (--batch-rows {batch}): {dt:.1f} s, {commits(lake)} fact log entries, "
               f"{data_files(lake, 'fact_transaction')} fact files")
@@ -97,14 +107,14 @@ def main():
     print("\n## Restart (\"nothing new\") vs lake age\n")
     print("| fact commits | seconds (best of runs) |")
     print("|---:|---:|")
-    lines = open(src).read().splitlines(keepends=True)
     for n in a.restart_commits:
         lake = os.path.join(work, f"age-{n}")
         shutil.rmtree(lake, ignore_errors=True)
         part = os.path.join(work, f"age-{n}.jsonl")
         with open(part, "w") as f:
             f.writelines(lines[: min(n, len(lines))])
-        run([tx, "ingest", "--lake", lake, "--from-file", part, "--batch-rows", "1", "--quiet"])
+        run([tx, "ingest", "--lake", lake, "--from-file", part, "--batch-rows", "1",
+             "--commit-rows", "0", "--quiet"])
         t = best(a.runs + 1, lambda: run([tx, "ingest", "--lake", lake, "--from-file", part, "--quiet"])[0])
         print(f"| {commits(lake):,} | {t:.3f} |")
 

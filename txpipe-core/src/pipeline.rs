@@ -56,6 +56,9 @@ pub struct IngestOptions {
     pub metrics: Option<Arc<IngestMetrics>>,
     /// Delta checkpoint every this many commits, for tables this run creates.
     pub checkpoint_interval: u64,
+    /// Most rows one Delta commit gathers from batches that are ready
+    /// together (0: one commit per batch).
+    pub group_commit_rows: u64,
 }
 
 impl Default for IngestOptions {
@@ -68,6 +71,7 @@ impl Default for IngestOptions {
             stop: Arc::new(AtomicBool::new(false)),
             metrics: None,
             checkpoint_interval: crate::sink::delta::DEFAULT_CHECKPOINT_INTERVAL,
+            group_commit_rows: GROUP_COMMIT_ROWS,
         }
     }
 }
@@ -375,6 +379,7 @@ where
         on_commit,
         on_conflict,
         opts.metrics.as_deref(),
+        opts.group_commit_rows,
     )
     .await;
     if outcome.is_err() {
@@ -412,6 +417,7 @@ async fn commit_in_order(
     on_commit: &mut (dyn FnMut(&CommitEntry) + Send),
     on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
     metrics: Option<&IngestMetrics>,
+    group_rows: u64,
 ) -> Result<()> {
     // Results are handled strictly in source order, errors included: a
     // failure of batch n (or of the source after it) is reported only after
@@ -429,7 +435,7 @@ async fn commit_in_order(
             while let Ok((seq, more)) = done_rx.try_recv() {
                 pending.insert(seq, more);
             }
-            while batch.rows() < GROUP_COMMIT_ROWS {
+            while batch.rows() < group_rows {
                 match pending.remove(&next) {
                     Some(Ok(more)) => {
                         batch.absorb(more);

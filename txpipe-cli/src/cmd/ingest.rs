@@ -94,6 +94,10 @@ pub struct Args {
     /// creates): restarts read the newest checkpoint and at most N commits.
     #[arg(long, default_value_t = txpipe_core::sink::delta::DEFAULT_CHECKPOINT_INTERVAL)]
     checkpoint_interval: u64,
+    /// Most rows one Delta commit gathers from micro-batches that are ready
+    /// together, when the source is ahead of the lake (0: one commit per batch).
+    #[arg(long, default_value_t = pipeline::GROUP_COMMIT_ROWS)]
+    commit_rows: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (and JSON at /api/ingest)
     /// while ingesting, e.g. 127.0.0.1:9898: rows consumed/landed/quarantined,
     /// fraud per rule, batch and end-to-end latency, consumer lag per partition,
@@ -227,6 +231,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         batch_bytes: a.batch_bytes,
         batch_wait: Duration::from_millis(a.batch_ms),
         checkpoint_interval: a.checkpoint_interval.max(1),
+        group_commit_rows: a.commit_rows,
         ..Default::default()
     };
     if let Some(w) = a.workers {
