@@ -396,62 +396,69 @@ impl LakeWriter {
     /// store failed.
     pub async fn recover(&mut self) -> Result<BTreeMap<i32, SourcePosition>> {
         self.refresh().await?;
-        self.roll_forward_quarantine().await?;
+        let target: BTreeMap<i32, i64> =
+            self.positions.iter().map(|(p, x)| (*p, x.next_offset)).collect();
+        self.roll_forward_quarantine_to(&target).await?;
         Ok(self.positions.clone())
     }
 
-    /// Commits the quarantine part of the stream's last fact commit when the
-    /// quarantine table's positions are behind the fact table's.
-    async fn roll_forward_quarantine(&mut self) -> Result<()> {
-        if self.positions.is_empty() {
+    /// Commits the quarantine parts of the stream's fact commits that the
+    /// quarantine table is missing (a crash between a batch's two commits),
+    /// up to `target` (per partition, the fact position to reach).
+    async fn roll_forward_quarantine_to(&mut self, target: &BTreeMap<i32, i64>) -> Result<()> {
+        if target.is_empty() {
             return Ok(());
         }
         self.tables(true).await?;
-        let watched = self.watched();
         let stream = self.stream.clone();
+        let parts: BTreeSet<i32> = target.keys().copied().collect();
         let q = self.quarantine_mut()?;
         q.update_incremental(None)
             .await
             .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
-        let behind: Vec<i32> = {
-            let q_at = read_positions(q, QUARANTINE_TABLE, &stream, &watched, false).await?;
-            self.positions
-                .iter()
-                .filter(|(p, pos)| q_at.get(p).is_none_or(|x| x.next_offset < pos.next_offset))
-                .map(|(p, _)| *p)
-                .collect()
-        };
+        let q_at: BTreeMap<i32, i64> =
+            read_positions(q, QUARANTINE_TABLE, &stream, &parts, false)
+                .await?
+                .into_iter()
+                .map(|(p, pos)| (p, pos.next_offset))
+                .collect();
+        let behind: BTreeMap<i32, (Option<i64>, i64)> = target
+            .iter()
+            .filter(|(p, t)| q_at.get(p).is_none_or(|q| q < *t))
+            .map(|(p, t)| (*p, (q_at.get(p).copied(), *t)))
+            .collect();
         if behind.is_empty() {
             return Ok(());
         }
-        // The fact commit that ended at the committed positions of a lagging
-        // partition holds the quarantine files to commit.
+        // Walk the fact log back, collecting this stream's commits whose end
+        // lies in (quarantine position, target] for a lagging partition,
+        // until every lagging partition reaches a commit the quarantine has.
         let fact = self.fact()?;
         let store = fact.log_store();
         let latest = fact.version().unwrap_or_default();
         let oldest = latest.saturating_sub(ROLL_FORWARD_SEARCH);
-        let mut pending: BTreeSet<i32> = behind.iter().copied().collect();
-        let mut entries = Vec::new();
+        let mut open: BTreeSet<i32> = behind.keys().copied().collect();
+        let mut entries: Vec<CommitEntry> = Vec::new();
         let mut v = latest;
-        while !pending.is_empty() {
+        while !open.is_empty() {
             let bytes = store
                 .read_commit_entry(v)
                 .await
                 .map_err(|e| delta_error(FACT_TABLE, e))?;
             if let Some(e) = bytes.and_then(|b| commit_entry_of(&b, v)) {
                 if e.stream == self.stream {
-                    let ends_here: Vec<i32> = pending
-                        .iter()
-                        .copied()
-                        .filter(|p| {
-                            e.positions.get(p).map(|x| x.next_offset)
-                                == self.positions.get(p).map(|x| x.next_offset)
-                        })
-                        .collect();
-                    if !ends_here.is_empty() {
-                        for p in e.positions.keys() {
-                            pending.remove(p);
+                    let mut missing = false;
+                    for (p, (q, t)) in &behind {
+                        let Some(end) = e.positions.get(p).map(|x| x.next_offset) else {
+                            continue;
+                        };
+                        if q.is_some_and(|q| end <= q) {
+                            open.remove(p);
+                        } else if end <= *t {
+                            missing = true;
                         }
+                    }
+                    if missing {
                         entries.push(e);
                     }
                 }
@@ -460,14 +467,6 @@ impl LakeWriter {
                 break;
             }
             v -= 1;
-        }
-        if !pending.is_empty() {
-            return Err(Error::CommitLog(format!(
-                "quarantine of {} is behind the fact table for partitions {:?}, and the fact \
-                 commit that holds its files was not found in the last {ROLL_FORWARD_SEARCH} \
-                 versions of {FACT_TABLE}/_delta_log",
-                self.source, pending
-            )));
         }
         for e in entries.into_iter().rev() {
             let files: Vec<FileAction> = e
@@ -496,15 +495,19 @@ impl LakeWriter {
                 .await
                 .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
             let at = read_positions(q, QUARANTINE_TABLE, &stream, &parts, false).await?;
-            let done = positions.iter().all(|(p, pos)| {
-                at.get(p).is_some_and(|x| x.next_offset >= pos.next_offset)
-            });
-            if done {
+            // Partitions the quarantine already holds past this batch keep
+            // their (later) position; the files are still this batch's.
+            let advancing: BTreeMap<i32, SourcePosition> = positions
+                .iter()
+                .filter(|(p, pos)| at.get(p).is_none_or(|x| x.next_offset < pos.next_offset))
+                .map(|(p, pos)| (*p, *pos))
+                .collect();
+            if advancing.is_empty() {
                 return Ok(());
             }
             let snapshot = q.snapshot().map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
             let props = commit_properties(q)
-                .with_application_transactions(transactions(&stream, positions));
+                .with_application_transactions(transactions(&stream, &advancing));
             let result = CommitBuilder::from(props)
                 .with_actions(files.iter().map(add_of).collect())
                 .build(Some(snapshot), q.log_store(), append(RECEIVED_DATE))
@@ -566,6 +569,7 @@ impl LakeWriter {
         if !conflicts.is_empty() {
             return Err(self.conflict(conflicts));
         }
+        let start_offsets = batch.start_offsets.clone();
         let mut files = Vec::with_capacity(batch.files.len());
         let mut puts = Vec::with_capacity(batch.files.len());
         for f in batch.files {
@@ -653,6 +657,9 @@ impl LakeWriter {
             .filter(|f| f.table == QUARANTINE_TABLE)
             .cloned()
             .collect();
+        // A crashed member's batch may sit between the quarantine's position
+        // and this batch: commit its quarantine part first.
+        self.roll_forward_quarantine_to(&start_offsets).await?;
         self.commit_quarantine(&quarantine, &entry.positions).await?;
         Ok(entry)
     }
