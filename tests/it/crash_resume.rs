@@ -107,8 +107,12 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
     // vacuum removes them and leaves exactly the committed files.
     let l = txpipe_core::lake::Lake::open(&lake).unwrap();
     let committed: BTreeSet<String> = [
-        txpipe_core::sink::delta::committed_files(&l, "fact_transaction").await.unwrap(),
-        txpipe_core::sink::delta::committed_files(&l, "quarantine").await.unwrap(),
+        txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
+            .await
+            .unwrap(),
+        txpipe_core::sink::delta::committed_files(&l, "quarantine")
+            .await
+            .unwrap(),
     ]
     .concat()
     .into_iter()
@@ -117,12 +121,23 @@ async fn kill_dash_nine_mid_ingest_then_resume_loses_and_duplicates_nothing() {
     let on_disk: BTreeSet<String> = ["fact_transaction", "quarantine"]
         .iter()
         .flat_map(|tbl| walk(&t.path(&format!("lake/{tbl}"))))
-        .map(|p| p.strip_prefix(t.path("lake")).unwrap().display().to_string())
+        .map(|p| {
+            p.strip_prefix(t.path("lake"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
         .collect();
-    assert_eq!(on_disk, committed, "after vacuum only committed files remain");
+    assert_eq!(
+        on_disk, committed,
+        "after vacuum only committed files remain"
+    );
     assert_eq!(offsets(&lake, "fact_transaction").await.len() as u64, valid);
     // The commits' counts (commitInfo) add up to the lake's contents.
-    let stats = txpipe_core::serve::LogFollower::new(l).refresh().await.unwrap();
+    let stats = txpipe_core::serve::LogFollower::new(l)
+        .refresh()
+        .await
+        .unwrap();
     assert_eq!((stats.counts.rows_in, stats.counts.landed), (lines, valid));
 }

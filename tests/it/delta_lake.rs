@@ -51,7 +51,9 @@ async fn checkpoints_bound_the_log_a_restart_reads() {
     let checkpoints = log_files(&t, "fact_transaction", ".checkpoint.parquet");
     assert!(commits >= 4, "{commits} commits");
     assert_eq!(checkpoints.len() as u64, commits / 2, "{checkpoints:?}");
-    assert!(log_dir(&t, "fact_transaction").join("_last_checkpoint").exists());
+    assert!(log_dir(&t, "fact_transaction")
+        .join("_last_checkpoint")
+        .exists());
     // Log cleanup removes the commits before a checkpoint (here: all of them,
     // by hand, as delta-rs' cleanup would); a restart needs only the
     // checkpoint and the commits from its version on.
@@ -65,14 +67,29 @@ async fn checkpoints_bound_the_log_a_restart_reads() {
     assert!(again.contains("nothing new"), "{again}");
     // Appending more lines resumes right after the last committed one.
     let all = std::fs::read_to_string(&input).unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
-    std::io::Write::write_all(&mut f, all.lines().take(50).map(|l| format!("{l}\n")).collect::<String>().as_bytes()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        all.lines()
+            .take(50)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
     drop(f);
     ingest(&lake, &input, &[]);
     let fact = source_offsets(&lake, "fact_transaction").await;
     let quarantine = source_offsets(&lake, "quarantine").await;
     let got: BTreeSet<i64> = fact.iter().chain(&quarantine).copied().collect();
-    assert_eq!(fact.len() + quarantine.len(), lines as usize + 50, "no row twice");
+    assert_eq!(
+        fact.len() + quarantine.len(),
+        lines as usize + 50,
+        "no row twice"
+    );
     assert_eq!(got, (0..lines as i64 + 50).collect(), "every line once");
     assert!(fact.len() as u64 > valid && quarantine.len() as u64 >= bad);
 }
@@ -85,7 +102,14 @@ async fn compaction_while_an_ingest_commits_loses_and_duplicates_nothing() {
     let input = t.str("gen/transactions.jsonl");
     let mut child = txpipe()
         .args([
-            "ingest", "--lake", &lake, "--from-file", &input, "--batch-rows", "400", "--quiet",
+            "ingest",
+            "--lake",
+            &lake,
+            "--from-file",
+            &input,
+            "--batch-rows",
+            "400",
+            "--quiet",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -150,15 +174,20 @@ async fn vacuum_dry_run_lists_only_unreferenced_files_then_removes_them() {
     let input = t.str("gen/transactions.jsonl");
     ingest(&lake, &input, &["--batch-rows", "50"]);
     let l = txpipe_core::lake::Lake::open(&lake).unwrap();
-    let before: BTreeSet<String> = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let before: BTreeSet<String> =
+        txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     // An uncommitted file (a crash before the commit) and compaction leftovers.
     let first = before.iter().next().unwrap().clone();
     let orphan = first.replace("part-", "part-orphan-");
-    std::fs::copy(t.path(&format!("lake/{first}")), t.path(&format!("lake/{orphan}"))).unwrap();
+    std::fs::copy(
+        t.path(&format!("lake/{first}")),
+        t.path(&format!("lake/{orphan}")),
+    )
+    .unwrap();
     run_ok(&["compact", "--lake", &lake]);
     let after: BTreeSet<String> = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
         .await
@@ -179,8 +208,14 @@ async fn vacuum_dry_run_lists_only_unreferenced_files_then_removes_them() {
         .collect();
     let mut expected: BTreeSet<String> = removed.clone();
     expected.insert(orphan.clone());
-    assert_eq!(listed, expected, "dry run lists exactly the unreferenced files");
-    assert!(t.path(&format!("lake/{orphan}")).exists(), "a dry run deletes nothing");
+    assert_eq!(
+        listed, expected,
+        "dry run lists exactly the unreferenced files"
+    );
+    assert!(
+        t.path(&format!("lake/{orphan}")).exists(),
+        "a dry run deletes nothing"
+    );
     run_ok(&["vacuum", "--lake", &lake, "--retain", "0h"]);
     assert!(!t.path(&format!("lake/{orphan}")).exists());
     for f in &removed {

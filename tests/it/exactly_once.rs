@@ -70,8 +70,14 @@ async fn positions_are_txn_actions_of_the_fact_commit_and_survive_a_restart() {
             .join("fact_transaction/_delta_log/00000000000000000001.json"),
     )
     .unwrap();
-    assert!(log.contains(r#""appId":"txpipe-stream-a-0","version":10"#), "{log}");
-    assert!(log.contains(r#""appId":"txpipe-stream-a-0-byte","version":1234"#), "{log}");
+    assert!(
+        log.contains(r#""appId":"txpipe-stream-a-0","version":10"#),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#""appId":"txpipe-stream-a-0-byte","version":1234"#),
+        "{log}"
+    );
     assert!(log.contains(r#""txpipe":{"#), "{log}");
     let mut restarted = LakeWriter::new(lake.clone(), "stream-a", "a.jsonl");
     let positions = restarted.recover().await.unwrap();
@@ -137,7 +143,16 @@ async fn a_stale_writer_cannot_commit_positions_someone_else_committed() {
         "{err}"
     );
     assert_eq!(fact_version(&lake).await, before);
-    assert_eq!(lake.list("fact_transaction").await.unwrap().iter().filter(|m| m.location.as_ref().ends_with(".parquet")).count(), 1, "the refused batch's file is deleted");
+    assert_eq!(
+        lake.list("fact_transaction")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.location.as_ref().ends_with(".parquet"))
+            .count(),
+        1,
+        "the refused batch's file is deleted"
+    );
     // Having caught up, it continues where the lake is.
     assert_eq!(zombie.refresh().await.unwrap()[&0].next_offset, 10);
     let e = zombie.commit(batch(10, 12)).await.unwrap();

@@ -170,26 +170,51 @@ async fn delta_readers_see_exactly_the_committed_rows_also_after_compaction() {
     ]);
     run_ok(&["models", "run", "--lake", &lake]);
     // A file of a batch that never committed: in the folder, not in the log.
-    let committed =
-        txpipe_core::sink::delta::committed_files(&txpipe_core::lake::Lake::open(&lake).unwrap(), "fact_transaction")
-            .await
-            .unwrap();
+    let committed = txpipe_core::sink::delta::committed_files(
+        &txpipe_core::lake::Lake::open(&lake).unwrap(),
+        "fact_transaction",
+    )
+    .await
+    .unwrap();
     let orphan = committed[0].replace("part-", "part-uncommitted-");
-    std::fs::copy(t.path(&format!("lake/{}", committed[0])), t.path(&format!("lake/{orphan}"))).unwrap();
+    std::fs::copy(
+        t.path(&format!("lake/{}", committed[0])),
+        t.path(&format!("lake/{orphan}")),
+    )
+    .unwrap();
 
     let marts = ["marts/daily_sales_summary", "marts/customer_kpis"];
-    let mut tables = vec!["fact_transaction", "quarantine", "dim_customer", "dim_merchant", "fx_rate"];
+    let mut tables = vec![
+        "fact_transaction",
+        "quarantine",
+        "dim_customer",
+        "dim_merchant",
+        "fx_rate",
+    ];
     tables.extend(marts);
-    let fraud = query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud").await[0];
-    let usd = query(&lake, "SELECT CAST(SUM(amount_usd) AS VARCHAR) FROM fact_transaction").await;
-    let usd = txpipe_core::arrow::util::display::array_value_to_string(usd[0].column(0), 0).unwrap();
+    let fraud = query_i64s(
+        &lake,
+        "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud",
+    )
+    .await[0];
+    let usd = query(
+        &lake,
+        "SELECT CAST(SUM(amount_usd) AS VARCHAR) FROM fact_transaction",
+    )
+    .await;
+    let usd =
+        txpipe_core::arrow::util::display::array_value_to_string(usd[0].column(0), 0).unwrap();
     let files_before = committed.len();
     for round in ["before compaction", "after compaction, before vacuum"] {
         let got = delta_counts(&lake, &tables);
         for name in &tables {
             let n = expected_rows(&lake, name, valid, bad).await;
             assert!(n > 0, "{name} is empty");
-            assert_eq!(got[*name], serde_json::json!([n, n, n]), "{name} {round}: [deltalake, polars, duckdb]");
+            assert_eq!(
+                got[*name],
+                serde_json::json!([n, n, n]),
+                "{name} {round}: [deltalake, polars, duckdb]"
+            );
         }
         assert_eq!(got["usd"], usd, "DuckDB delta_scan SUM(amount_usd) {round}");
         assert_eq!(got["fraud"], fraud, "polars fraud rows {round}");
@@ -198,11 +223,25 @@ async fn delta_readers_see_exactly_the_committed_rows_also_after_compaction() {
             assert!(out.contains("fact_transaction:"), "{out}");
         }
     }
-    let after = txpipe_core::sink::delta::committed_files(&txpipe_core::lake::Lake::open(&lake).unwrap(), "fact_transaction")
-        .await
-        .unwrap();
-    let days = after.iter().map(|f| f.split('/').nth(1).unwrap()).collect::<std::collections::BTreeSet<_>>().len();
-    assert_eq!(after.len(), days, "compaction packed {files_before} files into one per day");
+    let after = txpipe_core::sink::delta::committed_files(
+        &txpipe_core::lake::Lake::open(&lake).unwrap(),
+        "fact_transaction",
+    )
+    .await
+    .unwrap();
+    let days = after
+        .iter()
+        .map(|f| f.split('/').nth(1).unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(
+        after.len(),
+        days,
+        "compaction packed {files_before} files into one per day"
+    );
     assert!(files_before > 2 * days, "{files_before} files before");
-    assert_eq!(query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction").await[0], valid as i64);
+    assert_eq!(
+        query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction").await[0],
+        valid as i64
+    );
 }

@@ -210,6 +210,10 @@ pub fn mart_file(lake: &Path, model: &str) -> Option<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
         .collect();
-    assert!(files.len() <= 1, "{} holds several files: {files:?}", dir.display());
+    assert!(
+        files.len() <= 1,
+        "{} holds several files: {files:?}",
+        dir.display()
+    );
     files.into_iter().next()
 }

@@ -205,9 +205,8 @@ async fn assert_snapshot_whole(lake: &str, _published: bool) -> usize {
         };
         for f in t.snapshot().unwrap().log_data().iter() {
             let at = root.join(table).join(f.path().as_ref());
-            let file = std::fs::File::open(&at).unwrap_or_else(|err| {
-                panic!("committed file {} missing: {err}", at.display())
-            });
+            let file = std::fs::File::open(&at)
+                .unwrap_or_else(|err| panic!("committed file {} missing: {err}", at.display()));
             let reader = txpipe_core::parquet::file::reader::SerializedFileReader::new(file)
                 .unwrap_or_else(|err| panic!("{} is not readable Parquet: {err}", at.display()));
             use txpipe_core::parquet::file::reader::FileReader;

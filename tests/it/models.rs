@@ -261,7 +261,10 @@ async fn models_match_hand_computed_numbers_to_the_cent() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 2, "{files:?}");
-    assert!(files[0] == "_delta_log" && files[1].ends_with(".parquet"), "{files:?}");
+    assert!(
+        files[0] == "_delta_log" && files[1].ends_with(".parquet"),
+        "{files:?}"
+    );
     assert!(
         std::fs::read_dir(t.path("lake/_txpipe/staging/marts")).map_or(true, |d| d
             .flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())

@@ -91,6 +91,6 @@ pub use error::{Error, Result};
 
 /// Re-exported so users share txpipe's Arrow, DataFusion, Parquet and object_store versions.
 pub use datafusion::{self, arrow};
-pub use {object_store, parquet};
 /// delta-rs, whose `DeltaTable`s the lake's tables are (see [`sink::delta`]).
 pub use deltalake_core as deltalake;
+pub use {object_store, parquet};

@@ -177,8 +177,16 @@ pub struct VacuumReport {
 /// The store failed.
 pub async fn lake_tables(lake: &Lake) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for t in [FACT_TABLE, QUARANTINE_TABLE, DIM_CUSTOMER, DIM_MERCHANT, FX_RATE] {
-        if lake.exists(&format!("{t}/_delta_log/00000000000000000000.json")).await?
+    for t in [
+        FACT_TABLE,
+        QUARANTINE_TABLE,
+        DIM_CUSTOMER,
+        DIM_MERCHANT,
+        FX_RATE,
+    ] {
+        if lake
+            .exists(&format!("{t}/_delta_log/00000000000000000000.json"))
+            .await?
             || !lake.list(&format!("{t}/_delta_log")).await?.is_empty()
         {
             out.push(t.to_string());
@@ -226,7 +234,10 @@ pub async fn vacuum(
     let mut reports = Vec::new();
     for name in tables {
         let Some(t) = open(lake, &name).await? else {
-            return Err(Error::Config(format!("no Delta table at {name} in {}", lake.url())));
+            return Err(Error::Config(format!(
+                "no Delta table at {name} in {}",
+                lake.url()
+            )));
         };
         let (_, metrics) = t
             .vacuum()

@@ -60,7 +60,13 @@ pub async fn register_lake(ctx: &SessionContext, lake: &Lake) -> Result<Vec<Stri
     plain_strings(ctx);
     lake.register_object_store(ctx);
     let mut registered = Vec::new();
-    for name in [FACT_TABLE, QUARANTINE_TABLE, DIM_CUSTOMER, DIM_MERCHANT, FX_RATE] {
+    for name in [
+        FACT_TABLE,
+        QUARANTINE_TABLE,
+        DIM_CUSTOMER,
+        DIM_MERCHANT,
+        FX_RATE,
+    ] {
         if register_table(ctx, lake, name, name).await? {
             registered.push(name.to_string());
         }

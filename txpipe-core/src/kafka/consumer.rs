@@ -481,15 +481,16 @@ impl KafkaSource {
     /// The brokers are unreachable after bounded retries, the topic does not
     /// exist, or the client configuration is invalid.
     pub fn connect(opts: KafkaSourceOptions, reader: LakeWriter, handle: Handle) -> Result<Self> {
-        let partition_count = match super::check_topic(&opts.brokers, &opts.topic, &opts.config.pairs())? {
-            Some(n) => n,
-            None => {
-                return Err(Error::Kafka(format!(
-                    "topic {} does not exist on {}",
-                    opts.topic, opts.brokers
-                )))
-            }
-        };
+        let partition_count =
+            match super::check_topic(&opts.brokers, &opts.topic, &opts.config.pairs())? {
+                Some(n) => n,
+                None => {
+                    return Err(Error::Kafka(format!(
+                        "topic {} does not exist on {}",
+                        opts.topic, opts.brokers
+                    )))
+                }
+            };
         let shared = Arc::new(Shared::default());
         let mut reader = reader;
         reader.track(0..partition_count as i32);

@@ -22,8 +22,7 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{new_metadata, Action, Add, StructType};
 use deltalake_core::logstore::{
-    default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef,
-    StorageConfig,
+    default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::table::config::TablePropertiesExt as _;
@@ -226,10 +225,11 @@ impl TableSpec {
     }
 
     fn kernel_schema(&self, rel: &str) -> Result<StructType> {
-        self.table_schema()
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| Error::Config(format!("table {rel}: schema not representable in Delta: {e}")))
+        self.table_schema().as_ref().try_into_kernel().map_err(|e| {
+            Error::Config(format!(
+                "table {rel}: schema not representable in Delta: {e}"
+            ))
+        })
     }
 
     fn configuration(&self) -> Vec<(String, String)> {
@@ -279,12 +279,7 @@ pub async fn open_or_create(lake: &Lake, rel: &str, spec: &TableSpec) -> Result<
 }
 
 /// An `Add` action for a data file written at `path` (relative to the table).
-pub fn add_action(
-    path: String,
-    partition: Option<(&str, &str)>,
-    size: u64,
-    stats: String,
-) -> Add {
+pub fn add_action(path: String, partition: Option<(&str, &str)>, size: u64, stats: String) -> Add {
     Add {
         path,
         partition_values: partition
@@ -326,7 +321,8 @@ pub async fn replace_table(
     let data = encode(&spec.schema, batches, &writer_properties())?;
     let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
     let size = data.len() as u64;
-    lake.put(&format!("{rel}/{name}"), Bytes::from(data)).await?;
+    lake.put(&format!("{rel}/{name}"), Bytes::from(data))
+        .await?;
     replace_with_file(lake, rel, spec, name, size, delta_stats(batches)).await
 }
 
@@ -352,10 +348,11 @@ pub async fn replace_with_file(
     let schema = spec.kernel_schema(rel)?;
     if snapshot.schema().as_ref() != &schema {
         let cfg = spec.configuration();
-        let metadata =
-            new_metadata(&schema, spec.partition.iter(), cfg).map_err(|e| {
-                Error::Config(format!("table {rel}: new schema not representable in Delta: {e}"))
-            })?;
+        let metadata = new_metadata(&schema, spec.partition.iter(), cfg).map_err(|e| {
+            Error::Config(format!(
+                "table {rel}: new schema not representable in Delta: {e}"
+            ))
+        })?;
         actions.push(Action::Metadata(metadata));
     }
     actions.push(Action::Add(add_action(name.clone(), None, size, stats)));

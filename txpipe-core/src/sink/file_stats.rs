@@ -118,7 +118,9 @@ fn decimal(unscaled: i128, scale: i8) -> Option<Value> {
         let sign = if unscaled < 0 { "-" } else { "" };
         format!("{sign}{whole}.{frac}")
     };
-    serde_json::from_str::<Number>(&text).ok().map(Value::Number)
+    serde_json::from_str::<Number>(&text)
+        .ok()
+        .map(Value::Number)
 }
 
 fn timestamp_micros(us: i64) -> Option<Value> {
@@ -244,11 +246,17 @@ mod tests {
         RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Decimal128Array::from(amounts).with_precision_and_scale(18, 2).unwrap()),
+                Arc::new(
+                    Decimal128Array::from(amounts)
+                        .with_precision_and_scale(18, 2)
+                        .unwrap(),
+                ),
                 Arc::new(StringArray::from(ids)),
                 Arc::new(
-                    TimestampMicrosecondArray::from((0..n as i64).map(|i| i * 1_000_001).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
+                    TimestampMicrosecondArray::from(
+                        (0..n as i64).map(|i| i * 1_000_001).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
                 ),
                 Arc::new(Date32Array::from(vec![20_000; n])),
                 Arc::new(BooleanArray::from(vec![true; n])),
@@ -271,7 +279,10 @@ mod tests {
         assert_eq!(v["minValues"]["ts"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["maxValues"]["ts"], "1970-01-01T00:00:02.000002Z");
         assert_eq!(v["minValues"]["day"], "2024-10-04");
-        assert!(v["minValues"].get("flag").is_none(), "booleans have no min/max");
+        assert!(
+            v["minValues"].get("flag").is_none(),
+            "booleans have no min/max"
+        );
         assert_eq!(v["nullCount"]["flag"], 0);
         assert_eq!(v["maxValues"]["n"], 2);
     }

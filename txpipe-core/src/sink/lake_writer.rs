@@ -42,7 +42,9 @@ use super::legacy::refuse_legacy_lake;
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::schema::{EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE};
+use crate::schema::{
+    EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
+};
 
 /// Key of txpipe's record in a commit's `commitInfo`.
 pub const COMMIT_INFO_KEY: &str = "txpipe";
@@ -381,7 +383,14 @@ impl LakeWriter {
         let version = fact.version().unwrap_or_default();
         let watched = self.watched();
         if self.read_at != Some((version, watched.len())) {
-            let fresh = read_positions(fact, FACT_TABLE, &self.stream, &watched, self.byte_positions).await?;
+            let fresh = read_positions(
+                fact,
+                FACT_TABLE,
+                &self.stream,
+                &watched,
+                self.byte_positions,
+            )
+            .await?;
             self.positions = fresh;
             self.read_at = Some((version, watched.len()));
         }
@@ -396,8 +405,11 @@ impl LakeWriter {
     /// store failed.
     pub async fn recover(&mut self) -> Result<BTreeMap<i32, SourcePosition>> {
         self.refresh().await?;
-        let target: BTreeMap<i32, i64> =
-            self.positions.iter().map(|(p, x)| (*p, x.next_offset)).collect();
+        let target: BTreeMap<i32, i64> = self
+            .positions
+            .iter()
+            .map(|(p, x)| (*p, x.next_offset))
+            .collect();
         self.roll_forward_quarantine_to(&target).await?;
         Ok(self.positions.clone())
     }
@@ -416,12 +428,11 @@ impl LakeWriter {
         q.update_incremental(None)
             .await
             .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
-        let q_at: BTreeMap<i32, i64> =
-            read_positions(q, QUARANTINE_TABLE, &stream, &parts, false)
-                .await?
-                .into_iter()
-                .map(|(p, pos)| (p, pos.next_offset))
-                .collect();
+        let q_at: BTreeMap<i32, i64> = read_positions(q, QUARANTINE_TABLE, &stream, &parts, false)
+            .await?
+            .into_iter()
+            .map(|(p, pos)| (p, pos.next_offset))
+            .collect();
         let behind: BTreeMap<i32, (Option<i64>, i64)> = target
             .iter()
             .filter(|(p, t)| q_at.get(p).is_none_or(|q| q < *t))
@@ -660,7 +671,8 @@ impl LakeWriter {
         // A crashed member's batch may sit between the quarantine's position
         // and this batch: commit its quarantine part first.
         self.roll_forward_quarantine_to(&start_offsets).await?;
-        self.commit_quarantine(&quarantine, &entry.positions).await?;
+        self.commit_quarantine(&quarantine, &entry.positions)
+            .await?;
         Ok(entry)
     }
 }

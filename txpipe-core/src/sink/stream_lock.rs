@@ -140,7 +140,6 @@ impl StreamLock {
         !matches!(self.held, Held::Unlocked)
     }
 
-
     /// The lock file of a local lake.
     pub fn path(&self) -> Option<&Path> {
         match &self.held {
