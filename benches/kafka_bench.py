@@ -91,13 +91,19 @@ def main():
     text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
     ing.wait()
     shutil.rmtree(lake, ignore_errors=True)
-    buckets = []
-    for line in text.splitlines():
-        m = re.match(r'txpipe_end_to_end_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets.append((le, float(m.group(2))))
+    def histogram(name):
+        buckets = []
+        for line in text.splitlines():
+            m = re.match(name + r'_bucket\{le="([^"]+)"\} (\S+)', line)
+            if m:
+                le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+                buckets.append((le, float(m.group(2))))
+        return buckets
+
+    buckets = histogram("txpipe_end_to_end_latency_seconds")
     p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
+    commits = histogram("txpipe_commit_duration_seconds")
+    c50, c99 = quantile(commits, 0.5), quantile(commits, 0.99)
 
     print("| measurement | value |")
     print("|---|---:|")
@@ -106,6 +112,8 @@ def main():
     print(f"| txpipe ingest Kafka -> lake | {ingest:,.0f} rows/s ({100 * ingest / bare:.0f}% of bare) |")
     print(f"| produce -> committed latency at {a.rate} msgs/s, 1 s batches, p50 | {p50:.2f} s |")
     print(f"| same, p99 | {p99:.2f} s |")
+    print(f"| lake commit per batch (files + fact and quarantine Delta commits), {int(commits[-1][1])} batches, p50 | {c50 * 1000:.1f} ms |")
+    print(f"| same, p99 | {c99 * 1000:.1f} ms |")
 
 
 if __name__ == "__main__":

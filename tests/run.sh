@@ -8,6 +8,9 @@
 #     headers librdkafka's TLS/SASL build needs (libssl-dev, pkg-config), with apt-get;
 #   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
 #     kept in ~/.cache/txpipe-tools), started on 127.0.0.1 with SQLite storage;
+#   * moto's S3 server (PyPI moto[s3], flask, flask-cors; it honours the
+#     conditional puts Delta commits rely on), started on 127.0.0.1 with a bucket
+#     for the S3 lake tests;
 # then runs every unit, property, integration and doc test on a debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +19,8 @@ TOOLS="${TXPIPE_TOOLS:-$HOME/.cache/txpipe-tools}"
 
 log() { printf '\n== %s\n' "$*"; }
 
-python_deps=(duckdb pyarrow confluent-kafka)
-if ! python3 -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
+python_deps=(duckdb pyarrow confluent-kafka "moto[s3]" flask flask-cors)
+if ! python3 -c 'import duckdb, pyarrow, confluent_kafka, moto, flask, flask_cors' 2>/dev/null; then
   log "installing ${python_deps[*]} (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "${python_deps[@]}"
 fi
@@ -63,9 +66,14 @@ log "starting Tansu on 127.0.0.1:$PORT (storage $BROKER_DIR/tansu.db)"
     --storage-engine "sqlite://tansu.db"
 ) >"$BROKER_DIR/broker.log" 2>&1 &
 BROKER_PID=$!
+S3_PID=""
 cleanup() {
   kill "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
+  if [ -n "$S3_PID" ]; then
+    kill "$S3_PID" 2>/dev/null || true
+    wait "$S3_PID" 2>/dev/null || true
+  fi
   rm -rf "$BROKER_DIR"
 }
 trap cleanup EXIT
@@ -78,6 +86,23 @@ done
 export TXPIPE_TEST_BROKERS="127.0.0.1:$PORT"
 # Tests that kill and restart a broker, or put TLS in front of one, start their own.
 export TXPIPE_TEST_TANSU="$TOOLS/bin/tansu"
+
+# An S3 endpoint on loopback for the S3 lake tests: moto's server, one bucket.
+S3_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+log "starting moto's S3 server on 127.0.0.1:$S3_PORT"
+python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$BROKER_DIR/s3.log" 2>&1 &
+S3_PID=$!
+export TXPIPE_TEST_S3_BUCKET="txpipe-test"
+s3_ready=0
+for _ in $(seq 1 120); do
+  if python3 -c "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$S3_PORT/$TXPIPE_TEST_S3_BUCKET', method='PUT'), timeout=1)" 2>/dev/null; then s3_ready=1; break; fi
+  if ! kill -0 "$S3_PID" 2>/dev/null; then cat "$BROKER_DIR/s3.log"; echo "S3 server died" >&2; exit 1; fi
+  sleep 0.5
+done
+if [ "$s3_ready" -ne 1 ]; then cat "$BROKER_DIR/s3.log"; echo "S3 server did not start" >&2; exit 1; fi
+# object_store reads these (a test key pair moto accepts; nothing secret).
+export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
 log "cargo test (debug build, all crates, doctests and examples)"
 status=0

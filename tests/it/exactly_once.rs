@@ -105,15 +105,7 @@ async fn a_quarantine_commit_cut_off_by_a_crash_is_rolled_forward_once() {
     let entry = writer.commit(b).await.unwrap();
     let quarantined = entry.files[1].path.clone();
     // Crash between the two commits: the quarantine's commit never happened.
-    let qlog = t.path().join("quarantine/_delta_log");
-    let last = std::fs::read_dir(&qlog)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .max()
-        .unwrap();
-    std::fs::remove_file(&last).unwrap();
+    drop_last_commit(t.path(), "quarantine");
     let committed = |lake: Lake| async move {
         txpipe_core::sink::delta::committed_files(&lake, "quarantine")
             .await
@@ -125,6 +117,68 @@ async fn a_quarantine_commit_cut_off_by_a_crash_is_rolled_forward_once() {
         assert_eq!(restarted.recover().await.unwrap()[&0].next_offset, 10);
         assert_eq!(committed(lake.clone()).await, vec![quarantined.clone()]);
     }
+}
+
+/// `batch(start, next)` with one quarantine file too.
+fn batch_with_quarantine(start: i64, next: i64) -> EncodedBatch {
+    let mut b = batch(start, next);
+    b.files.push(EncodedFile {
+        table: "quarantine",
+        partition: "received_date=2026-11-20".into(),
+        rows: 1,
+        stats: r#"{"numRecords":1}"#.into(),
+        data: Bytes::from_static(b"PAR1"),
+    });
+    b
+}
+
+/// Removes the newest commit file of `table` (a crash before that commit).
+fn drop_last_commit(lake_dir: &std::path::Path, table: &str) {
+    let log = lake_dir.join(table).join("_delta_log");
+    let last = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .unwrap();
+    std::fs::remove_file(&last).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_between_its_two_commits_loses_no_quarantine_row_to_the_next_member() {
+    // Member A commits a batch and dies before its quarantine commit; member
+    // B, which opened the lake before, takes over the partition and commits
+    // the next batch. B's quarantine commit must not skip A's files.
+    let t = tempfile::tempdir().unwrap();
+    let lake = Lake::open(t.path().to_str().unwrap()).unwrap();
+    let mut a = LakeWriter::new(lake.clone(), "s", "s");
+    let mut b = LakeWriter::new(lake.clone(), "s", "s");
+    a.recover().await.unwrap();
+    b.recover().await.unwrap();
+    let first = a.commit(batch_with_quarantine(0, 10)).await.unwrap();
+    let second = a.commit(batch_with_quarantine(10, 20)).await.unwrap();
+    drop_last_commit(t.path(), "quarantine");
+    // B's view is stale (it has seen no commit): its commit lands after A's.
+    let third = b.commit(batch_with_quarantine(20, 30)).await.unwrap();
+    assert_eq!(third.version, second.version + 1);
+    let mut committed = txpipe_core::sink::delta::committed_files(&lake, "quarantine")
+        .await
+        .unwrap();
+    committed.sort();
+    let mut expected: Vec<String> = [&first, &second, &third]
+        .iter()
+        .map(|e| e.files[1].path.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(committed, expected, "every batch's quarantine file, once");
+    // The quarantine's position is the last batch's, and a restart adds nothing.
+    let mut restarted = LakeWriter::new(lake.clone(), "s", "s");
+    assert_eq!(restarted.recover().await.unwrap()[&0].next_offset, 30);
+    let again = txpipe_core::sink::delta::committed_files(&lake, "quarantine")
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -81,7 +81,7 @@ async fn duckdb_and_pyarrow_read_the_lake() {
 
 /// The Delta readers' interpreter: a venv with DuckDB 1.5.5 and its delta
 /// extension, Python `deltalake` and polars (tests/run.sh makes it).
-fn delta_python() -> String {
+pub(crate) fn delta_python() -> String {
     std::env::var("TXPIPE_DELTA_PYTHON").unwrap_or_else(|_| {
         format!(
             "{}/.cache/txpipe-tools/delta-venv/bin/python",

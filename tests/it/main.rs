@@ -19,4 +19,5 @@ mod kafka_poison;
 mod kafka_tls;
 mod lake_faults;
 mod models;
+mod s3_lake;
 mod serve_security;

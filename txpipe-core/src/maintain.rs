@@ -10,8 +10,10 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use deltalake_core::kernel::transaction::TransactionError;
+use deltalake_core::operations::optimize::Metrics;
 use deltalake_core::operations::vacuum::VacuumMode;
-use deltalake_core::{FilterOp, FilterValue};
+use deltalake_core::{DeltaTable, DeltaTableError, FilterOp, FilterValue};
 
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -97,6 +99,49 @@ fn size_of(table: &deltalake_core::DeltaTable, name: &str) -> Result<(u64, u64)>
     ))
 }
 
+/// Times a compaction is redone when busy appends kept winning every one of
+/// its commit attempts (delta-rs makes 15).
+const COMPACT_ATTEMPTS: usize = 5;
+
+/// Runs one OPTIMIZE of `name`, redoing it from a fresh snapshot when
+/// concurrent appends won all of delta-rs' commit attempts (an ingest of
+/// small batches can commit several times a second; its appends only add
+/// files, so a redo always can succeed). A lost attempt's rewritten files are
+/// in no snapshot; vacuum removes them.
+async fn optimize(
+    lake: &Lake,
+    name: &str,
+    table: DeltaTable,
+    filters: &[(&str, FilterOp, FilterValue<'_>)],
+    target: NonZeroU64,
+) -> Result<(DeltaTable, Metrics)> {
+    let mut table = table;
+    let mut attempt = 1;
+    loop {
+        let result = table
+            .clone()
+            .optimize()
+            .with_filters(filters)
+            .with_target_size(target)
+            .with_writer_properties(writer_properties())
+            .with_max_concurrent_tasks(2)
+            .await;
+        match result {
+            Ok(done) => return Ok(done),
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_),
+            }) if attempt < COMPACT_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                table = open(lake, name).await?.ok_or_else(|| {
+                    Error::Config(format!("table {name} disappeared during compaction"))
+                })?;
+            }
+            Err(e) => return Err(delta_error(name, e)),
+        }
+    }
+}
+
 /// Compacts small files of the lake's tables (bin-packing OPTIMIZE).
 ///
 /// # Errors
@@ -138,14 +183,7 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<Vec<CompactRe
             continue;
         }
         let (files_before, bytes_before) = size_of(&table, &name)?;
-        let (table, metrics) = table
-            .optimize()
-            .with_filters(&filters)
-            .with_target_size(target)
-            .with_writer_properties(writer_properties())
-            .with_max_concurrent_tasks(2)
-            .await
-            .map_err(|e| delta_error(&name, e))?;
+        let (table, metrics) = optimize(lake, &name, table, &filters, target).await?;
         let (files_after, bytes_after) = size_of(&table, &name)?;
         reports.push(CompactReport {
             table: name,

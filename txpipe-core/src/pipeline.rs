@@ -452,9 +452,11 @@ async fn commit_in_order(
             let input_bytes = batch.input_bytes;
             let opened_at = batch.opened_at;
             let produced_ms = std::mem::take(&mut batch.produced_ms);
+            let commit_started = Instant::now();
             match writer.commit(batch).await {
                 Ok(entry) => {
                     if let Some(m) = metrics {
+                        m.record_commit_duration(commit_started.elapsed());
                         m.record_commit(&entry, input_bytes, opened_at, &produced_ms);
                     }
                     on_commit(&entry);

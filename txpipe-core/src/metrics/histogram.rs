@@ -7,6 +7,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Bucket upper bounds in seconds for the duration of one lake commit.
+pub const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Counts of observations per bucket, plus their sum.
 #[derive(Debug)]
 pub struct Histogram {

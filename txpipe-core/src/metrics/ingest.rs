@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
+use super::histogram::{Histogram, HistogramSnapshot, COMMIT_BUCKETS, LATENCY_BUCKETS};
 use super::text::PromText;
 use crate::sink::{BatchCounts, CommitEntry};
 
@@ -50,6 +50,7 @@ pub struct IngestMetrics {
     stats: Mutex<IngestStats>,
     batch_latency: Histogram,
     end_to_end_latency: Histogram,
+    commit_duration: Histogram,
 }
 
 impl Default for IngestMetrics {
@@ -75,6 +76,7 @@ impl IngestMetrics {
             }),
             batch_latency: Histogram::new(LATENCY_BUCKETS),
             end_to_end_latency: Histogram::new(LATENCY_BUCKETS),
+            commit_duration: Histogram::new(COMMIT_BUCKETS),
         }
     }
 
@@ -120,6 +122,12 @@ impl IngestMetrics {
         );
     }
 
+    /// Records how long one lake commit took (files written, fact and
+    /// quarantine commits).
+    pub fn record_commit_duration(&self, d: std::time::Duration) {
+        self.commit_duration.observe(d.as_secs_f64());
+    }
+
     /// Records a batch refused by the lake (another writer got there first).
     pub fn record_conflict(&self) {
         self.with(|s| s.conflicts += 1);
@@ -151,6 +159,11 @@ impl IngestMetrics {
     /// First message arrival → lake commit, per batch.
     pub fn batch_latency(&self) -> HistogramSnapshot {
         self.batch_latency.snapshot()
+    }
+
+    /// Duration of each lake commit.
+    pub fn commit_duration(&self) -> HistogramSnapshot {
+        self.commit_duration.snapshot()
     }
 
     /// Kafka produce time → lake commit, per message.
@@ -275,6 +288,11 @@ impl IngestMetrics {
             "txpipe_end_to_end_latency_seconds",
             "Time from Kafka produce (message timestamp) to lake commit, per message.",
             &self.end_to_end_latency(),
+        );
+        t.histogram(
+            "txpipe_commit_duration_seconds",
+            "Time to commit one batch to the lake: its files, the fact and quarantine commits.",
+            &self.commit_duration(),
         );
         t.single(
             "txpipe_uptime_seconds",

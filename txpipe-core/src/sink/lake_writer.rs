@@ -3,41 +3,38 @@
 //! The protocol, per micro-batch (as kafka-delta-ingest does it, with a
 //! chaining check of our own):
 //! 1. the batch must continue exactly from the stream's committed positions,
-//!    read from the fact table's `txn` actions (`appId =
-//!    txpipe-<stream>-<partition>`, `version` = next offset): a batch that
-//!    would overlap, or leave a gap after, what the lake holds is refused with
-//!    [`Error::CommitConflict`], so a zombie group member or a second ingest of
-//!    the same file never duplicates rows;
+//!    the fact table's `txn` actions (`appId = txpipe-<stream>-<partition>`,
+//!    `version` = next offset): a batch that would overlap, or leave a gap
+//!    after, what the lake holds is refused with [`Error::CommitConflict`],
+//!    so a zombie group member or a second ingest of the same file never
+//!    duplicates rows;
 //! 2. its Parquet files are written into the table folders (readers of the
 //!    Delta log do not see them yet);
 //! 3. one Delta commit on `fact_transaction` adds them together with the new
-//!    `txn` versions — the atomic commit point. Delta's optimistic concurrency
-//!    refuses it when another writer committed the same app id meanwhile;
+//!    `txn` versions — the atomic commit point. It is written with
+//!    put-if-absent ([`AppendLog`]); when another writer took the version,
+//!    the commits in between are read and step 1 is checked again;
 //! 4. one Delta commit on `quarantine` adds the batch's quarantine files with
 //!    the same `txn` versions (also when there are none), so the quarantine
 //!    table records how far it has caught up.
 //!
-//! A crash between 3 and 4 leaves the quarantine one batch behind;
-//! [`LakeWriter::recover`] finds the batch's quarantine files in the fact
-//! commit's `commitInfo` and commits them (roll forward). Files of batches
-//! that never committed are in no snapshot; `txpipe vacuum` removes them. So
-//! a crash at any point leaves either the whole batch or none of it, and the
+//! A crash between 3 and 4 leaves the quarantine one batch behind; the
+//! [roll forward](super::roll_forward) finds the batch's quarantine files in
+//! the fact commit's `commitInfo` and commits them. Files of batches that
+//! never committed are in no snapshot; `txpipe vacuum` removes them. So a
+//! crash at any point leaves either the whole batch or none of it, and the
 //! source resumes from the committed positions ([`LakeWriter::positions`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use bytes::Bytes;
-use deltalake_core::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
 use deltalake_core::kernel::{Action, Transaction};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
-use deltalake_core::{DeltaTable, DeltaTableError};
 use futures::future::try_join_all;
 
-use super::commit::{BatchCounts, CommitEntry, FileAction, SourcePosition};
-use super::delta::{
-    add_action, commit_properties, delta_error, open, open_or_create, TableSpec,
-    DEFAULT_CHECKPOINT_INTERVAL,
-};
+use super::append_log::AppendLog;
+use super::commit::{CommitEntry, FileAction, SourcePosition};
+use super::delta::{add_action, TableSpec, DEFAULT_CHECKPOINT_INTERVAL};
+use super::encoded::EncodedBatch;
 use super::legacy::refuse_legacy_lake;
 use crate::decode::timestamp::format_rfc3339_millis;
 use crate::error::{Error, Result};
@@ -49,89 +46,21 @@ use crate::schema::{
 /// Key of txpipe's record in a commit's `commitInfo`.
 pub const COMMIT_INFO_KEY: &str = "txpipe";
 
-/// How far back [`LakeWriter::recover`] looks for the fact commit whose
-/// quarantine part is missing.
-const ROLL_FORWARD_SEARCH: u64 = 10_000;
-
-/// One encoded file waiting to be committed.
-#[derive(Debug, Clone)]
-pub struct EncodedFile {
-    /// Table folder (`fact_transaction`, `quarantine`).
-    pub table: &'static str,
-    /// Hive partition folder, e.g. `event_date=2026-11-20`.
-    pub partition: String,
-    /// Rows in the file.
-    pub rows: u64,
-    /// Delta statistics of the file's rows ([`delta_stats`](super::file_stats::delta_stats)).
-    pub stats: String,
-    /// The Parquet bytes.
-    pub data: Bytes,
-}
-
-/// A processed micro-batch: its files, counts and the source range it covers.
-#[derive(Debug, Clone, Default)]
-pub struct EncodedBatch {
-    /// Files to publish.
-    pub files: Vec<EncodedFile>,
-    /// What happened to the batch's rows.
-    pub counts: BatchCounts,
-    /// Position per source partition this batch continues from: the previous
-    /// batch's end as the reader saw it (for a partition the lake has never
-    /// seen, the first offset read). The commit is refused unless it equals
-    /// the lake's committed position, so batches chain without gap or overlap.
-    pub start_offsets: BTreeMap<i32, i64>,
-    /// Next position per source partition once this batch is committed.
-    pub positions: BTreeMap<i32, SourcePosition>,
-    /// Raw input bytes of the batch.
-    pub input_bytes: u64,
-    /// When the batch's first message arrived (metrics only).
-    pub opened_at: Option<std::time::Instant>,
-    /// Kafka produce timestamps of the batch's messages, ms (metrics only).
-    pub produced_ms: Vec<i64>,
-}
-
-impl EncodedBatch {
-    /// Appends the next batch of the same stream (it continues where this
-    /// one ends), so both land in one commit.
-    pub fn absorb(&mut self, next: EncodedBatch) {
-        self.files.extend(next.files);
-        self.counts.add(&next.counts);
-        for (p, start) in next.start_offsets {
-            // A partition this batch did not touch starts where `next` starts.
-            self.start_offsets.entry(p).or_insert(start);
-        }
-        self.positions.extend(next.positions);
-        self.input_bytes += next.input_bytes;
-        self.opened_at = match (self.opened_at, next.opened_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.produced_ms.extend(next.produced_ms);
-    }
-
-    /// Rows read from the source.
-    pub fn rows(&self) -> u64 {
-        self.counts.rows_in
-    }
-}
-
 /// Publishes micro-batches of one stream into a lake, exactly once.
 #[derive(Debug)]
 pub struct LakeWriter {
-    lake: Lake,
-    stream: String,
+    pub(super) lake: Lake,
+    pub(super) stream: String,
     source: String,
     writer_id: String,
     checkpoint_interval: u64,
     /// Whether the source has byte positions (files do, Kafka does not).
     byte_positions: bool,
-    fact: Option<DeltaTable>,
-    quarantine: Option<DeltaTable>,
+    pub(super) fact: Option<AppendLog>,
+    pub(super) quarantine: Option<AppendLog>,
     /// Source partitions whose positions are read from the log.
     tracked: BTreeSet<i32>,
-    /// Fact table version `positions` were read at.
-    read_at: Option<(u64, usize)>,
-    /// Committed positions of the stream as of `read_at`.
+    /// Committed positions of the stream as of the fact log's version.
     positions: BTreeMap<i32, SourcePosition>,
 }
 
@@ -153,13 +82,9 @@ fn byte_app_id(stream: &str, partition: i32) -> String {
     format!("txpipe-{stream}-{partition}-byte")
 }
 
-fn is_txn_conflict(e: &DeltaTableError) -> bool {
-    matches!(
-        e,
-        DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
-        }
-    )
+/// The prefix of every app id of `stream`.
+fn app_prefix(stream: &str) -> String {
+    format!("txpipe-{stream}-")
 }
 
 fn fact_spec(interval: u64) -> TableSpec {
@@ -175,7 +100,10 @@ fn quarantine_spec(interval: u64) -> TableSpec {
 }
 
 /// The `txn` actions that record `positions` for `stream`.
-fn transactions(stream: &str, positions: &BTreeMap<i32, SourcePosition>) -> Vec<Transaction> {
+pub(super) fn transactions(
+    stream: &str,
+    positions: &BTreeMap<i32, SourcePosition>,
+) -> Vec<Transaction> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for (p, pos) in positions {
@@ -196,7 +124,7 @@ fn transactions(stream: &str, positions: &BTreeMap<i32, SourcePosition>) -> Vec<
 }
 
 /// The Delta `Add` of a committed file (`path` is lake-relative).
-fn add_of(f: &FileAction) -> Action {
+pub(super) fn add_of(f: &FileAction) -> Action {
     let inner = f
         .path
         .strip_prefix(&format!("{}/", f.table))
@@ -206,49 +134,13 @@ fn add_of(f: &FileAction) -> Action {
     Action::Add(add_action(inner, partition, f.bytes, f.stats.clone()))
 }
 
-fn append(partition: &str) -> DeltaOperation {
+/// The operation recorded in an append commit's `commitInfo`.
+pub(super) fn append(partition: &str) -> DeltaOperation {
     DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: Some(vec![partition.to_string()]),
         predicate: None,
     }
-}
-
-/// Reads a table's committed `txn` versions of `stream` for `partitions`.
-async fn read_positions(
-    table: &DeltaTable,
-    name: &str,
-    stream: &str,
-    partitions: &BTreeSet<i32>,
-    with_bytes: bool,
-) -> Result<BTreeMap<i32, SourcePosition>> {
-    let snapshot = table.snapshot().map_err(|e| delta_error(name, e))?;
-    let store = table.log_store();
-    let mut out = BTreeMap::new();
-    for p in partitions {
-        let next = snapshot
-            .transaction_version(store.as_ref(), app_id(stream, *p))
-            .await
-            .map_err(|e| delta_error(name, e))?;
-        let Some(next_offset) = next else { continue };
-        let next_byte = if with_bytes {
-            snapshot
-                .transaction_version(store.as_ref(), byte_app_id(stream, *p))
-                .await
-                .map_err(|e| delta_error(name, e))?
-                .map(|b| b as u64)
-        } else {
-            None
-        };
-        out.insert(
-            *p,
-            SourcePosition {
-                next_offset,
-                next_byte,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// The txpipe record of a commit file's `commitInfo`, if it has one.
@@ -267,6 +159,16 @@ pub fn commit_entry_of(commit: &[u8], version: u64) -> Option<CommitEntry> {
     None
 }
 
+/// Partitions of `start` whose committed position in `log` is not the
+/// batch's start (another writer committed them meanwhile).
+fn conflicts(log: &AppendLog, stream: &str, start: &BTreeMap<i32, i64>) -> Vec<i32> {
+    start
+        .iter()
+        .filter(|(p, s)| log.txn(&app_id(stream, **p)).is_some_and(|at| at != **s))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
 impl LakeWriter {
     /// A writer for `stream` (a stable key of the source) described as `source`.
     ///
@@ -281,8 +183,7 @@ impl LakeWriter {
             byte_positions: true,
             fact: None,
             quarantine: None,
-            tracked: BTreeSet::new(),
-            read_at: None,
+            tracked: BTreeSet::from([0]),
             positions: BTreeMap::new(),
         }
     }
@@ -308,11 +209,7 @@ impl LakeWriter {
     /// Reads the positions of these source partitions too (a Kafka topic's
     /// partitions; a file has partition 0, which is always read).
     pub fn track(&mut self, partitions: impl IntoIterator<Item = i32>) {
-        let before = self.tracked.len();
         self.tracked.extend(partitions);
-        if self.tracked.len() != before {
-            self.read_at = None;
-        }
     }
 
     /// The committed position of every tracked source partition the stream
@@ -322,78 +219,93 @@ impl LakeWriter {
     }
 
     /// Opens the tables, creating them when `create` (a reader never does).
-    async fn tables(&mut self, create: bool) -> Result<()> {
+    pub(super) async fn tables(&mut self, create: bool) -> Result<()> {
+        let prefix = app_prefix(&self.stream);
         if self.fact.is_none() {
             refuse_legacy_lake(&self.lake).await?;
             self.fact = if create {
                 let spec = fact_spec(self.checkpoint_interval);
-                Some(open_or_create(&self.lake, FACT_TABLE, &spec).await?)
+                Some(AppendLog::open(&self.lake, FACT_TABLE, &spec, &prefix).await?)
             } else {
-                open(&self.lake, FACT_TABLE).await?
+                AppendLog::open_existing(&self.lake, FACT_TABLE, &prefix).await?
             };
         }
         if self.quarantine.is_none() && create {
             let spec = quarantine_spec(self.checkpoint_interval);
-            self.quarantine = Some(open_or_create(&self.lake, QUARANTINE_TABLE, &spec).await?);
+            let log = AppendLog::open(&self.lake, QUARANTINE_TABLE, &spec, &prefix).await?;
+            self.quarantine = Some(log);
         }
         Ok(())
     }
 
-    fn fact(&self) -> Result<&DeltaTable> {
-        self.fact
-            .as_ref()
-            .ok_or_else(|| Error::CommitLog("fact table not opened".into()))
-    }
-
-    fn fact_mut(&mut self) -> Result<&mut DeltaTable> {
+    pub(super) fn fact_log(&mut self) -> Result<&mut AppendLog> {
         self.fact
             .as_mut()
             .ok_or_else(|| Error::CommitLog("fact table not opened".into()))
     }
 
-    fn quarantine_mut(&mut self) -> Result<&mut DeltaTable> {
+    pub(super) fn quarantine_log(&mut self) -> Result<&mut AppendLog> {
         self.quarantine
             .as_mut()
             .ok_or_else(|| Error::CommitLog("quarantine table not opened".into()))
     }
 
-    fn watched(&self) -> BTreeSet<i32> {
-        let mut parts = self.tracked.clone();
-        parts.extend(self.positions.keys().copied());
-        parts.insert(0);
-        parts
+    /// App ids of the tracked partitions (and their byte positions).
+    fn tracked_apps(&self) -> Vec<String> {
+        let mut apps = Vec::new();
+        for p in &self.tracked {
+            apps.push(app_id(&self.stream, *p));
+            if self.byte_positions {
+                apps.push(byte_app_id(&self.stream, *p));
+            }
+        }
+        apps
     }
 
-    /// Re-reads the fact table's log and returns the stream's committed positions.
+    /// Rebuilds [`positions`](Self::positions) from the fact log's `txn`s.
+    async fn sync_positions(&mut self) -> Result<()> {
+        let apps = self.tracked_apps();
+        let stream = self.stream.clone();
+        let tracked = self.tracked.clone();
+        let with_bytes = self.byte_positions;
+        let Some(fact) = self.fact.as_mut() else {
+            self.positions.clear();
+            return Ok(());
+        };
+        fact.load(&apps).await?;
+        let mut positions = BTreeMap::new();
+        for p in tracked {
+            let Some(next_offset) = fact.txn(&app_id(&stream, p)) else {
+                continue;
+            };
+            let next_byte = if with_bytes {
+                fact.txn(&byte_app_id(&stream, p)).map(|b| b as u64)
+            } else {
+                None
+            };
+            positions.insert(
+                p,
+                SourcePosition {
+                    next_offset,
+                    next_byte,
+                },
+            );
+        }
+        self.positions = positions;
+        Ok(())
+    }
+
+    /// Reads the fact table's new commits and returns the stream's committed
+    /// positions.
     ///
     /// # Errors
     /// The log is unreadable or the store failed.
     pub async fn refresh(&mut self) -> Result<&BTreeMap<i32, SourcePosition>> {
         self.tables(false).await?;
-        if self.fact.is_none() {
-            // Nothing was ever committed to this lake.
-            self.positions.clear();
-            return Ok(&self.positions);
+        if let Some(fact) = self.fact.as_mut() {
+            fact.refresh().await?;
         }
-        self.fact_mut()?
-            .update_incremental(None)
-            .await
-            .map_err(|e| delta_error(FACT_TABLE, e))?;
-        let fact = self.fact()?;
-        let version = fact.version().unwrap_or_default();
-        let watched = self.watched();
-        if self.read_at != Some((version, watched.len())) {
-            let fresh = read_positions(
-                fact,
-                FACT_TABLE,
-                &self.stream,
-                &watched,
-                self.byte_positions,
-            )
-            .await?;
-            self.positions = fresh;
-            self.read_at = Some((version, watched.len()));
-        }
+        self.sync_positions().await?;
         Ok(&self.positions)
     }
 
@@ -404,6 +316,7 @@ impl LakeWriter {
     /// The lake is in txpipe's pre-Delta format, a log is unreadable, or the
     /// store failed.
     pub async fn recover(&mut self) -> Result<BTreeMap<i32, SourcePosition>> {
+        self.tables(true).await?;
         self.refresh().await?;
         let target: BTreeMap<i32, i64> = self
             .positions
@@ -412,139 +325,6 @@ impl LakeWriter {
             .collect();
         self.roll_forward_quarantine_to(&target).await?;
         Ok(self.positions.clone())
-    }
-
-    /// Commits the quarantine parts of the stream's fact commits that the
-    /// quarantine table is missing (a crash between a batch's two commits),
-    /// up to `target` (per partition, the fact position to reach).
-    async fn roll_forward_quarantine_to(&mut self, target: &BTreeMap<i32, i64>) -> Result<()> {
-        if target.is_empty() {
-            return Ok(());
-        }
-        self.tables(true).await?;
-        let stream = self.stream.clone();
-        let parts: BTreeSet<i32> = target.keys().copied().collect();
-        let q = self.quarantine_mut()?;
-        q.update_incremental(None)
-            .await
-            .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
-        let q_at: BTreeMap<i32, i64> = read_positions(q, QUARANTINE_TABLE, &stream, &parts, false)
-            .await?
-            .into_iter()
-            .map(|(p, pos)| (p, pos.next_offset))
-            .collect();
-        let behind: BTreeMap<i32, (Option<i64>, i64)> = target
-            .iter()
-            .filter(|(p, t)| q_at.get(p).is_none_or(|q| q < *t))
-            .map(|(p, t)| (*p, (q_at.get(p).copied(), *t)))
-            .collect();
-        if behind.is_empty() {
-            return Ok(());
-        }
-        // Walk the fact log back, collecting this stream's commits whose end
-        // lies in (quarantine position, target] for a lagging partition,
-        // until every lagging partition reaches a commit the quarantine has.
-        let fact = self.fact()?;
-        let store = fact.log_store();
-        let latest = fact.version().unwrap_or_default();
-        let oldest = latest.saturating_sub(ROLL_FORWARD_SEARCH);
-        let mut open: BTreeSet<i32> = behind.keys().copied().collect();
-        let mut entries: Vec<CommitEntry> = Vec::new();
-        let mut v = latest;
-        while !open.is_empty() {
-            let bytes = store
-                .read_commit_entry(v)
-                .await
-                .map_err(|e| delta_error(FACT_TABLE, e))?;
-            if let Some(e) = bytes.and_then(|b| commit_entry_of(&b, v)) {
-                if e.stream == self.stream {
-                    let mut missing = false;
-                    for (p, (q, t)) in &behind {
-                        let Some(end) = e.positions.get(p).map(|x| x.next_offset) else {
-                            continue;
-                        };
-                        if q.is_some_and(|q| end <= q) {
-                            open.remove(p);
-                        } else if end <= *t {
-                            missing = true;
-                        }
-                    }
-                    if missing {
-                        entries.push(e);
-                    }
-                }
-            }
-            if v == oldest || v == 0 {
-                break;
-            }
-            v -= 1;
-        }
-        for e in entries.into_iter().rev() {
-            let files: Vec<FileAction> = e
-                .files
-                .iter()
-                .filter(|f| f.table == QUARANTINE_TABLE)
-                .cloned()
-                .collect();
-            self.commit_quarantine(&files, &e.positions).await?;
-        }
-        Ok(())
-    }
-
-    /// Commits quarantine files with the batch's positions, unless the
-    /// quarantine table already holds them (a roll forward raced us).
-    async fn commit_quarantine(
-        &mut self,
-        files: &[FileAction],
-        positions: &BTreeMap<i32, SourcePosition>,
-    ) -> Result<()> {
-        let stream = self.stream.clone();
-        let parts: BTreeSet<i32> = positions.keys().copied().collect();
-        for attempt in 0..2 {
-            let q = self.quarantine_mut()?;
-            q.update_incremental(None)
-                .await
-                .map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
-            let at = read_positions(q, QUARANTINE_TABLE, &stream, &parts, false).await?;
-            // Partitions the quarantine already holds past this batch keep
-            // their (later) position; the files are still this batch's.
-            let advancing: BTreeMap<i32, SourcePosition> = positions
-                .iter()
-                .filter(|(p, pos)| at.get(p).is_none_or(|x| x.next_offset < pos.next_offset))
-                .map(|(p, pos)| (*p, *pos))
-                .collect();
-            if advancing.is_empty() {
-                return Ok(());
-            }
-            let snapshot = q.snapshot().map_err(|e| delta_error(QUARANTINE_TABLE, e))?;
-            let props = commit_properties(q)
-                .with_application_transactions(transactions(&stream, &advancing));
-            let result = CommitBuilder::from(props)
-                .with_actions(files.iter().map(add_of).collect())
-                .build(Some(snapshot), q.log_store(), append(RECEIVED_DATE))
-                .await;
-            match result {
-                Ok(done) => {
-                    q.state = Some(done.snapshot());
-                    return Ok(());
-                }
-                Err(e) if is_txn_conflict(&e) && attempt == 0 => continue,
-                Err(e) => return Err(delta_error(QUARANTINE_TABLE, e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn conflicts(&self, start: &BTreeMap<i32, i64>) -> Vec<i32> {
-        start
-            .iter()
-            .filter(|(p, s)| {
-                self.positions
-                    .get(p)
-                    .is_some_and(|pos| **s != pos.next_offset)
-            })
-            .map(|(p, _)| *p)
-            .collect()
     }
 
     fn conflict(&self, partitions: Vec<i32>) -> Error {
@@ -563,27 +343,12 @@ impl LakeWriter {
         }
     }
 
-    /// Writes, commits and returns one batch.
-    ///
-    /// # Errors
-    /// [`Error::CommitConflict`] when another writer already committed part of
-    /// the batch's source range (nothing is committed and the batch's files
-    /// are deleted); otherwise the log or the store failed.
-    pub async fn commit(&mut self, batch: EncodedBatch) -> Result<CommitEntry> {
-        self.tables(true).await?;
-        self.track(batch.positions.keys().copied());
-        if self.read_at.is_none() || !self.conflicts(&batch.start_offsets).is_empty() {
-            // Our view of the log may be stale: re-read it before deciding.
-            self.refresh().await?;
-        }
-        let conflicts = self.conflicts(&batch.start_offsets);
-        if !conflicts.is_empty() {
-            return Err(self.conflict(conflicts));
-        }
-        let start_offsets = batch.start_offsets.clone();
+    /// Writes the batch's files; returns what the commit will add.
+    async fn put_files(&self, batch: EncodedBatch) -> Result<(Vec<FileAction>, EncodedBatch)> {
+        let mut batch = batch;
         let mut files = Vec::with_capacity(batch.files.len());
         let mut puts = Vec::with_capacity(batch.files.len());
-        for f in batch.files {
+        for f in std::mem::take(&mut batch.files) {
             let path = format!(
                 "{}/{}/part-{}.parquet",
                 f.table,
@@ -605,9 +370,41 @@ impl LakeWriter {
             self.delete_files(&files).await;
             return Err(e);
         }
+        Ok((files, batch))
+    }
+
+    /// Writes, commits and returns one batch.
+    ///
+    /// # Errors
+    /// [`Error::CommitConflict`] when another writer already committed part of
+    /// the batch's source range (nothing is committed and the batch's files
+    /// are deleted); otherwise the log or the store failed.
+    pub async fn commit(&mut self, batch: EncodedBatch) -> Result<CommitEntry> {
+        self.tables(true).await?;
+        self.track(batch.positions.keys().copied());
+        let stream = self.stream.clone();
+        let apps: Vec<String> = batch
+            .start_offsets
+            .keys()
+            .map(|p| app_id(&stream, *p))
+            .collect();
+        let fact = self.fact_log()?;
+        fact.load(&apps).await?;
+        if !conflicts(fact, &stream, &batch.start_offsets).is_empty() {
+            // Our view of the log may be stale: read the new commits first.
+            fact.refresh().await?;
+        }
+        let stale = conflicts(fact, &stream, &batch.start_offsets);
+        if !stale.is_empty() {
+            self.sync_positions().await?;
+            return Err(self.conflict(stale));
+        }
+        let start_offsets = batch.start_offsets.clone();
+        let opened_at = batch.opened_at;
+        let (files, batch) = self.put_files(batch).await?;
         let mut entry = CommitEntry {
             version: 0,
-            stream: self.stream.clone(),
+            stream: stream.clone(),
             source: self.source.clone(),
             positions: batch.positions,
             files,
@@ -615,64 +412,87 @@ impl LakeWriter {
             committed_at: format_rfc3339_millis(now_micros()),
             writer: format!("txpipe {}", env!("CARGO_PKG_VERSION")),
             writer_id: self.writer_id.clone(),
-            batch_latency_ms: batch.opened_at.map(|t| t.elapsed().as_millis() as u64),
+            batch_latency_ms: opened_at.map(|t| t.elapsed().as_millis() as u64),
         };
-        let info = serde_json::to_value(&entry)?;
-        let fact_adds: Vec<Action> = entry
+        let info = HashMap::from([(COMMIT_INFO_KEY.to_string(), serde_json::to_value(&entry)?)]);
+        let adds: Vec<Action> = entry
             .files
             .iter()
             .filter(|f| f.table == FACT_TABLE)
             .map(add_of)
             .collect();
-        let stream = self.stream.clone();
-        let fact = self.fact_mut()?;
-        let snapshot = fact.snapshot().map_err(|e| delta_error(FACT_TABLE, e))?;
-        let based_on = snapshot.version();
-        let props = commit_properties(fact)
-            .with_application_transactions(transactions(&stream, &entry.positions))
-            .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
-        let result = CommitBuilder::from(props)
-            .with_actions(fact_adds)
-            .build(Some(snapshot), fact.log_store(), append(EVENT_DATE))
+        let txns = transactions(&stream, &entry.positions);
+        let mut refused = Vec::new();
+        // Partitions the lake already had when the commit landed: a crashed
+        // member's batch may sit between the quarantine's position and this
+        // batch's start.
+        let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
+        let result = self
+            .fact_log()?
+            .append(adds, append(EVENT_DATE), info, |log| {
+                refused = conflicts(log, &stream, &start_offsets);
+                seen = start_offsets
+                    .iter()
+                    .filter(|(p, _)| log.txn(&app_id(&stream, **p)).is_some())
+                    .map(|(p, s)| (*p, *s))
+                    .collect();
+                if refused.is_empty() {
+                    Ok(Some(txns.clone()))
+                } else {
+                    Ok(None)
+                }
+            })
             .await;
         match result {
-            Ok(done) => {
-                entry.version = done.version();
-                fact.state = Some(done.snapshot());
-            }
-            Err(e) if is_txn_conflict(&e) => {
+            Ok(Some(version)) => entry.version = version,
+            Ok(None) => {
                 self.delete_files(&entry.files).await;
-                self.refresh().await?;
-                let parts = entry.positions.keys().copied().collect();
-                return Err(self.conflict(parts));
+                self.sync_positions().await?;
+                return Err(self.conflict(refused));
             }
-            Err(e) => {
-                // The commit may or may not have landed (an I/O error after
-                // the put): keep the files, the next start reads the log.
-                return Err(delta_error(FACT_TABLE, e));
-            }
+            // The commit may or may not have landed (an I/O error after the
+            // put): keep the files, the next start reads the log.
+            Err(e) => return Err(e),
         }
-        self.positions
-            .extend(entry.positions.iter().map(|(p, pos)| (*p, *pos)));
-        // delta-rs checks app ids only against commits after the snapshot we
-        // committed on: positions stay trusted only when nobody else committed
-        // in between; otherwise the next batch re-reads them first.
-        self.read_at = if entry.version == based_on + 1 {
-            Some((entry.version, self.watched().len()))
-        } else {
-            None
-        };
+        self.sync_positions().await?;
         let quarantine: Vec<FileAction> = entry
             .files
             .iter()
             .filter(|f| f.table == QUARANTINE_TABLE)
             .cloned()
             .collect();
-        // A crashed member's batch may sit between the quarantine's position
-        // and this batch: commit its quarantine part first.
-        self.roll_forward_quarantine_to(&start_offsets).await?;
+        self.roll_forward_quarantine_to(&seen).await?;
         self.commit_quarantine(&quarantine, &entry.positions)
             .await?;
         Ok(entry)
+    }
+
+    /// Commits quarantine files with the batch's positions, unless the
+    /// quarantine table already holds them (a roll forward raced us).
+    pub(super) async fn commit_quarantine(
+        &mut self,
+        files: &[FileAction],
+        positions: &BTreeMap<i32, SourcePosition>,
+    ) -> Result<()> {
+        let stream = self.stream.clone();
+        let apps: Vec<String> = positions.keys().map(|p| app_id(&stream, *p)).collect();
+        let q = self.quarantine_log()?;
+        q.load(&apps).await?;
+        let adds: Vec<Action> = files.iter().map(add_of).collect();
+        q.append(adds, append(RECEIVED_DATE), HashMap::new(), |log| {
+            // Partitions the quarantine already holds past this batch keep
+            // their (later) position; the files are still this batch's.
+            let advancing: BTreeMap<i32, SourcePosition> = positions
+                .iter()
+                .filter(|(p, pos)| {
+                    log.txn(&app_id(&stream, **p))
+                        .is_none_or(|at| at < pos.next_offset)
+                })
+                .map(|(p, pos)| (*p, *pos))
+                .collect();
+            Ok((!advancing.is_empty()).then(|| transactions(&stream, &advancing)))
+        })
+        .await?;
+        Ok(())
     }
 }
