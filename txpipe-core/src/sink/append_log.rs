@@ -7,8 +7,9 @@
 //! the `txn` versions of its own stream. So, as kafka-delta-ingest does, the
 //! appends are written here:
 //!
-//! - the table is opened once through delta-rs (checkpoint + log tail), which
-//!   also answers the `txn` versions the writer asks for;
+//! - the table is opened once as a lazy kernel snapshot (newest checkpoint +
+//!   log tail; the file list is never materialised), which also answers the
+//!   `txn` versions the writer asks for;
 //! - each append is one commit file written with put-if-absent at the next
 //!   version (`If-None-Match: *` on S3). When the version is taken, the
 //!   commits in between are read, their `txn` actions update the stream's
@@ -22,15 +23,19 @@
 //! commits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use delta_kernel::snapshot::{Snapshot, SnapshotRef};
+use delta_kernel::Engine;
 use deltalake_core::kernel::transaction::{CommitData, TransactionError};
 use deltalake_core::kernel::{Action, Transaction};
 use deltalake_core::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake_core::protocol::DeltaOperation;
-use deltalake_core::table::config::TablePropertiesExt as _;
-use deltalake_core::{DeltaTable, DeltaTableError};
+use deltalake_core::DeltaTableError;
+use url::Url;
 
-use super::delta::{delta_error, open, open_or_create, TableSpec};
+use super::delta::{delta_error, handle, open_or_create, TableSpec, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
@@ -42,12 +47,30 @@ const SUPPORTED_WRITER_FEATURES: [&str; 3] = ["appendOnly", "invariants", "times
 /// without table features.
 const MAX_LEGACY_WRITER_VERSION: i32 = 2;
 
+/// Delta's default log retention (`delta.logRetentionDuration`).
+const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Expired log files are looked for at most this often: the cleanup lists
+/// the whole `_delta_log`, which a table committing every second fills with
+/// up to a retention's worth of commit files.
+const LOG_CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+
+/// `commitInfo` key of the id each append gives its commit, so that a retried
+/// put that had in fact landed is recognised as ours, not another writer's.
+pub const COMMIT_ID_KEY: &str = "txpipeCommitId";
+
+/// Attempts of one append before it gives up (each lost to another writer's
+/// commit, or to a conflicting in-flight put).
+const MAX_APPEND_ATTEMPTS: u32 = 200;
+
 /// One Delta table as a streaming appender sees it.
 pub struct AppendLog {
     name: String,
-    /// The table as delta-rs loaded it when opened (answers `txn` versions
+    /// The kernel snapshot the table was opened at (answers `txn` versions
     /// the log tail read since does not have).
-    base: DeltaTable,
+    base: SnapshotRef,
+    engine: Arc<dyn Engine>,
+    url: Url,
     log_store: LogStoreRef,
     /// Newest version this log has seen.
     version: u64,
@@ -55,7 +78,10 @@ pub struct AppendLog {
     txns: BTreeMap<String, Option<i64>>,
     prefix: String,
     checkpoint_interval: u64,
-    log_retention_ms: i64,
+    log_retention: Duration,
+    last_cleanup: Option<Instant>,
+    /// When the log was last read up to its newest version.
+    read_at: Instant,
 }
 
 impl std::fmt::Debug for AppendLog {
@@ -68,10 +94,42 @@ impl std::fmt::Debug for AppendLog {
     }
 }
 
+/// Runs a (blocking) kernel call off the async runtime.
+async fn kernel<T, F>(f: F) -> deltalake_core::DeltaResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> delta_kernel::DeltaResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DeltaTableError::Generic(format!("kernel task: {e}")))?
+        .map_err(DeltaTableError::from)
+}
+
+/// The newest snapshot of the table at `url` (`version`: that one instead).
+async fn snapshot_at(
+    engine: &Arc<dyn Engine>,
+    url: &Url,
+    version: Option<u64>,
+) -> deltalake_core::DeltaResult<SnapshotRef> {
+    let (engine, url) = (engine.clone(), url.clone());
+    kernel(move || {
+        let builder = Snapshot::builder_for(url);
+        let builder = match version {
+            Some(v) => builder.at_version(v),
+            None => builder,
+        };
+        builder.build(engine.as_ref())
+    })
+    .await
+}
+
 /// What a commit file holds that the appender must know about.
 #[derive(Debug, Default)]
 struct CommitSummary {
     txns: Vec<(String, i64)>,
+    /// The writer's id of the commit (`commitInfo.txpipeCommitId`).
+    commit_id: Option<String>,
     /// The commit changes the table's schema or protocol.
     changes_table: bool,
 }
@@ -89,6 +147,13 @@ fn summarize(bytes: &[u8]) -> CommitSummary {
                 out.txns.push((app.to_string(), version));
             }
         }
+        if let Some(id) = v
+            .get("commitInfo")
+            .and_then(|c| c.get(COMMIT_ID_KEY))
+            .and_then(|i| i.as_str())
+        {
+            out.commit_id = Some(id.to_string());
+        }
         if v.get("metaData").is_some() || v.get("protocol").is_some() {
             out.changes_table = true;
         }
@@ -104,8 +169,17 @@ impl AppendLog {
     /// The log is unreadable, the store failed, or the table needs writer
     /// features txpipe does not implement.
     pub async fn open(lake: &Lake, rel: &str, spec: &TableSpec, prefix: &str) -> Result<Self> {
-        let base = open_or_create(lake, rel, spec).await?;
-        Self::from_table(rel, base, prefix)
+        match Self::open_existing(lake, rel, prefix).await? {
+            Some(log) => Ok(log),
+            None => {
+                open_or_create(lake, rel, spec).await?;
+                Self::open_existing(lake, rel, prefix)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::CommitLog(format!("table {rel}: created, but it has no log"))
+                    })
+            }
+        }
     }
 
     /// Like [`open`](Self::open), but `None` when the table does not exist.
@@ -113,23 +187,55 @@ impl AppendLog {
     /// # Errors
     /// See [`open`](Self::open).
     pub async fn open_existing(lake: &Lake, rel: &str, prefix: &str) -> Result<Option<Self>> {
-        match open(lake, rel).await? {
-            Some(base) => Ok(Some(Self::from_table(rel, base, prefix)?)),
-            None => Ok(None),
+        let log_store = handle(lake, rel)?.log_store();
+        let has_log = lake
+            .exists(&format!(
+                "{}/_delta_log/_last_checkpoint",
+                rel.trim_matches('/')
+            ))
+            .await?
+            || log_store
+                .read_commit_entry(0)
+                .await
+                .map_err(|e| delta_error(rel, e))?
+                .is_some();
+        if !has_log {
+            return Ok(None);
         }
+        let engine = log_store.engine(None);
+        let url = log_store
+            .transaction_url(None)
+            .map_err(|e| delta_error(rel, e))?;
+        let base = match snapshot_at(&engine, &url, None).await {
+            Ok(s) => s,
+            // A damaged log: delta-rs' loader names the file.
+            Err(e) => {
+                super::delta::open(lake, rel).await?;
+                return Err(delta_error(rel, e));
+            }
+        };
+        let mut log = Self {
+            name: rel.to_string(),
+            version: base.version(),
+            base: base.clone(),
+            engine,
+            url,
+            log_store,
+            txns: BTreeMap::new(),
+            prefix: prefix.to_string(),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            log_retention: DEFAULT_LOG_RETENTION,
+            last_cleanup: None,
+            read_at: Instant::now(),
+        };
+        log.adopt(base)?;
+        Ok(Some(log))
     }
 
-    fn from_table(rel: &str, base: DeltaTable, prefix: &str) -> Result<Self> {
-        let log_store = base.log_store();
-        if log_store.name() != "DefaultLogStore" {
-            return Err(Error::Config(format!(
-                "table {rel}: log store {} is not supported for streaming appends \
-                 (conditional puts are needed)",
-                log_store.name()
-            )));
-        }
-        let snapshot = base.snapshot().map_err(|e| delta_error(rel, e))?;
-        let protocol = snapshot.protocol();
+    /// Takes the table settings of `snapshot` and checks txpipe may append.
+    fn adopt(&mut self, snapshot: SnapshotRef) -> Result<()> {
+        let config = snapshot.table_configuration();
+        let protocol = config.protocol();
         let unsupported: Vec<String> = protocol
             .writer_features()
             .unwrap_or_default()
@@ -142,25 +248,30 @@ impl AppendLog {
                 && protocol.writer_features().is_none())
         {
             return Err(Error::Config(format!(
-                "table {rel}: writer protocol {} with features {unsupported:?} is not supported \
+                "table {}: writer protocol {} with features {unsupported:?} is not supported \
                  for streaming appends",
+                self.name,
                 protocol.min_writer_version()
             )));
         }
-        let config = snapshot.table_config();
-        let checkpoint_interval = config.checkpoint_interval().get();
-        let log_retention_ms = config.log_retention_duration().as_millis() as i64;
-        let version = snapshot.version();
-        Ok(Self {
-            name: rel.to_string(),
-            base,
-            log_store,
-            version,
-            txns: BTreeMap::new(),
-            prefix: prefix.to_string(),
-            checkpoint_interval,
-            log_retention_ms,
-        })
+        let props = snapshot.table_properties();
+        if let Some(d) = props.set_transaction_retention_duration {
+            // Checkpoints would drop the stream's positions after `d`, and a
+            // stale writer could then commit a range twice.
+            return Err(Error::Config(format!(
+                "table {}: delta.setTransactionRetentionDuration is set ({d:?}); txpipe keeps \
+                 its source positions in txn actions and needs them kept: unset it",
+                self.name
+            )));
+        }
+        self.checkpoint_interval = props
+            .checkpoint_interval
+            .map_or(DEFAULT_CHECKPOINT_INTERVAL, |n| n.get());
+        self.log_retention = props
+            .log_retention_duration
+            .unwrap_or(DEFAULT_LOG_RETENTION);
+        self.base = snapshot;
+        Ok(())
     }
 
     /// The newest version this log has seen.
@@ -183,14 +294,18 @@ impl AppendLog {
             if self.txns.contains_key(app) {
                 continue;
             }
-            let snapshot = self
-                .base
-                .snapshot()
-                .map_err(|e| delta_error(&self.name, e))?;
-            let version = snapshot
-                .transaction_version(self.log_store.as_ref(), app.clone())
+            if self.base.version() != self.version {
+                // Read from the newest version: the commits between the old
+                // base and it may be cleaned up by now. (Lazy: the newest
+                // checkpoint and the commits after it.)
+                self.base = snapshot_at(&self.engine, &self.url, Some(self.version))
+                    .await
+                    .map_err(|e| self.error(e))?;
+            }
+            let (base, engine, id) = (self.base.clone(), self.engine.clone(), app.clone());
+            let version = kernel(move || base.get_app_id_version(&id, engine.as_ref()))
                 .await
-                .map_err(|e| delta_error(&self.name, e))?;
+                .map_err(|e| self.error(e))?;
             self.txns.insert(app.clone(), version);
         }
         Ok(())
@@ -202,47 +317,64 @@ impl AppendLog {
         self.txns.get(app).copied().flatten()
     }
 
-    /// Reads the commits after the newest version seen. Returns whether there
-    /// were any.
+    /// Reads the commits after the newest version seen; returns the commit
+    /// ids (see [`COMMIT_ID_KEY`]) of the commits read, by version.
     ///
     /// # Errors
     /// A commit file is unreadable, or the store failed.
-    pub async fn refresh(&mut self) -> Result<bool> {
-        let mut any = false;
+    pub async fn refresh(&mut self) -> Result<Vec<(u64, Option<String>)>> {
+        if self.read_at.elapsed() > self.log_retention / 2 {
+            // Commits after our version may have been cleaned up meanwhile
+            // (a writer idle for longer than the log retention): start over
+            // from the newest checkpoint, never from a gap.
+            self.reopen().await?;
+        }
+        let mut seen = Vec::new();
         while let Some(bytes) = self
             .log_store
             .read_commit_entry(self.version + 1)
             .await
-            .map_err(|e| delta_error(&self.name, e))?
+            .map_err(|e| self.error(e))?
         {
-            self.apply(&bytes).await?;
-            any = true;
+            let id = self.apply(&bytes).await?;
+            seen.push((self.version, id));
         }
-        Ok(any)
+        self.read_at = Instant::now();
+        Ok(seen)
     }
 
-    /// Takes the commit at `version + 1` into account.
-    async fn apply(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Re-reads the table from its newest snapshot; the `txn` cache starts over.
+    async fn reopen(&mut self) -> Result<()> {
+        let snapshot = snapshot_at(&self.engine, &self.url, None)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.version = snapshot.version();
+        self.txns.clear();
+        self.adopt(snapshot)?;
+        self.read_at = Instant::now();
+        Ok(())
+    }
+
+    /// Takes the commit at `version + 1` into account; returns its commit id.
+    async fn apply(&mut self, bytes: &[u8]) -> Result<Option<String>> {
         let summary = summarize(bytes);
-        self.version += 1;
+        let version = self.version + 1;
+        if summary.changes_table {
+            // Someone changed the schema, settings or protocol: read them and
+            // check again that txpipe may append (before moving on, so a
+            // failure is retried by the next refresh).
+            let snapshot = snapshot_at(&self.engine, &self.url, Some(version))
+                .await
+                .map_err(|e| self.error(e))?;
+            self.adopt(snapshot)?;
+        }
+        self.version = version;
         for (app, v) in summary.txns {
             if app.starts_with(&self.prefix) {
                 self.txns.insert(app, Some(v));
             }
         }
-        if summary.changes_table {
-            // Someone changed the schema or protocol: reload through delta-rs
-            // and check again that txpipe may append.
-            let mut base = self.base.clone();
-            base.load_version(self.version)
-                .await
-                .map_err(|e| delta_error(&self.name, e))?;
-            let reloaded = Self::from_table(&self.name, base, &self.prefix)?;
-            self.base = reloaded.base;
-            self.checkpoint_interval = reloaded.checkpoint_interval;
-            self.log_retention_ms = reloaded.log_retention_ms;
-        }
-        Ok(())
+        Ok(summary.commit_id)
     }
 
     /// Appends one commit: `actions`, `operation` and the `commitInfo`
@@ -250,7 +382,7 @@ impl AppendLog {
     ///
     /// `plan` runs before each attempt on the log as it then is; it returns
     /// the `txn` actions to commit, `Ok(None)` when nothing needs committing
-    /// any more (another writer did it), or an error to give up (e.g. a
+    /// any more (another writer did it, or the caller gives up, e.g. on a
     /// conflict). Returns the committed version.
     ///
     /// # Errors
@@ -266,7 +398,15 @@ impl AppendLog {
     where
         F: FnMut(&Self) -> Result<Option<Vec<Transaction>>>,
     {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut info = info;
+        info.insert(
+            COMMIT_ID_KEY.to_string(),
+            serde_json::Value::from(id.clone()),
+        );
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let Some(txns) = plan(self)? else {
                 return Ok(None);
             };
@@ -275,21 +415,54 @@ impl AppendLog {
             let version = self.version + 1;
             let written = self
                 .log_store
-                .write_commit_entry(version, CommitOrBytes::LogBytes(bytes.clone()), uuid())
+                .write_commit_entry(
+                    version,
+                    CommitOrBytes::LogBytes(bytes.clone()),
+                    uuid::Uuid::new_v4(),
+                )
                 .await;
             match written {
                 Ok(()) => {
                     self.apply(&bytes).await?;
-                    self.checkpoint_if_due(version).await?;
+                    self.after_commit(version).await;
                     return Ok(Some(version));
                 }
                 Err(TransactionError::VersionAlreadyExists(_)) => {
-                    // Another writer took the version: learn what it did,
-                    // then let the plan decide again.
-                    self.refresh().await?;
+                    // Another writer took the version — or our own put landed
+                    // and a retry of it was refused: learn what happened.
+                    let seen = self.refresh().await?;
+                    if let Some((v, _)) = seen.iter().find(|(_, c)| c.as_deref() == Some(&id)) {
+                        let v = *v;
+                        self.after_commit(v).await;
+                        return Ok(Some(v));
+                    }
+                    if attempt >= MAX_APPEND_ATTEMPTS {
+                        return Err(Error::CommitLog(format!(
+                            "table {}: gave up after {attempt} commit attempts, each lost to \
+                             another writer",
+                            self.name
+                        )));
+                    }
+                    if seen.is_empty() {
+                        // Nothing new to read yet (a put in flight elsewhere):
+                        // back off before trying the same version again.
+                        let ms = (10 * u64::from(attempt)).min(1000);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                 }
                 Err(e) => return Err(self.error(e.into())),
             }
+        }
+    }
+
+    /// Checkpoint and log cleanup after a commit: the commit has landed, so a
+    /// failure here is reported, not returned (the next checkpoint covers it).
+    async fn after_commit(&mut self, version: u64) {
+        if let Err(e) = self.checkpoint_if_due(version).await {
+            eprintln!(
+                "txpipe: warning: table {}: checkpoint after version {version} failed: {e}",
+                self.name
+            );
         }
     }
 
@@ -297,19 +470,32 @@ impl AppendLog {
         delta_error(&self.name, e)
     }
 
-    /// Writes a checkpoint at `version` when the table's interval says so,
-    /// then removes commit files older than the log retention that the
-    /// checkpoint makes unnecessary.
-    async fn checkpoint_if_due(&self, version: u64) -> Result<()> {
-        // As delta-rs does: after every `interval` commits counted from
-        // version 0 (versions interval - 1, 2 * interval - 1, …).
+    /// Writes a checkpoint at `version` when the table's interval says so
+    /// (as delta-rs: after every `interval` commits counted from version 0),
+    /// then, at most once an hour, removes commit files older than the log
+    /// retention that a checkpoint makes unnecessary.
+    async fn checkpoint_if_due(&mut self, version: u64) -> Result<()> {
         if !(version + 1).is_multiple_of(self.checkpoint_interval) {
             return Ok(());
         }
-        write_checkpoint(&self.log_store, version)
+        let snapshot = snapshot_at(&self.engine, &self.url, Some(version))
             .await
             .map_err(|e| self.error(e))?;
-        let cutoff = chrono::Utc::now().timestamp_millis() - self.log_retention_ms;
+        let engine = self.engine.clone();
+        // The kernel writes the checkpoint and `_last_checkpoint` from the
+        // previous checkpoint and the commits since, without holding the
+        // file list in memory.
+        kernel(move || snapshot.checkpoint(engine.as_ref(), None).map(|_| ()))
+            .await
+            .map_err(|e| self.error(e))?;
+        if self
+            .last_cleanup
+            .is_some_and(|t| t.elapsed() < LOG_CLEANUP_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_cleanup = Some(Instant::now());
+        let cutoff = chrono::Utc::now().timestamp_millis() - self.log_retention.as_millis() as i64;
         deltalake_core::checkpoints::cleanup_expired_logs_for(
             version,
             self.log_store.as_ref(),
@@ -320,30 +506,6 @@ impl AppendLog {
         .map_err(|e| self.error(e))?;
         Ok(())
     }
-}
-
-fn uuid() -> uuid::Uuid {
-    uuid::Uuid::new_v4()
-}
-
-/// Writes a Delta checkpoint (and `_last_checkpoint`) of the table at
-/// `version`, with the kernel: it reads the previous checkpoint and the
-/// commits since, without materialising the table's file list in memory.
-async fn write_checkpoint(
-    log_store: &LogStoreRef,
-    version: u64,
-) -> deltalake_core::DeltaResult<()> {
-    let url = log_store.transaction_url(None)?;
-    let engine = log_store.engine(None);
-    tokio::task::spawn_blocking(move || -> deltalake_core::DeltaResult<()> {
-        let snapshot = delta_kernel::snapshot::Snapshot::builder_for(url)
-            .at_version(version)
-            .build(engine.as_ref())?;
-        snapshot.checkpoint(engine.as_ref(), None)?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| DeltaTableError::Generic(format!("checkpoint task: {e}")))?
 }
 
 #[cfg(test)]

@@ -102,8 +102,8 @@ pub fn table_url(lake: &Lake, rel: &str) -> Result<Url> {
         .map_err(|e| Error::Config(format!("table {rel} under {}: {e}", lake.url())))
 }
 
-/// An unloaded handle on the table at `rel`.
-fn handle(lake: &Lake, rel: &str) -> Result<DeltaTable> {
+/// An unloaded handle on the table at `rel` (its log store works; nothing is read).
+pub fn handle(lake: &Lake, rel: &str) -> Result<DeltaTable> {
     register_schemes();
     let url = table_url(lake, rel)?;
     DeltaTableBuilder::from_url(url.clone())

@@ -14,12 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::commit::{CommitEntry, FileAction};
 use super::lake_writer::{app_id, commit_entry_of, LakeWriter};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schema::QUARANTINE_TABLE;
-
-/// How far back the roll forward looks for the fact commit whose
-/// quarantine part is missing.
-const ROLL_FORWARD_SEARCH: u64 = 10_000;
 
 impl LakeWriter {
     /// Commits the quarantine parts of the stream's fact commits that the
@@ -56,13 +52,35 @@ impl LakeWriter {
                 .collect();
             self.commit_quarantine(&files, &e.positions).await?;
         }
+        // Never go on with a quarantine behind the fact table: its rows
+        // would be lost without a word.
+        let q = self.quarantine_log()?;
+        let still: Vec<String> = target
+            .iter()
+            .filter(|(p, t)| q.txn(&app_id(&stream, **p)).is_none_or(|at| at < **t))
+            .map(|(p, t)| {
+                format!(
+                    "partition {p}: quarantine at {:?}, fact at {t}",
+                    q.txn(&app_id(&stream, *p))
+                )
+            })
+            .collect();
+        if !still.is_empty() {
+            return Err(Error::CommitLog(format!(
+                "stream {stream}: the quarantine table is behind the fact table and the fact \
+                 commits that would complete it are no longer in the log ({}); the quarantine \
+                 rows of that range are lost — re-ingest it into a new lake",
+                still.join("; ")
+            )));
+        }
         Ok(())
     }
 
     /// Walks the fact log back from its newest version, collecting (oldest
     /// first) this stream's commits whose end lies in (quarantine position,
     /// target] for a lagging partition, until every lagging partition
-    /// reaches a commit the quarantine has.
+    /// reaches a commit the quarantine has (or the log's oldest commit). A
+    /// gap is normally one batch back, so this reads a few commit files.
     async fn missing_quarantine_commits(
         &mut self,
         behind: &BTreeMap<i32, (Option<i64>, i64)>,
@@ -71,16 +89,19 @@ impl LakeWriter {
         let fact = self.fact_log()?;
         let store = fact.log_store().clone();
         let latest = fact.version();
-        let oldest = latest.saturating_sub(ROLL_FORWARD_SEARCH);
         let mut open: BTreeSet<i32> = behind.keys().copied().collect();
         let mut entries: Vec<CommitEntry> = Vec::new();
         let mut v = latest;
         while !open.is_empty() {
-            let bytes = store
+            let Some(bytes) = store
                 .read_commit_entry(v)
                 .await
-                .map_err(|e| super::delta::delta_error(crate::schema::FACT_TABLE, e))?;
-            if let Some(e) = bytes.and_then(|b| commit_entry_of(&b, v)) {
+                .map_err(|e| super::delta::delta_error(crate::schema::FACT_TABLE, e))?
+            else {
+                // Older commits were cleaned up after a checkpoint.
+                break;
+            };
+            if let Some(e) = commit_entry_of(&bytes, v) {
                 if e.stream == stream {
                     let mut missing = false;
                     for (p, (q, t)) in behind {
@@ -98,7 +119,7 @@ impl LakeWriter {
                     }
                 }
             }
-            if v == oldest || v == 0 {
+            if v == 0 {
                 break;
             }
             v -= 1;
