@@ -309,14 +309,15 @@ impl LakeWriter {
         Ok(&self.positions)
     }
 
-    /// Opens (or creates) the tables, completes a batch whose quarantine
+    /// Opens the tables (if there are any), completes a batch whose quarantine
     /// commit a crash cut off, and returns the stream's committed positions.
     ///
     /// # Errors
     /// The lake is in txpipe's pre-Delta format, a log is unreadable, or the
     /// store failed.
     pub async fn recover(&mut self) -> Result<BTreeMap<i32, SourcePosition>> {
-        self.tables(true).await?;
+        // Nothing is created before the first commit: a run that fails
+        // early (no broker, no topic) leaves the lake as it was.
         self.refresh().await?;
         let target: BTreeMap<i32, i64> = self
             .positions
