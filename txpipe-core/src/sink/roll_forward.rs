@@ -12,10 +12,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::append_log::AppendLog;
 use super::commit::{CommitEntry, FileAction};
 use super::lake_writer::{app_id, commit_entry_of, LakeWriter};
 use crate::error::{Error, Result};
 use crate::schema::QUARANTINE_TABLE;
+
+/// The partitions of `target` whose quarantine position is behind it:
+/// (quarantine position, target) per partition.
+fn lagging(
+    q: &AppendLog,
+    stream: &str,
+    target: &BTreeMap<i32, i64>,
+) -> BTreeMap<i32, (Option<i64>, i64)> {
+    target
+        .iter()
+        .map(|(p, t)| (*p, (q.txn(&app_id(stream, *p)), *t)))
+        .filter(|(_, (q, t))| q.is_none_or(|q| q < *t))
+        .collect()
+}
 
 impl LakeWriter {
     /// Commits the quarantine parts of the stream's fact commits that the
@@ -34,11 +49,7 @@ impl LakeWriter {
         let q = self.quarantine_log()?;
         q.refresh().await?;
         q.load(&apps).await?;
-        let behind: BTreeMap<i32, (Option<i64>, i64)> = target
-            .iter()
-            .map(|(p, t)| (*p, (q.txn(&app_id(&stream, *p)), *t)))
-            .filter(|(_, (q, t))| q.is_none_or(|q| q < *t))
-            .collect();
+        let behind = lagging(q, &stream, target);
         if behind.is_empty() {
             return Ok(());
         }
@@ -54,16 +65,9 @@ impl LakeWriter {
         }
         // Never go on with a quarantine behind the fact table: its rows
         // would be lost without a word.
-        let q = self.quarantine_log()?;
-        let still: Vec<String> = target
+        let still: Vec<String> = lagging(self.quarantine_log()?, &stream, target)
             .iter()
-            .filter(|(p, t)| q.txn(&app_id(&stream, **p)).is_none_or(|at| at < **t))
-            .map(|(p, t)| {
-                format!(
-                    "partition {p}: quarantine at {:?}, fact at {t}",
-                    q.txn(&app_id(&stream, *p))
-                )
-            })
+            .map(|(p, (q, t))| format!("partition {p}: quarantine at {q:?}, fact at {t}"))
             .collect();
         if !still.is_empty() {
             return Err(Error::CommitLog(format!(
