@@ -116,6 +116,38 @@ pub(crate) fn ingest_args<'a>(
     ]
 }
 
+/// A group member's arguments for the take-over tests: small batches, and a
+/// long idle stop so a survivor outlasts the group's detection of a dead member.
+pub(crate) fn takeover_args<'a>(
+    lake: &'a str,
+    brokers: &'a str,
+    topic: &'a str,
+    group: &'a str,
+) -> Vec<&'a str> {
+    let mut args = ingest_args(lake, brokers, topic, group);
+    args.extend([
+        "--stop-when-idle",
+        "40",
+        "--batch-rows",
+        "1000",
+        "--batch-ms",
+        "300",
+        "--workers",
+        "1",
+    ]);
+    args
+}
+
+/// Starts one `txpipe ingest` group member with its output captured.
+pub(crate) fn spawn_member(args: &[&str]) -> std::process::Child {
+    txpipe()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 const PY_CONSUME: &str = r#"
 import sys, json
 from confluent_kafka import Consumer
@@ -307,14 +339,7 @@ async fn two_members_with_a_leave_and_rejoin_land_everything_once() {
         "--workers",
         "1",
     ]);
-    let spawn = || {
-        txpipe()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_member(&args);
     let a = spawn();
     let mut second = spawn();
     std::thread::sleep(Duration::from_millis(2500));
@@ -349,25 +374,8 @@ async fn survivor_takes_over_the_partitions_of_a_member_killed_with_dash_nine() 
     produce_generated(&b, &topic, n, 9);
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 9);
     let lake = t.str("lake");
-    let mut args = ingest_args(&lake, &b, &topic, "survivors");
-    args.extend([
-        "--stop-when-idle",
-        "40",
-        "--batch-rows",
-        "1000",
-        "--batch-ms",
-        "300",
-        "--workers",
-        "1",
-    ]);
-    let spawn = || {
-        txpipe()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let args = takeover_args(&lake, &b, &topic, "survivors");
+    let spawn = || spawn_member(&args);
     let survivor = spawn();
     std::thread::sleep(Duration::from_millis(1000));
     let mut victim = spawn();

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::crash_resume::offsets;
 use crate::helpers::*;
-use crate::kafka::{assert_exactly_once, brokers, ingest_args, produce_generated, topic};
+use crate::kafka::{
+    assert_exactly_once, brokers, produce_generated, spawn_member, takeover_args, topic,
+};
 
 /// A fresh lake under the test bucket.
 fn s3_lake(name: &str) -> String {
@@ -140,25 +142,8 @@ async fn two_kafka_members_share_one_s3_lake_through_a_kill_dash_nine() {
     produce_generated(&b, &topic, n, 32);
     let (_, valid, bad) = generate(&t.path("gen"), n, 0.01, 32);
     let lake = s3_lake("kafka");
-    let mut args = ingest_args(&lake, &b, &topic, "s3pair");
-    args.extend([
-        "--stop-when-idle",
-        "40",
-        "--batch-rows",
-        "1000",
-        "--batch-ms",
-        "300",
-        "--workers",
-        "1",
-    ]);
-    let spawn = || {
-        txpipe()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let args = takeover_args(&lake, &b, &topic, "s3pair");
+    let spawn = || spawn_member(&args);
     let survivor = spawn();
     let mut victim = spawn();
     // Both members commit to the same S3 tables; kill one mid-stream.
