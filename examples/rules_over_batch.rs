@@ -11,7 +11,7 @@ use std::sync::Arc;
 use txpipe_core::arrow::util::pretty::pretty_format_batches;
 use txpipe_core::decode::TransactionDecoder;
 use txpipe_core::fx::FxTable;
-use txpipe_core::rules::{Rule, RuleSet};
+use txpipe_core::rules::{Rule, RuleSet, RulesConfig};
 
 fn main() -> Result<(), txpipe_core::Error> {
     let messages: [&[u8]; 4] = [
@@ -28,13 +28,12 @@ fn main() -> Result<(), txpipe_core::Error> {
     let decoded = decoder.finish(0)?;
 
     // The shipped rules plus one of our own, compiled once.
-    let mut rules: Vec<Rule> = RuleSet::defaults()?.rules().cloned().collect();
-    rules.push(Rule {
-        name: "wallet_abroad".into(),
-        sql: "is_foreign AND payment_method = 'mobile_wallet'".into(),
-        description: None,
-    });
-    let rules = RuleSet::try_new(rules)?;
+    let mut config = RulesConfig::defaults()?;
+    config.rule.push(Rule::new(
+        "wallet_abroad",
+        "is_foreign AND payment_method = 'mobile_wallet'",
+    ));
+    let rules = RuleSet::from_config(config)?;
     let (fact, hits) = rules.apply(&decoded.transactions)?;
 
     let view = fact.project(&[0, 4, 5, 11, 12, 13])?;

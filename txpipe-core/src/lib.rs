@@ -14,7 +14,8 @@
 //! | the lake contract (tables, schemas) | [`schema`] |
 //! | raw lines from a file or stdin | [`source`] |
 //! | bytes → typed Arrow columns + quarantine | [`decode`] |
-//! | fraud rules as SQL expressions | [`rules`] |
+//! | fraud rules as SQL expressions, stateful windows | [`rules`] |
+//! | the rules' history rebuilt from the lake | [`history`] |
 //! | decode → rules → Parquet for one batch | [`process`] |
 //! | Delta tables, exactly-once commits, file stats | [`sink`] |
 //! | the micro-batch loop | [`pipeline`] |
@@ -72,6 +73,7 @@ pub mod demo;
 pub mod error;
 pub mod fx;
 pub mod generate;
+pub mod history;
 pub mod kafka;
 pub mod lake;
 pub mod maintain;

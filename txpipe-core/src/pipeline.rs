@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::history::{HistoryScope, LakeHistory};
 use crate::kafka::consumer::{stream_key as kafka_stream_key, OffsetCommitter};
 use crate::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::lake::Lake;
@@ -175,7 +176,8 @@ pub async fn ingest_file(
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
-    let processor = BatchProcessor::new(Arc::new(fx), rules, name);
+    let history = LakeHistory::new(lake.clone(), HistoryScope::Lake, tokio::runtime::Handle::current());
+    let processor = BatchProcessor::new(Arc::new(fx), rules, name).with_state(Arc::new(history), false);
     let mut source = FileSource::open(path, start, opts.stop.clone())?;
     let limits = opts.limits();
     let next = move |_: &AtomicBool| source.next_batch(limits);
@@ -228,7 +230,13 @@ pub async fn ingest_kafka(
     writer.recover().await?;
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&topic, &rules, default_fx);
-    let processor = BatchProcessor::new(Arc::new(fx), rules, topic.clone());
+    let history = LakeHistory::new(
+        lake.clone(),
+        HistoryScope::Topic(topic.clone()),
+        tokio::runtime::Handle::current(),
+    );
+    let processor =
+        BatchProcessor::new(Arc::new(fx), rules, topic.clone()).with_state(Arc::new(history), true);
     let reader = LakeWriter::new(lake.clone(), stream, topic.clone()).without_byte_positions();
     let handle = tokio::runtime::Handle::current();
     let mut source =
@@ -363,7 +371,7 @@ where
                     Err(_) => return,
                 };
                 let Ok((seq, raw)) = next else { return };
-                let result = processor.process(&raw);
+                let result = processor.process(seq, &raw);
                 if tx.blocking_send((seq, result)).is_err() {
                     return;
                 }

@@ -1,10 +1,13 @@
 //! One micro-batch through the CPU-bound stages: decode → rules → Parquet.
 //!
-//! [`BatchProcessor::process`] is pure and thread-safe, so the pipeline runs it
-//! on several worker threads at once while the committer publishes earlier
-//! batches.
+//! [`BatchProcessor::process`] is thread-safe, so the pipeline runs it on
+//! several worker threads at once while the committer publishes earlier
+//! batches. The one step that must see the batches in source order — the
+//! window calls of stateful rules, which read and extend each key's history —
+//! runs under a turnstile ([`StatefulStage`]): decode and Parquet encoding
+//! stay parallel, the state is updated by one batch at a time, in order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -14,6 +17,8 @@ use crate::decode::timestamp::{day_of_micros, format_date};
 use crate::decode::{DecodedBatch, TransactionDecoder};
 use crate::error::Result;
 use crate::fx::FxTable;
+use crate::error::Error;
+use crate::rules::state::WindowState;
 use crate::rules::RuleSet;
 use crate::schema::{
     EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
@@ -24,6 +29,77 @@ use crate::sink::parquet::{encode, shared_writer_properties, split_by_day};
 use crate::sink::{BatchCounts, EncodedBatch, EncodedFile};
 use crate::source::RawBatch;
 
+/// Reads back the rows a stateful rule set's history is rebuilt from.
+pub trait StateLoader: Send + Sync + std::fmt::Debug {
+    /// The landed rows of `partition` (all the lake's rows for a file
+    /// ingest) before offset `before`, whose `transaction_ts` is within
+    /// `horizon` microseconds of the newest of them, in source order, as
+    /// [`TRANSACTION_SCHEMA`](crate::schema::TRANSACTION_SCHEMA) batches.
+    ///
+    /// # Errors
+    /// The lake could not be read.
+    fn load(&self, partition: i32, before: i64, horizon: i64) -> Result<Vec<RecordBatch>>;
+}
+
+/// The in-order part of processing: the window state and whose turn it is.
+#[derive(Debug)]
+pub struct StatefulStage {
+    turn: Mutex<Turn>,
+    ready: Condvar,
+    loader: Arc<dyn StateLoader>,
+}
+
+#[derive(Debug)]
+struct Turn {
+    next: u64,
+    failed: bool,
+    state: WindowState,
+}
+
+impl StatefulStage {
+    /// A stage whose state is rebuilt through `loader`; `per_partition` as in
+    /// [`WindowState::new`].
+    pub fn new(loader: Arc<dyn StateLoader>, per_partition: bool) -> Self {
+        Self {
+            turn: Mutex::new(Turn {
+                next: 0,
+                failed: false,
+                state: WindowState::new(per_partition),
+            }),
+            ready: Condvar::new(),
+            loader,
+        }
+    }
+
+    /// Keys, rows and bytes the state holds now.
+    pub fn size(&self) -> crate::rules::state::StateSize {
+        self.turn.lock().map(|t| t.state.size()).unwrap_or_default()
+    }
+
+    /// Waits for batch `seq`'s turn, runs `f` on the state, passes the turn on.
+    fn run<T>(&self, seq: u64, f: impl FnOnce(&mut WindowState) -> Result<T>) -> Result<T> {
+        let poisoned = || Error::Worker("the rule state's lock was poisoned".into());
+        let mut turn = self.turn.lock().map_err(|_| poisoned())?;
+        while turn.next != seq && !turn.failed {
+            turn = self.ready.wait(turn).map_err(|_| poisoned())?;
+        }
+        if turn.failed {
+            turn.next = turn.next.max(seq + 1);
+            self.ready.notify_all();
+            return Err(Error::Worker(
+                "an earlier batch failed; the rule state is not continued".into(),
+            ));
+        }
+        let out = f(&mut turn.state);
+        if out.is_err() {
+            turn.failed = true;
+        }
+        turn.next = seq + 1;
+        self.ready.notify_all();
+        out
+    }
+}
+
 /// Decodes, rules and encodes micro-batches.
 #[derive(Debug, Clone)]
 pub struct BatchProcessor {
@@ -31,6 +107,7 @@ pub struct BatchProcessor {
     rules: Arc<RuleSet>,
     source: Arc<str>,
     props: Arc<WriterProperties>,
+    stage: Option<Arc<StatefulStage>>,
 }
 
 /// A decoded and ruled batch, before encoding.
@@ -53,24 +130,65 @@ impl BatchProcessor {
             rules,
             source: source.into(),
             props: shared_writer_properties(),
+            stage: None,
         }
     }
 
-    /// Decodes and applies the rules.
+    /// Keeps the stateful rules' history across batches, rebuilt through
+    /// `loader` when a partition is first seen or its position jumps (a
+    /// restart, a rebalance, a resync). Without it, each batch is evaluated as
+    /// a stream of its own. No-op for a rule set without window calls.
+    pub fn with_state(mut self, loader: Arc<dyn StateLoader>, per_partition: bool) -> Self {
+        if self.rules.window_plan().is_some() {
+            self.stage = Some(Arc::new(StatefulStage::new(loader, per_partition)));
+        }
+        self
+    }
+
+    /// The stateful stage, if the rules have window calls and a loader was given.
+    pub fn stage(&self) -> Option<&Arc<StatefulStage>> {
+        self.stage.as_ref()
+    }
+
+    /// Decodes and applies the rules; `seq` is the batch's place in source
+    /// order (0, 1, 2, …), every one of which must come through here once.
     ///
     /// # Errors
-    /// A rule failed to evaluate.
-    pub fn rule(&self, raw: &RawBatch, now: i64) -> Result<RuledBatch> {
+    /// A rule failed to evaluate, or the state could not be rebuilt.
+    pub fn rule(&self, seq: u64, raw: &RawBatch, now: i64) -> Result<RuledBatch> {
         let mut decoder =
             TransactionDecoder::with_capacity(self.fx.clone(), self.source.clone(), raw.len());
         for (i, span) in raw.spans.iter().enumerate() {
             decoder.push(raw.payload(i), span.partition, span.offset);
         }
+        let decoded = decoder.finish(now);
+        let windows = match (&self.stage, self.rules.window_plan()) {
+            (Some(stage), Some(plan)) => stage.run(seq, |state| {
+                let Ok(d) = &decoded else {
+                    return Ok(Vec::new());
+                };
+                for (&p, &start) in &raw.start_offsets {
+                    if state.next_offset(p) != Some(start) {
+                        let rows = stage.loader.load(p, start, plan.horizon_micros())?;
+                        state.reset_partition(plan, p, &rows)?;
+                    }
+                }
+                let w = self.rules.window_columns(&d.transactions, state)?;
+                for (&p, pos) in &raw.positions {
+                    state.set_next_offset(plan, p, pos.next_offset);
+                }
+                Ok(w)
+            })?,
+            _ => Vec::new(),
+        };
         let DecodedBatch {
             transactions,
             quarantine,
-        } = decoder.finish(now)?;
-        let (fact, hits) = self.rules.apply(&transactions)?;
+        } = decoded?;
+        let (fact, hits) = match self.stage {
+            Some(_) => self.rules.apply_windowed(&transactions, windows)?,
+            None => self.rules.apply(&transactions)?,
+        };
         let mut counts = BatchCounts {
             rows_in: raw.len() as u64,
             landed: fact.num_rows() as u64,
@@ -91,13 +209,14 @@ impl BatchProcessor {
         })
     }
 
-    /// Runs a raw batch through every stage and returns the files to commit.
+    /// Runs a raw batch through every stage and returns the files to commit;
+    /// `seq` as in [`rule`](Self::rule).
     ///
     /// # Errors
     /// A rule failed to evaluate, or Parquet encoding failed.
-    pub fn process(&self, raw: &RawBatch) -> Result<EncodedBatch> {
+    pub fn process(&self, seq: u64, raw: &RawBatch) -> Result<EncodedBatch> {
         let now = now_micros();
-        let ruled = self.rule(raw, now)?;
+        let ruled = self.rule(seq, raw, now)?;
         let mut files = Vec::new();
         for (day, part) in split_by_day(&ruled.fact, "transaction_ts")? {
             files.push(EncodedFile {

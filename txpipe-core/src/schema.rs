@@ -76,7 +76,10 @@ pub static TRANSACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Columns of a fact file (the partition column `event_date` lives in the folder name).
 ///
-/// Order: the 11 input fields, `amount_usd`, `fraud_reasons`, `is_fraud`, then lineage.
+/// Order: the 11 input fields, `amount_usd`, `fraud_reasons`, `is_fraud`,
+/// `risk_score` (sum of the weights of the rules that fired), `fraud_evidence`
+/// (JSON text: rule → the values that made it fire; NULL when none fired),
+/// then lineage.
 pub static FACT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let t = &TRANSACTION_SCHEMA;
     let mut fields: Vec<Field> = t.fields()[..12]
@@ -85,6 +88,8 @@ pub static FACT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         .collect();
     fields.push(Field::new("fraud_reasons", fraud_reasons_type(), false));
     fields.push(Field::new("is_fraud", DataType::Boolean, false));
+    fields.push(Field::new("risk_score", DataType::Float64, true));
+    fields.push(Field::new("fraud_evidence", DataType::Utf8, true));
     fields.extend(t.fields()[12..].iter().map(|f| f.as_ref().clone()));
     Arc::new(Schema::new(fields))
 });
@@ -157,6 +162,8 @@ mod tests {
                 "amount_usd",
                 "fraud_reasons",
                 "is_fraud",
+                "risk_score",
+                "fraud_evidence",
                 "source",
                 "source_partition",
                 "source_offset",

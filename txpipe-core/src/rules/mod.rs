@@ -1,0 +1,854 @@
+//! Fraud rules: named SQL expressions, compiled once, evaluated per batch.
+//!
+//! A rules file (`sql/rules.toml`) has
+//!
+//! - `threshold`: a row is fraud when the weights of the rules that fired add
+//!   up to at least this (`risk_score >= threshold`);
+//! - `lateness`: how far behind its partition's newest row a row may arrive
+//!   and still see complete windows (the state keeps the longest window plus
+//!   this);
+//! - `[windows]`: named window definitions (`PARTITION BY … ORDER BY
+//!   transaction_ts RANGE BETWEEN INTERVAL '…' PRECEDING AND …`);
+//! - `[[feature]]`s: named SQL expressions, usually a window call such as
+//!   `count(*) OVER last_10m`, that rules and later features refer to by name;
+//! - `[[rule]]`s: boolean SQL expressions over the fact columns and features,
+//!   each with a `weight`.
+//!
+//! Window calls read the key's *earlier* rows (see [`window`]); their state is
+//! kept by [`state::WindowState`]. Everything else is a plain vectorized
+//! DataFusion expression.
+
+pub mod state;
+pub mod udf;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, ListArray,
+    RecordBatch, StringBuilder,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::prep_null_mask_filter;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::{FACT_SCHEMA, TRANSACTION_SCHEMA};
+use state::{output_type, Input, PlannedCall, Space, ValKind, WindowPlan, WindowState};
+use window::{NamedWindows, WindowCall, WindowFunc};
+
+/// The default rules file (`sql/rules.toml`), built into the binary.
+pub const DEFAULT_RULES_TOML: &str = include_str!("../../../sql/rules.toml");
+
+/// Default `lateness` when the rules file gives none.
+pub const DEFAULT_LATENESS: &str = "1 day";
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// One rule as written in the rules file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Short identifier (`[a-z0-9_]+`), stored in `fraud_reasons`.
+    pub name: String,
+    /// SQL boolean expression over the fact columns and features.
+    pub sql: String,
+    /// What the rule catches, for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Added to `risk_score` when the rule fires (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// More columns or features to show in `fraud_evidence` when it fires,
+    /// beside those the SQL reads.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+}
+
+impl Rule {
+    /// A rule with weight 1 and no description.
+    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sql: sql.into(),
+            description: None,
+            weight: 1.0,
+            evidence: Vec::new(),
+        }
+    }
+}
+
+/// A named SQL expression rules refer to, typically a window call.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    /// Identifier (`[a-z0-9_]+`) rules use.
+    pub name: String,
+    /// SQL over the fact columns, earlier features and window calls.
+    pub sql: String,
+    /// What it measures, for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A rules file, parsed but not compiled.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// `is_fraud = risk_score >= threshold` (default 1).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// How late a row may be and still see complete windows (default `1 day`).
+    #[serde(default)]
+    pub lateness: Option<String>,
+    /// Named window definitions.
+    #[serde(default)]
+    pub windows: BTreeMap<String, String>,
+    /// Features, in order (a feature may use earlier ones).
+    #[serde(default)]
+    pub feature: Vec<Feature>,
+    /// Rules, in order.
+    #[serde(default)]
+    pub rule: Vec<Rule>,
+}
+
+impl RulesConfig {
+    /// Parses a rules file's TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::RulesFile`] for bad TOML.
+    pub fn from_toml(origin: &str, text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::RulesFile {
+            path: origin.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The shipped `sql/rules.toml`.
+    ///
+    /// # Errors
+    /// Only if the shipped file were broken (covered by tests).
+    pub fn defaults() -> Result<Self> {
+        Self::from_toml("built-in sql/rules.toml", DEFAULT_RULES_TOML)
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    rule: Rule,
+    expr: Arc<dyn PhysicalExpr>,
+    /// (label, column index in the evaluation schema) shown as evidence.
+    evidence: Vec<(String, usize)>,
+}
+
+#[derive(Debug)]
+struct CompiledFeature {
+    expr: Arc<dyn PhysicalExpr>,
+    /// The evaluation schema up to and including this feature.
+    schema: SchemaRef,
+}
+
+/// A compiled set of fraud rules.
+///
+/// ```
+/// use txpipe_core::rules::{Rule, RuleSet};
+/// let rules = RuleSet::try_new(vec![Rule::new("big", "amount_usd > 100")]).unwrap();
+/// assert_eq!(rules.names(), vec!["big"]);
+/// // A typo is caught at start-up, naming the rule.
+/// let err = RuleSet::try_new(vec![Rule::new("typo", "amount_usdd > 1")]).unwrap_err();
+/// assert!(err.to_string().starts_with("rule 'typo'"));
+/// ```
+#[derive(Debug)]
+pub struct RuleSet {
+    config: RulesConfig,
+    rules: Vec<CompiledRule>,
+    features: Vec<CompiledFeature>,
+    plan: Option<WindowPlan>,
+    threshold: f64,
+    /// Transaction columns, window columns, features.
+    schema: SchemaRef,
+}
+
+/// Per-row outcome of every rule on one batch.
+#[derive(Debug, Clone)]
+pub struct RuleHits {
+    /// One mask per rule, in rule order; `true` where the rule fired (never null).
+    pub masks: Vec<BooleanArray>,
+}
+
+impl RuleHits {
+    /// Rows each rule flagged, in rule order.
+    pub fn counts(&self) -> Vec<u64> {
+        self.masks.iter().map(|m| m.true_count() as u64).collect()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Compiles the new window calls `calls[from..]` (introduced by `owner`)
+/// into the plan's spaces.
+fn plan_calls(
+    ctx: &SessionContext,
+    tx: &DFSchema,
+    calls: &[WindowCall],
+    from: usize,
+    planned: &mut Vec<PlannedCall>,
+    spaces: &mut Vec<Space>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    for call in &calls[from..] {
+        let key_index = TRANSACTION_SCHEMA
+            .index_of(&call.key)
+            .map_err(|_| fail(format!("{}: PARTITION BY {}: no such column", call.text, call.key)))?;
+        let space = match spaces.iter().position(|s| s.key == call.key) {
+            Some(i) => i,
+            None => {
+                spaces.push(Space {
+                    key_index,
+                    key: call.key.clone(),
+                    vals: Vec::new(),
+                    bits: Vec::new(),
+                });
+                spaces.len() - 1
+            }
+        };
+        let compile = |sql: &str| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
+            let e = ctx
+                .parse_sql_expr(sql, tx)
+                .map_err(|e| fail(format!("{}: {sql}: {e}", call.text)))?;
+            let p = ctx
+                .create_physical_expr(e, tx)
+                .map_err(|e| fail(format!("{}: {sql}: {e}", call.text)))?;
+            let t = p
+                .data_type(&TRANSACTION_SCHEMA)
+                .map_err(|e| fail(e.to_string()))?;
+            Ok((p, t))
+        };
+        let (arg, arg_kind) = match &call.arg {
+            None => (None, None),
+            Some(sql) => {
+                let (expr, t) = compile(sql)?;
+                let kind = ValKind::of(&t).ok_or_else(|| {
+                    fail(format!("{}: argument {sql} is {t}, not a number, timestamp or text", call.text))
+                })?;
+                let vals = &mut spaces[space].vals;
+                let i = match vals.iter().position(|v| v.sql == *sql) {
+                    Some(i) => i,
+                    None => {
+                        vals.push(Input {
+                            sql: sql.clone(),
+                            expr,
+                            kind: Some(kind),
+                        });
+                        vals.len() - 1
+                    }
+                };
+                (Some(i), Some(kind))
+            }
+        };
+        let filter = match &call.filter {
+            None => None,
+            Some(sql) => {
+                let (expr, t) = compile(sql)?;
+                if t != DataType::Boolean {
+                    return Err(fail(format!("{}: FILTER ({sql}) is {t}, not boolean", call.text)));
+                }
+                let bits = &mut spaces[space].bits;
+                let i = match bits.iter().position(|v| v.sql == *sql) {
+                    Some(i) => i,
+                    None => {
+                        if bits.len() >= 64 {
+                            return Err(fail("more than 64 FILTER conditions on one key".into()));
+                        }
+                        bits.push(Input {
+                            sql: sql.clone(),
+                            expr,
+                            kind: None,
+                        });
+                        bits.len() - 1
+                    }
+                };
+                Some(i as u32)
+            }
+        };
+        let output = output_type(call.func, arg_kind).map_err(|r| fail(format!("{}: {r}", call.text)))?;
+        if call.func == WindowFunc::CountEqual && arg.is_none() {
+            return Err(fail(format!("{}: count_equal takes a column", call.text)));
+        }
+        planned.push(PlannedCall {
+            call: call.clone(),
+            space,
+            arg,
+            filter,
+            output,
+        });
+    }
+    Ok(())
+}
+
+impl RuleSet {
+    /// Compiles stateless rules (weight as given, threshold 1).
+    ///
+    /// # Errors
+    /// [`Error::Rule`] naming the rule on a bad name, a duplicate name, a SQL
+    /// syntax error, an unknown column or a non-boolean expression.
+    pub fn try_new(rules: Vec<Rule>) -> Result<Self> {
+        Self::from_config(RulesConfig {
+            rule: rules,
+            ..Default::default()
+        })
+    }
+
+    /// Compiles a whole rules file: windows, features and rules.
+    ///
+    /// # Errors
+    /// [`Error::Rule`] naming the rule or feature that is wrong: a bad name,
+    /// a duplicate, a SQL error, an unknown column, a window call txpipe
+    /// cannot keep state for (no key, negative or unbounded interval), a
+    /// non-boolean rule.
+    pub fn from_config(config: RulesConfig) -> Result<Self> {
+        let ctx = SessionContext::new();
+        udf::register(&ctx);
+        let tx = DFSchema::try_from(TRANSACTION_SCHEMA.as_ref().clone())?;
+        let threshold = config.threshold.unwrap_or(1.0);
+        if !threshold.is_finite() || threshold <= 0.0 {
+            return Err(Error::Config(format!(
+                "rules threshold must be a positive number, got {threshold}"
+            )));
+        }
+        let lateness_text = config.lateness.as_deref().unwrap_or(DEFAULT_LATENESS);
+        let lateness = window::parse_duration(lateness_text)
+            .map_err(|r| Error::Config(format!("rules lateness: {r}")))?;
+        let mut named = NamedWindows::new();
+        for (name, spec) in &config.windows {
+            let parsed = window::parse_window_spec(spec).map_err(|reason| Error::Rule {
+                rule: format!("window {name}"),
+                reason,
+            })?;
+            named.insert(name.clone(), parsed);
+        }
+        // Pass 1: pull the window calls out of every feature and rule.
+        let mut calls: Vec<WindowCall> = Vec::new();
+        let mut planned: Vec<PlannedCall> = Vec::new();
+        let mut spaces: Vec<Space> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut rewritten_features = Vec::new();
+        let mut rewritten_rules = Vec::new();
+        let items = config
+            .feature
+            .iter()
+            .map(|f| (f.name.as_str(), f.sql.as_str(), true))
+            .chain(config.rule.iter().map(|r| (r.name.as_str(), r.sql.as_str(), false)));
+        for (name, sql, is_feature) in items {
+            let fail = |reason: String| Error::Rule {
+                rule: name.to_string(),
+                reason,
+            };
+            if !valid_name(name) {
+                return Err(fail("name must be non-empty and use only a-z, 0-9 and _".into()));
+            }
+            if names.contains(&name) {
+                return Err(fail("defined twice".into()));
+            }
+            if is_feature && TRANSACTION_SCHEMA.index_of(name).is_ok() {
+                return Err(fail("a feature cannot have a column's name".into()));
+            }
+            names.push(name);
+            let from = calls.len();
+            let sql2 = window::extract(sql, &named, &mut calls).map_err(&fail)?;
+            plan_calls(&ctx, &tx, &calls, from, &mut planned, &mut spaces, &fail)?;
+            if is_feature {
+                rewritten_features.push(sql2);
+            } else {
+                rewritten_rules.push(sql2);
+            }
+        }
+        // Pass 2: compile features and rules over transaction + window columns.
+        let mut fields: Vec<Field> = TRANSACTION_SCHEMA
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for (i, pc) in planned.iter().enumerate() {
+            fields.push(Field::new(window::column_name(i), pc.output.clone(), true));
+        }
+        let mut labels: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        for (i, pc) in planned.iter().enumerate() {
+            labels[TRANSACTION_SCHEMA.fields().len() + i] = pc.call.text.clone();
+        }
+        let mut features = Vec::with_capacity(config.feature.len());
+        for (f, sql) in config.feature.iter().zip(&rewritten_features) {
+            let fail = |reason: String| Error::Rule {
+                rule: f.name.clone(),
+                reason,
+            };
+            let schema = Arc::new(Schema::new(fields.clone()));
+            let df = DFSchema::try_from(schema.as_ref().clone())?;
+            let e = ctx
+                .parse_sql_expr(sql, &df)
+                .map_err(|e| fail(format!("{}: {e}", f.sql)))?;
+            let p = ctx
+                .create_physical_expr(e, &df)
+                .map_err(|e| fail(format!("{}: {e}", f.sql)))?;
+            let t = p.data_type(&schema).map_err(|e| fail(e.to_string()))?;
+            fields.push(Field::new(&f.name, t, true));
+            labels.push(f.name.clone());
+            features.push(CompiledFeature {
+                expr: p,
+                schema: Arc::new(Schema::new(fields.clone())),
+            });
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let df = DFSchema::try_from(schema.as_ref().clone())?;
+        let mut rules = Vec::with_capacity(config.rule.len());
+        for (rule, sql) in config.rule.iter().zip(&rewritten_rules) {
+            let fail = |reason: String| Error::Rule {
+                rule: rule.name.clone(),
+                reason,
+            };
+            if !rule.weight.is_finite() {
+                return Err(fail(format!("weight must be a number, got {}", rule.weight)));
+            }
+            let expr = ctx
+                .parse_sql_expr(sql, &df)
+                .map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
+            let mut refs: Vec<usize> = expr
+                .column_refs()
+                .iter()
+                .filter_map(|c| schema.index_of(&c.name).ok())
+                .collect();
+            for extra in &rule.evidence {
+                refs.push(schema.index_of(extra).map_err(|_| {
+                    fail(format!("evidence '{extra}' is neither a column nor a feature"))
+                })?);
+            }
+            refs.sort_unstable();
+            refs.dedup();
+            let physical = ctx
+                .create_physical_expr(expr, &df)
+                .map_err(|e| fail(format!("{}: {e}", rule.sql)))?;
+            let data_type = physical
+                .data_type(&schema)
+                .map_err(|e| fail(e.to_string()))?;
+            if data_type != DataType::Boolean {
+                return Err(fail(format!(
+                    "'{}' is {data_type}, not a boolean expression",
+                    rule.sql
+                )));
+            }
+            rules.push(CompiledRule {
+                rule: rule.clone(),
+                expr: physical,
+                evidence: refs.into_iter().map(|i| (labels[i].clone(), i)).collect(),
+            });
+        }
+        let plan = (!planned.is_empty()).then(|| WindowPlan {
+            horizon: planned
+                .iter()
+                .map(|p| p.call.preceding)
+                .max()
+                .unwrap_or(0)
+                .saturating_add(lateness),
+            calls: planned,
+            spaces,
+        });
+        Ok(Self {
+            config,
+            rules,
+            features,
+            plan,
+            threshold,
+            schema,
+        })
+    }
+
+    /// Parses and compiles a rules file's TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::RulesFile`] for bad TOML, [`Error::Rule`] for a bad rule.
+    pub fn from_toml(origin: &str, text: &str) -> Result<Self> {
+        Self::from_config(RulesConfig::from_toml(origin, text)?)
+    }
+
+    /// Reads and compiles a rules file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or see [`from_toml`](Self::from_toml).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("reading rules file", path, e))?;
+        Self::from_toml(&path.display().to_string(), &text)
+    }
+
+    /// The default rules (`sql/rules.toml` as shipped).
+    ///
+    /// # Errors
+    /// Only if the shipped file were broken (covered by tests).
+    pub fn defaults() -> Result<Self> {
+        Self::from_config(RulesConfig::defaults()?)
+    }
+
+    /// Rule names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.rule.name.as_str()).collect()
+    }
+
+    /// The rules as written.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|r| &r.rule)
+    }
+
+    /// The whole rules file as parsed (to extend it and compile again).
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
+    }
+
+    /// `is_fraud = risk_score >= threshold`.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// The window calls, when some rule reads earlier rows.
+    pub fn window_plan(&self) -> Option<&WindowPlan> {
+        self.plan.as_ref()
+    }
+
+    /// Evaluates the window calls on a batch against `state` and adds the
+    /// batch to it (the part of rule evaluation that must run in source order).
+    ///
+    /// # Errors
+    /// An input expression failed to evaluate.
+    pub fn window_columns(
+        &self,
+        batch: &RecordBatch,
+        state: &mut WindowState,
+    ) -> Result<Vec<ArrayRef>> {
+        match &self.plan {
+            Some(plan) => plan.evaluate(batch, state),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn evaluate_with(&self, batch: &RecordBatch, windows: Vec<ArrayRef>) -> Result<(RecordBatch, RuleHits)> {
+        let n = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.extend(windows);
+        for f in &self.features {
+            let partial = RecordBatch::try_new(
+                Arc::new(Schema::new(f.schema.fields()[..columns.len()].to_vec())),
+                columns.clone(),
+            )?;
+            let value = f.expr.evaluate(&partial)?.into_array(n)?;
+            columns.push(value);
+        }
+        let full = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let mut masks = Vec::with_capacity(self.rules.len());
+        for r in &self.rules {
+            let value = r.expr.evaluate(&full)?.into_array(n)?;
+            let mask = value
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::Rule {
+                    rule: r.rule.name.clone(),
+                    reason: format!("evaluated to {}, not boolean", value.data_type()),
+                })?;
+            masks.push(if mask.null_count() > 0 {
+                prep_null_mask_filter(mask)
+            } else {
+                mask.clone()
+            });
+        }
+        Ok((full, RuleHits { masks }))
+    }
+
+    /// Evaluates every rule on a batch of [`TRANSACTION_SCHEMA`] rows, taking
+    /// the batch as the whole stream (window calls see only its earlier rows).
+    ///
+    /// # Errors
+    /// The batch does not have the transaction columns.
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<RuleHits> {
+        let windows = self.window_columns(batch, &mut WindowState::new(true))?;
+        Ok(self.evaluate_with(batch, windows)?.1)
+    }
+
+    /// Evaluates the rules and returns the fact rows ([`FACT_SCHEMA`]),
+    /// taking the batch as the whole stream; see [`apply_windowed`](Self::apply_windowed)
+    /// to continue a stream.
+    ///
+    /// # Errors
+    /// See [`evaluate`](Self::evaluate).
+    pub fn apply(&self, batch: &RecordBatch) -> Result<(RecordBatch, RuleHits)> {
+        let windows = self.window_columns(batch, &mut WindowState::new(true))?;
+        self.apply_windowed(batch, windows)
+    }
+
+    /// Evaluates the rules given the window columns from
+    /// [`window_columns`](Self::window_columns), and returns the fact rows:
+    /// the transaction columns plus `fraud_reasons`, `is_fraud`, `risk_score`
+    /// and `fraud_evidence`.
+    ///
+    /// # Errors
+    /// A rule failed to evaluate.
+    pub fn apply_windowed(
+        &self,
+        batch: &RecordBatch,
+        windows: Vec<ArrayRef>,
+    ) -> Result<(RecordBatch, RuleHits)> {
+        let (full, hits) = self.evaluate_with(batch, windows)?;
+        let n = batch.num_rows();
+        let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+        let mut values = StringBuilder::new();
+        let mut any = BooleanBufferBuilder::new(n);
+        let mut scores: Vec<f64> = Vec::with_capacity(n);
+        let mut evidence = StringBuilder::new();
+        let formats = FormatOptions::default().with_null("null");
+        let mut formatters: BTreeMap<usize, ArrayFormatter<'_>> = BTreeMap::new();
+        for r in &self.rules {
+            for (_, i) in &r.evidence {
+                if !formatters.contains_key(i) {
+                    formatters.insert(*i, ArrayFormatter::try_new(full.column(*i).as_ref(), &formats)?);
+                }
+            }
+        }
+        offsets.push(0);
+        let mut count: i32 = 0;
+        for row in 0..n {
+            let mut score = 0.0;
+            let mut json = String::new();
+            for (rule, mask) in self.rules.iter().zip(&hits.masks) {
+                if mask.value(row) {
+                    values.append_value(&rule.rule.name);
+                    count += 1;
+                    score += rule.rule.weight;
+                    json.push_str(if json.is_empty() { "{" } else { "," });
+                    push_json_str(&mut json, &rule.rule.name);
+                    json.push_str(":{");
+                    for (k, (label, i)) in rule.evidence.iter().enumerate() {
+                        if k > 0 {
+                            json.push(',');
+                        }
+                        push_json_str(&mut json, label);
+                        json.push(':');
+                        push_json_value(&mut json, full.column(*i), &formatters[i], row);
+                    }
+                    json.push('}');
+                }
+            }
+            offsets.push(count);
+            any.append(score >= self.threshold);
+            scores.push(score);
+            if json.is_empty() {
+                evidence.append_null();
+            } else {
+                json.push('}');
+                evidence.append_value(&json);
+            }
+        }
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        let reasons = ListArray::try_new(
+            item,
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(values.finish()),
+            None,
+        )?;
+        let is_fraud = BooleanArray::new(any.finish(), None);
+        let mut columns: Vec<ArrayRef> = batch.columns()[..12].to_vec();
+        columns.push(Arc::new(reasons));
+        columns.push(Arc::new(is_fraud));
+        columns.push(Arc::new(Float64Array::from(scores)));
+        columns.push(Arc::new(evidence.finish()));
+        columns.extend_from_slice(&batch.columns()[12..TRANSACTION_SCHEMA.fields().len()]);
+        Ok((RecordBatch::try_new(FACT_SCHEMA.clone(), columns)?, hits))
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+}
+
+/// One evidence value: numbers and booleans as JSON, the rest as strings.
+fn push_json_value(out: &mut String, array: &ArrayRef, f: &ArrayFormatter<'_>, row: usize) {
+    if array.is_null(row) {
+        out.push_str("null");
+        return;
+    }
+    match array.data_type() {
+        DataType::Float64 | DataType::Float32 => {
+            let x = datafusion::arrow::compute::cast(&array.slice(row, 1), &DataType::Float64)
+                .ok()
+                .map(|a| a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0));
+            match x {
+                Some(x) if x.is_finite() => {
+                    let rounded = (x * 100.0).round() / 100.0;
+                    out.push_str(&serde_json::Number::from_f64(rounded).map_or("null".into(), |n| n.to_string()));
+                }
+                Some(x) if x > 0.0 => out.push_str("\"Infinity\""),
+                _ => out.push_str("null"),
+            }
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Decimal128(_, _)
+        | DataType::Boolean => out.push_str(&f.value(row).to_string()),
+        _ => push_json_str(out, &f.value(row).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod reference_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TransactionDecoder;
+    use crate::fx::FxTable;
+    use datafusion::arrow::array::AsArray;
+    use proptest::prelude::*;
+
+    fn rule(name: &str, sql: &str) -> Rule {
+        Rule::new(name, sql)
+    }
+
+    /// The three stateless default rules, each flagging alone.
+    fn stateless() -> RuleSet {
+        let d = RulesConfig::defaults().unwrap();
+        let rules = d.rule[..3]
+            .iter()
+            .map(|r| Rule::new(r.name.clone(), r.sql.clone()))
+            .collect();
+        RuleSet::try_new(rules).unwrap()
+    }
+
+    #[test]
+    fn defaults_compile() {
+        let r = RuleSet::defaults().unwrap();
+        assert_eq!(
+            r.names(),
+            vec![
+                "high_amount",
+                "foreign",
+                "invalid_geo",
+                "velocity",
+                "impossible_travel",
+                "card_testing",
+                "amount_spike",
+                "new_device"
+            ]
+        );
+        assert!(r.window_plan().is_some());
+        // 30 days + 1 day of lateness.
+        assert_eq!(r.window_plan().unwrap().horizon_micros(), 31 * 86_400_000_000);
+    }
+
+    #[test]
+    fn bad_rules_fail_naming_the_rule() {
+        for (sql, expect) in [
+            ("amount_usd >", "rule 'bad'"),
+            ("nope > 1", "nope"),
+            ("amount_usd + 1", "not a boolean"),
+        ] {
+            let e = RuleSet::try_new(vec![rule("bad", sql)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rule 'bad'") && e.contains(expect), "{sql}: {e}");
+        }
+        assert!(RuleSet::try_new(vec![rule("a", "is_foreign"), rule("a", "is_foreign")]).is_err());
+        assert!(RuleSet::try_new(vec![rule("Bad Name", "is_foreign")]).is_err());
+        let e = RuleSet::from_toml("x.toml", "[[rule]]\nname='a'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml"), "{e}");
+    }
+
+    /// One transaction message with the given amount (USD), geo and foreign flag.
+    fn message(
+        i: usize,
+        amount: f64,
+        lat: Option<f64>,
+        lon: Option<f64>,
+        foreign: bool,
+    ) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "transaction_id": uuid::Uuid::from_u128(i as u128).to_string(),
+            "transaction_ts": "2026-11-20T13:45:12Z",
+            "customer_id": "9f1c7a52-1b7e-4c53-8a53-2c1e7f0c9a10",
+            "merchant_id": "0b9a3c1e-5d2f-4e8a-9c7b-1a2b3c4d5e6f",
+            "amount": amount, "currency": "USD", "latitude": lat, "longitude": lon,
+            "payment_method": "debit_card", "is_foreign": foreign,
+        }))
+        .unwrap()
+    }
+
+    type Row = (f64, Option<f64>, Option<f64>, bool);
+
+    fn reference(r: &Row) -> Vec<&'static str> {
+        let (amount, lat, lon, foreign) = *r;
+        let mut v = vec![];
+        if (amount * 100.0).round() > 500_000.0 {
+            v.push("high_amount");
+        }
+        if foreign {
+            v.push("foreign");
+        }
+        let bad_lat = lat.is_none_or(|x| !(-90.0..=90.0).contains(&x));
+        let bad_lon = lon.is_none_or(|x| !(-180.0..=180.0).contains(&x));
+        if bad_lat || bad_lon {
+            v.push("invalid_geo");
+        }
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn vectorized_equals_row_by_row(rows in prop::collection::vec((
+            prop_oneof![0.0f64..10_000.0, Just(5000.0), Just(5000.01), Just(4999.99)],
+            prop::option::of(prop_oneof![-100.0f64..100.0, Just(90.0), Just(-90.0), Just(90.0001)]),
+            prop::option::of(prop_oneof![-200.0f64..200.0, Just(180.0), Just(-180.0001)]),
+            any::<bool>(),
+        ), 0..300)) {
+            let rules = stateless();
+            let mut d = TransactionDecoder::new(Arc::new(FxTable::defaults()), "t");
+            for (i, r) in rows.iter().enumerate() {
+                d.push(&message(i, r.0, r.1, r.2, r.3), 0, i as i64);
+            }
+            let out = d.finish(0).unwrap();
+            prop_assert_eq!(out.transactions.num_rows(), rows.len());
+            let (fact, hits) = rules.apply(&out.transactions).unwrap();
+            let reasons = fact.column_by_name("fraud_reasons").unwrap().as_list::<i32>();
+            let is_fraud = fact.column_by_name("is_fraud").unwrap().as_boolean();
+            let mut expected_counts = vec![0u64; 3];
+            for (i, r) in rows.iter().enumerate() {
+                let expected = reference(r);
+                let got: Vec<String> = reasons.value(i).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
+                prop_assert_eq!(&got, &expected, "row {:?}", r);
+                prop_assert_eq!(is_fraud.value(i), !expected.is_empty());
+                for name in expected {
+                    let k = ["high_amount", "foreign", "invalid_geo"].iter().position(|n| *n == name).unwrap();
+                    expected_counts[k] += 1;
+                }
+            }
+            prop_assert_eq!(hits.counts(), expected_counts);
+        }
+    }
+}
