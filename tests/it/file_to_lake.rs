@@ -86,6 +86,8 @@ async fn generated_file_lands_exactly_with_flags_and_sums() {
         &input,
         "--batch-rows",
         "6000",
+        "--rules",
+        &stateless_rules(),
         "--quiet",
     ]);
     assert!(

@@ -14,6 +14,12 @@ pub fn txpipe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_txpipe"))
 }
 
+/// The shipped stateless rule set (`sql/rules_stateless.toml`): each of
+/// high_amount, foreign and invalid_geo alone makes a row fraud.
+pub fn stateless_rules() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/rules_stateless.toml").to_string()
+}
+
 /// Runs `txpipe args…`, asserting success, and returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
     let out = txpipe().args(args).output().expect("run txpipe");

@@ -20,4 +20,5 @@ mod kafka_tls;
 mod lake_faults;
 mod models;
 mod s3_lake;
+mod stateful_rules;
 mod serve_security;

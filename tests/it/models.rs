@@ -122,12 +122,15 @@ pub(crate) fn fixture_lake(t: &TestDir) -> String {
     write_dims(&t.path("dims"));
     let lake = t.str("lake");
     run_ok(&["seed", "--lake", &lake, "--dir", &t.str("dims")]);
+    // The hand-computed numbers assume the stateless rules (each flag is fraud).
     run_ok(&[
         "ingest",
         "--lake",
         &lake,
         "--from-file",
         input.to_str().unwrap(),
+        "--rules",
+        &stateless_rules(),
         "--quiet",
     ]);
     lake

@@ -40,6 +40,8 @@ enum Command {
     Compact(cmd::maintain::CompactArgs),
     /// Delete files no current snapshot needs (VACUUM); --dry-run lists them.
     Vacuum(cmd::maintain::VacuumArgs),
+    /// Precision, recall and alert volume of the fraud flags against labels.
+    Quality(cmd::quality::Args),
     /// Serve the dashboard, /api JSON panels and Prometheus /metrics of a lake.
     Serve(cmd::serve::Args),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Schedule(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::run::schedule(a))),
         Command::Compact(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::maintain::compact(a))),
         Command::Vacuum(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::maintain::vacuum(a))),
+        Command::Quality(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::quality::run(a))),
         Command::Serve(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(a))),
         Command::Bench(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::bench::run(a))),
     };

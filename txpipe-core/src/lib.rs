@@ -20,7 +20,8 @@
 //! | Delta tables, exactly-once commits, file stats | [`sink`] |
 //! | the micro-batch loop | [`pipeline`] |
 //! | dimension tables | [`seed`] |
-//! | synthetic data | [`generate`] |
+//! | synthetic data with labelled fraud scenarios | [`generate`] |
+//! | precision/recall of the rules against labels | [`quality`] |
 //!
 //! ## Example: rules over a batch
 //!
@@ -81,6 +82,7 @@ pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod process;
+pub mod quality;
 pub mod read;
 pub mod rules;
 pub mod schema;

@@ -17,6 +17,9 @@ pub const DIM_CUSTOMER: &str = "dim_customer";
 pub const DIM_MERCHANT: &str = "dim_merchant";
 /// Currency → USD conversion rates loaded by `txpipe seed`.
 pub const FX_RATE: &str = "fx_rate";
+/// Fraud labels (`transaction_id,scenario`) loaded by `txpipe seed` from
+/// `fraud_labels.csv`, for the quality report.
+pub const FRAUD_LABELS: &str = "fraud_labels";
 /// txpipe's own bookkeeping (run records, locks, staged marts).
 pub const TXPIPE_DIR: &str = "_txpipe";
 /// Hive partition column of the fact table (UTC date of `transaction_ts`).
@@ -113,6 +116,14 @@ pub static DIM_CUSTOMER_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("name", DataType::Utf8, true),
         Field::new("home_country", DataType::Utf8, true),
         Field::new("signup_date", DataType::Date32, true),
+    ]))
+});
+
+/// `fraud_labels.csv`: `transaction_id,scenario`.
+pub static FRAUD_LABELS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("transaction_id", DataType::Utf8, false),
+        Field::new("scenario", DataType::Utf8, false),
     ]))
 });
 

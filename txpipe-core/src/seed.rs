@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::fx::FxTable;
 use crate::lake::Lake;
 use crate::schema::{
-    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, FX_RATE, FX_RATE_SCHEMA,
+    DIM_CUSTOMER, DIM_CUSTOMER_SCHEMA, DIM_MERCHANT, DIM_MERCHANT_SCHEMA, FRAUD_LABELS,
+    FRAUD_LABELS_SCHEMA, FX_RATE, FX_RATE_SCHEMA,
 };
 use crate::sink::delta::{read_table, replace_table, TableSpec};
 use crate::sink::legacy::refuse_legacy_lake;
@@ -28,6 +29,8 @@ pub struct SeedSummary {
     pub fx_rates: usize,
     /// True when `fx_rates.csv` was absent and the built-in rates were loaded.
     pub fx_from_defaults: bool,
+    /// Rows loaded into `fraud_labels` when `DIR/fraud_labels.csv` exists.
+    pub fraud_labels: Option<usize>,
 }
 
 fn read_csv(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
@@ -107,7 +110,15 @@ pub async fn seed(lake: &Lake, dir: &Path) -> Result<SeedSummary> {
     replace_table(lake, DIM_CUSTOMER, &dim(&DIM_CUSTOMER_SCHEMA), &customers).await?;
     replace_table(lake, DIM_MERCHANT, &dim(&DIM_MERCHANT_SCHEMA), &merchants).await?;
     replace_table(lake, FX_RATE, &dim(&FX_RATE_SCHEMA), &[fx_batch(&fx)?]).await?;
+    let labels_csv = dir.join(crate::generate::LABELS_FILE);
+    let mut fraud_labels = None;
+    if labels_csv.exists() {
+        let labels = canonical_ids(&labels_csv, read_csv(&labels_csv, &FRAUD_LABELS_SCHEMA)?)?;
+        replace_table(lake, FRAUD_LABELS, &dim(&FRAUD_LABELS_SCHEMA), &labels).await?;
+        fraud_labels = Some(labels.iter().map(RecordBatch::num_rows).sum());
+    }
     Ok(SeedSummary {
+        fraud_labels,
         customers: customers.iter().map(RecordBatch::num_rows).sum(),
         merchants: merchants.iter().map(RecordBatch::num_rows).sum(),
         fx_rates: fx.len(),

@@ -10,8 +10,9 @@ use crate::progress::Progress;
 
 /// Generate synthetic transactions and the dimension CSVs they reference.
 ///
-/// Writes DIR/transactions.jsonl, DIR/dim_customer.csv, DIR/dim_merchant.csv and
-/// DIR/fx_rates.csv. The same --seed gives byte-identical output.
+/// Writes DIR/transactions.jsonl, DIR/dim_customer.csv, DIR/dim_merchant.csv,
+/// DIR/fx_rates.csv and DIR/fraud_labels.csv (the truth of the injected fraud
+/// scenarios, for `txpipe quality`). The same --seed gives byte-identical output.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Number of transaction lines to write (malformed ones included).
@@ -52,6 +53,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !s.bad.is_empty() {
         let kinds: Vec<String> = s.bad.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("malformed lines by kind: {}", kinds.join(" "));
+    }
+    if !s.fraud.is_empty() {
+        let kinds: Vec<String> = s.fraud.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "labelled fraud: {} rows ({:.2} %) in {}: {}",
+            s.fraud_total(),
+            s.fraud_total() as f64 * 100.0 / s.lines.max(1) as f64,
+            a.out.join(txpipe_core::generate::LABELS_FILE).display(),
+            kinds.join(" ")
+        );
     }
     Ok(())
 }

@@ -23,6 +23,12 @@ pub struct GeneratorArgs {
     /// Share of malformed lines (0.0–1.0): bad JSON, wrong types, bad UUIDs, unknown currencies, ...
     #[arg(long, default_value_t = 0.0)]
     pub bad_rate: f64,
+    /// Share of transactions in labelled fraud scenarios (0.0–0.2; 0 turns them
+    /// off): compromised card, card testing, account takeover, impossible travel
+    /// and the Fraud Detection Handbook's three. The truth goes to
+    /// DIR/fraud_labels.csv (generate), never into the stream.
+    #[arg(long, default_value_t = txpipe_core::generate::DEFAULT_FRAUD_RATE)]
+    pub fraud_rate: f64,
 }
 
 impl GeneratorArgs {
@@ -36,6 +42,7 @@ impl GeneratorArgs {
             days: self.days,
             start_day: self.start,
             bad_rate: self.bad_rate,
+            fraud_rate: self.fraud_rate,
         }
     }
 }

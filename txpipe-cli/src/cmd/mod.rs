@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod maintain;
 pub mod models;
 pub mod produce;
+pub mod quality;
 pub mod run;
 pub mod seed;
 pub mod serve;

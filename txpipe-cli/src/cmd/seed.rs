@@ -8,7 +8,9 @@ use txpipe_core::lake::Lake;
 /// Load dim_customer.csv, dim_merchant.csv and fx_rates.csv from DIR into the lake.
 ///
 /// Each table is replaced as a whole. Without DIR/fx_rates.csv the built-in default
-/// rates (data/fx_rates.csv) are loaded.
+/// rates (data/fx_rates.csv) are loaded. When DIR/fraud_labels.csv exists (the truth
+/// `txpipe generate` writes), it is loaded as the fraud_labels table, which
+/// `txpipe quality` and the dashboard's quality panel read.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Lake location: a local folder, file:///path, or an object store URL.
@@ -36,5 +38,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ""
         }
     );
+    if let Some(n) = s.fraud_labels {
+        println!("  fraud_labels {n} rows (for `txpipe quality` and the dashboard)");
+    }
     Ok(())
 }

@@ -753,7 +753,8 @@ mod tests {
                 "impossible_travel",
                 "card_testing",
                 "amount_spike",
-                "new_device"
+                "new_device",
+                "fresh_device_burst"
             ]
         );
         assert!(r.window_plan().is_some());

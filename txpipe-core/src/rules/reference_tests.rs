@@ -119,6 +119,13 @@ fn reference(rows: &[Row]) -> Vec<Vec<&'static str>> {
                 reasons.push("new_device");
             }
         }
+        if let Some(d) = r.device {
+            let same_month = month.iter().filter(|e| e.device == Some(d)).count();
+            let same_10m = within(10 * MIN).iter().filter(|e| e.device == Some(d)).count();
+            if (1..=3).contains(&same_month) && same_10m >= 1 && month.len() >= same_month + 3 {
+                reasons.push("fresh_device_burst");
+            }
+        }
         out.push(reasons);
     }
     out

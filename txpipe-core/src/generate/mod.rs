@@ -12,6 +12,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+pub mod scenarios;
+
+use scenarios::{Scheduler, Txn, World, HANDBOOK_HIGH_AMOUNT, HIGH_AMOUNT_USD};
+
 use crate::decode::timestamp::{format_date, MICROS_PER_DAY};
 use crate::error::{Error, Result};
 use crate::fx::{FxTable, DEFAULT_FX_CSV};
@@ -33,6 +37,9 @@ pub struct GenerateOptions {
     pub start_day: i64,
     /// Share of malformed lines, 0.0..=1.0.
     pub bad_rate: f64,
+    /// Approximate share of transactions in labelled fraud scenarios
+    /// (0 turns them off); see [`scenarios`].
+    pub fraud_rate: f64,
 }
 
 impl Default for GenerateOptions {
@@ -45,9 +52,13 @@ impl Default for GenerateOptions {
             days: 30,
             start_day: crate::decode::timestamp::days_from_civil(2026, 11, 1),
             bad_rate: 0.0,
+            fraud_rate: DEFAULT_FRAUD_RATE,
         }
     }
 }
+
+/// Default [`GenerateOptions::fraud_rate`]: about 0.5 % of transactions.
+pub const DEFAULT_FRAUD_RATE: f64 = 0.005;
 
 /// What [`generate`] wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,12 +77,19 @@ pub struct GenerateSummary {
     pub invalid_geo: u64,
     /// Bytes of `transactions.jsonl`.
     pub bytes: u64,
+    /// Labelled fraud transactions, by scenario (see `fraud_labels.csv`).
+    pub fraud: BTreeMap<&'static str, u64>,
 }
 
 impl GenerateSummary {
     /// Total malformed lines.
     pub fn bad_total(&self) -> u64 {
         self.bad.values().sum()
+    }
+
+    /// Total labelled fraud transactions.
+    pub fn fraud_total(&self) -> u64 {
+        self.fraud.values().sum()
     }
 }
 
@@ -333,6 +351,10 @@ struct Customer {
     id: [u8; 16],
     country: usize,
     device_seed: u64,
+    /// Where the customer is (cards are used near home; foreign merchants online).
+    home: (f64, f64),
+    /// Log of the customer's typical amount (USD).
+    spend_mu: f64,
 }
 
 struct Merchant {
@@ -351,6 +373,8 @@ pub enum LineKind {
         huge: bool,
         /// Missing or impossible coordinates.
         invalid_geo: bool,
+        /// The fraud scenario it belongs to (the truth, never in the line).
+        fraud: Option<&'static str>,
     },
     /// A malformed line of the named kind.
     Bad(&'static str),
@@ -366,6 +390,8 @@ pub struct TransactionGenerator {
     fx: FxTable,
     next: u64,
     scratch: Vec<u8>,
+    scheduler: Scheduler,
+    last_id: [u8; 16],
 }
 
 impl std::fmt::Debug for TransactionGenerator {
@@ -387,6 +413,12 @@ impl TransactionGenerator {
                 "customers, merchants and days must be at least 1".into(),
             ));
         }
+        if !(0.0..=0.2).contains(&opts.fraud_rate) {
+            return Err(Error::Config(format!(
+                "fraud rate must be within 0..=0.2, got {}",
+                opts.fraud_rate
+            )));
+        }
         if !(0.0..=1.0).contains(&opts.bad_rate) {
             return Err(Error::Config(format!(
                 "bad rate must be within 0..=1, got {}",
@@ -395,10 +427,17 @@ impl TransactionGenerator {
         }
         let mut rng = Rng::new(opts.seed);
         let customers: Vec<Customer> = (0..opts.customers)
-            .map(|_| Customer {
-                id: rng.uuid(),
-                country: pick_country(&mut rng),
-                device_seed: rng.next_u64(),
+            .map(|_| {
+                let id = rng.uuid();
+                let country = pick_country(&mut rng);
+                let c = &COUNTRIES[country];
+                Customer {
+                    id,
+                    country,
+                    device_seed: rng.next_u64(),
+                    home: (c.lat + rng.normal() * 1.5, c.lon + rng.normal() * 1.5),
+                    spend_mu: 35f64.ln() + 0.7 * rng.normal(),
+                }
             })
             .collect();
         let merchants: Vec<Merchant> = (0..opts.merchants)
@@ -425,8 +464,10 @@ impl TransactionGenerator {
             by_country,
             fx: FxTable::defaults(),
             next: 0,
+            scheduler: Scheduler::new(opts.fraud_rate),
             opts,
             scratch: Vec::with_capacity(512),
+            last_id: [0; 16],
         })
     }
 
@@ -447,32 +488,53 @@ impl TransactionGenerator {
             + ((i128::from(i) * i128::from(span)) / i128::from(self.opts.count.max(1))) as i64;
         let jitter = self.rng.below(60_000_000) as i64;
         let ts = (base + jitter).min(self.opts.start_day * MICROS_PER_DAY + span - 1);
+        if let Some(t) = self.scheduler.due(ts) {
+            return Some(self.write(out, &t, None));
+        }
+        self.scheduler.new_day(
+            &mut self.rng,
+            ts,
+            self.customers.len(),
+            self.merchants.len(),
+        );
         let bad = self.opts.bad_rate > 0.0 && self.rng.f64() < self.opts.bad_rate;
         if !bad {
-            return Some(self.valid_line(out, ts, None));
+            let t = self.genuine(ts);
+            let kind = self.write(out, &t, None);
+            self.start_scenarios(&t);
+            return Some(kind);
         }
         let kind = BAD_KINDS[self.rng.below(BAD_KINDS.len() as u64) as usize];
         match kind {
             "not_json" => {
                 self.scratch.clear();
                 let mut s = std::mem::take(&mut self.scratch);
-                self.valid_line(&mut s, ts, None);
+                let t = self.genuine(ts);
+                self.write(&mut s, &t, None);
                 out.extend_from_slice(&s[..s.len() / 2]);
                 self.scratch = s;
             }
             "not_object" => out.extend_from_slice(b"[\"transaction\", 1, 2]"),
             "empty" => {}
             other => {
-                self.valid_line(out, ts, Some(other));
+                let t = self.genuine(ts);
+                self.write(out, &t, Some(other));
             }
         }
         Some(LineKind::Bad(kind))
     }
 
-    fn valid_line(&mut self, out: &mut Vec<u8>, ts: i64, defect: Option<&'static str>) -> LineKind {
+    /// The id of the transaction last written by [`next_line`](Self::next_line).
+    pub fn last_transaction_id(&self) -> String {
+        uuid_string(&self.last_id)
+    }
+
+    /// A genuine transaction at `ts` (possibly hit by a handbook scenario).
+    fn genuine(&mut self, ts: i64) -> Txn {
         let rng = &mut self.rng;
         let n = self.customers.len() as f64;
-        let c = &self.customers[((rng.f64().powf(1.6)) * n) as usize % self.customers.len()];
+        let ci = ((rng.f64().powf(1.6)) * n) as usize % self.customers.len();
+        let c = &self.customers[ci];
         let foreign = rng.f64() < 0.07;
         let country = if foreign {
             let mut k = rng.below(COUNTRIES.len() as u64 - 1) as usize;
@@ -488,24 +550,68 @@ impl TransactionGenerator {
         } else {
             &self.by_country[country]
         };
-        let m = &self.merchants[pool[rng.below(pool.len() as u64) as usize]];
-        let mc = &COUNTRIES[m.country];
-        let currency = mc.currency;
-        let rate = self.fx.rate(currency).unwrap_or(1.0);
-        let mut usd = (35f64.ln() + 0.9 * rng.normal()).exp();
-        let huge = rng.f64() < 0.001;
+        let merchant = pool[rng.below(pool.len() as u64) as usize];
+        let mut usd = (c.spend_mu + 0.5 * rng.normal()).exp();
+        let huge = rng.f64() < 0.000_4;
         if huge {
             usd *= 200.0 + rng.f64() * 1800.0;
         }
-        let mut cents = (usd / rate * 100.0).round() as i64;
+        let invalid_geo = rng.f64() < 0.002;
+        // Purchases happen where the customer is (foreign merchants online).
+        let lat = c.home.0 + rng.normal() * 0.03;
+        let lon = c.home.1 + rng.normal() * 0.03;
+        let device = c.device_seed.wrapping_add(u64::from(rng.below(5) == 0));
+        let mut t = Txn {
+            ts,
+            customer: ci,
+            merchant,
+            usd,
+            lat,
+            lon,
+            invalid_geo,
+            device: Some(device),
+            foreign,
+            huge,
+            label: None,
+        };
+        self.scheduler.touch_genuine(&mut self.rng, &mut t);
+        t
+    }
+
+    fn start_scenarios(&mut self, genuine: &Txn) {
+        let c = &self.customers[genuine.customer];
+        let countries: Vec<(f64, f64)> = COUNTRIES.iter().map(|k| (k.lat, k.lon)).collect();
+        let by_country = &self.by_country;
+        let pick = |k: usize, rng: &mut Rng| -> usize {
+            let pool = if by_country[k].is_empty() {
+                &by_country[0]
+            } else {
+                &by_country[k]
+            };
+            pool[rng.below(pool.len() as u64) as usize]
+        };
+        let world = World {
+            home_country: c.country,
+            home: c.home,
+            spend_mu: c.spend_mu,
+            countries: &countries,
+            merchants_of: &pick,
+        };
+        self.scheduler.maybe_start(&mut self.rng, genuine, &world);
+    }
+
+    /// Writes `t` as a JSON line (with `defect` if given) and says what it is.
+    fn write(&mut self, out: &mut Vec<u8>, t: &Txn, defect: Option<&'static str>) -> LineKind {
+        let rng = &mut self.rng;
+        let c = &self.customers[t.customer];
+        let m = &self.merchants[t.merchant];
+        let mc = &COUNTRIES[m.country];
+        let currency = mc.currency;
+        let rate = self.fx.rate(currency).unwrap_or(1.0);
+        let mut cents = (t.usd / rate * 100.0).round() as i64;
         if matches!(currency, "JPY" | "KRW") {
             cents = (cents / 100).max(1) * 100;
         }
-        let geo_roll = rng.f64();
-        let invalid_geo = geo_roll < 0.002;
-        let lat = mc.lat + rng.normal() * 1.5;
-        let lon = mc.lon + rng.normal() * 1.5;
-        let device = c.device_seed.wrapping_add(rng.below(3));
         let mut pm_roll = rng.below(100) as u32;
         let mut pm = PAYMENT[0].0;
         for (name, w) in PAYMENT {
@@ -517,18 +623,18 @@ impl TransactionGenerator {
         }
 
         out.extend_from_slice(b"{\"transaction_id\":\"");
+        self.last_id = rng.uuid();
         if defect == Some("bad_uuid") {
             out.extend_from_slice(b"txn-");
             push_int(out, self.next, 1);
         } else {
-            let id = rng.uuid();
-            push_uuid(out, &id);
+            push_uuid(out, &self.last_id);
         }
         out.extend_from_slice(b"\",\"transaction_ts\":\"");
         if defect == Some("bad_timestamp") {
             out.extend_from_slice(b"2026-13-45T99:00:00Z");
         } else {
-            push_ts(out, ts);
+            push_ts(out, t.ts);
         }
         out.extend_from_slice(b"\",\"customer_id\":\"");
         push_uuid(out, &c.id);
@@ -551,16 +657,16 @@ impl TransactionGenerator {
             currency.as_bytes()
         });
         out.extend_from_slice(b"\",\"latitude\":");
-        let (lat_s, lon_s): (Option<i64>, Option<i64>) = if invalid_geo {
+        let (lat_s, lon_s): (Option<i64>, Option<i64>) = if t.invalid_geo {
             match rng.below(3) {
-                0 => (Some(2_000_000), Some((lon * 1e4).round() as i64)),
-                1 => (Some((lat * 1e4).round() as i64), Some(-1_900_000)),
+                0 => (Some(2_000_000), Some((t.lon * 1e4).round() as i64)),
+                1 => (Some((t.lat * 1e4).round() as i64), Some(-1_900_000)),
                 _ => (None, None),
             }
         } else {
-            let wrapped_lon = (lon + 180.0).rem_euclid(360.0) - 180.0;
+            let wrapped_lon = (t.lon + 180.0).rem_euclid(360.0) - 180.0;
             (
-                Some((lat.clamp(-89.9, 89.9) * 1e4).round() as i64),
+                Some((t.lat.clamp(-89.9, 89.9) * 1e4).round() as i64),
                 Some((wrapped_lon * 1e4).round() as i64),
             )
         };
@@ -573,12 +679,18 @@ impl TransactionGenerator {
             Some(v) => push_fixed(out, v, 4),
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"device_id\":\"dev-");
-        push_hex(out, &device.to_be_bytes()[2..]);
-        out.extend_from_slice(b"\",\"payment_method\":\"");
+        match t.device {
+            Some(device) => {
+                out.extend_from_slice(b",\"device_id\":\"dev-");
+                push_hex(out, &device.to_be_bytes()[2..]);
+                out.extend_from_slice(b"\"");
+            }
+            None => out.extend_from_slice(b",\"device_id\":null"),
+        }
+        out.extend_from_slice(b",\"payment_method\":\"");
         out.extend_from_slice(pm.as_bytes());
         out.extend_from_slice(b"\",\"is_foreign\":");
-        out.extend_from_slice(if foreign { b"true" } else { b"false" });
+        out.extend_from_slice(if t.foreign { b"true" } else { b"false" });
         out.push(b'}');
         if defect == Some("missing_field") {
             // Drop the transaction_id member: `{"transaction_id":"…",` → `{`.
@@ -588,10 +700,18 @@ impl TransactionGenerator {
                 }
             }
         }
+        // Handbook scenario 1: every transaction above the threshold is fraud.
+        let usd = cents as f64 / 100.0 * rate;
+        let label = match t.label {
+            Some(l) => Some(l),
+            None if self.scheduler.enabled() && usd > HIGH_AMOUNT_USD => Some(HANDBOOK_HIGH_AMOUNT),
+            None => None,
+        };
         LineKind::Valid {
-            foreign,
-            huge,
-            invalid_geo,
+            foreign: t.foreign,
+            huge: t.huge,
+            invalid_geo: t.invalid_geo,
+            fraud: if defect.is_some() { None } else { label },
         }
     }
 
@@ -637,8 +757,12 @@ impl TransactionGenerator {
     }
 }
 
-/// Writes `transactions.jsonl`, `dim_customer.csv`, `dim_merchant.csv` and
-/// `fx_rates.csv` into `dir`.
+/// The truth of the injected fraud scenarios, written beside the transactions.
+pub const LABELS_FILE: &str = "fraud_labels.csv";
+
+/// Writes `transactions.jsonl`, `dim_customer.csv`, `dim_merchant.csv`,
+/// `fx_rates.csv` and the fraud scenarios' truth, `fraud_labels.csv`
+/// (`transaction_id,scenario`), into `dir`.
 ///
 /// # Errors
 /// Bad options or a file that cannot be written.
@@ -661,6 +785,12 @@ pub fn generate(
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut summary = GenerateSummary::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let labels_path = dir.join(LABELS_FILE);
+    let labels_file = File::create(&labels_path).map_err(|e| Error::io("creating", &labels_path, e))?;
+    let mut labels = BufWriter::new(labels_file);
+    labels
+        .write_all(b"transaction_id,scenario\n")
+        .map_err(|e| Error::io("writing", &labels_path, e))?;
     while let Some(kind) = generator.next_line(&mut buf) {
         buf.push(b'\n');
         summary.lines += 1;
@@ -669,7 +799,13 @@ pub fn generate(
                 foreign,
                 huge,
                 invalid_geo,
+                fraud,
             } => {
+                if let Some(scenario) = fraud {
+                    *summary.fraud.entry(scenario).or_default() += 1;
+                    writeln!(labels, "{},{scenario}", generator.last_transaction_id())
+                        .map_err(|e| Error::io("writing", &labels_path, e))?;
+                }
                 summary.valid += 1;
                 summary.foreign += u64::from(foreign);
                 summary.huge += u64::from(huge);
@@ -689,6 +825,9 @@ pub fn generate(
         .map_err(|e| Error::io("writing", &path, e))?;
     summary.bytes += buf.len() as u64;
     w.flush().map_err(|e| Error::io("writing", &path, e))?;
+    labels
+        .flush()
+        .map_err(|e| Error::io("writing", &labels_path, e))?;
     progress(summary.lines);
     Ok(summary)
 }
