@@ -289,3 +289,46 @@ fn bad_stateful_rules_fail_at_start_naming_the_rule() {
         assert!(!std::path::Path::new(&lake).join("fact_transaction").exists());
     }
 }
+
+/// A fact table created by an older txpipe (without `risk_score` and
+/// `fraud_evidence`) gains the columns on the next ingest, in one commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lake_from_before_risk_scores_gains_the_columns() {
+    use std::sync::Arc;
+    use txpipe_core::arrow::datatypes::Schema;
+    use txpipe_core::schema::FACT_SCHEMA;
+    use txpipe_core::sink::delta::{open_or_create, TableSpec};
+
+    let t = TestDir::new();
+    generate(&t.path("gen"), 2_000, 0.0, 5);
+    let lake_s = t.str("lake");
+    let lake = txpipe_core::lake::Lake::open(&lake_s).unwrap();
+    let old: Vec<_> = FACT_SCHEMA
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "risk_score" && f.name() != "fraud_evidence")
+        .map(|f| f.as_ref().clone())
+        .collect();
+    open_or_create(
+        &lake,
+        "fact_transaction",
+        &TableSpec::new(Arc::new(Schema::new(old))).partitioned_by("event_date"),
+    )
+    .await
+    .unwrap();
+    run_ok(&[
+        "ingest",
+        "--lake",
+        &lake_s,
+        "--from-file",
+        &t.str("gen/transactions.jsonl"),
+        "--quiet",
+    ]);
+    let n = query_i64s(
+        &lake_s,
+        "SELECT COUNT(*), COUNT(risk_score), SUM(CASE WHEN risk_score >= 1 THEN 1 ELSE 0 END) \
+         - SUM(CASE WHEN is_fraud THEN 1 ELSE 0 END) FROM fact_transaction",
+    )
+    .await;
+    assert_eq!(n, vec![2_000, 2_000, 0]);
+}

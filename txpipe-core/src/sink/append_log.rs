@@ -170,7 +170,10 @@ impl AppendLog {
     /// features txpipe does not implement.
     pub async fn open(lake: &Lake, rel: &str, spec: &TableSpec, prefix: &str) -> Result<Self> {
         match Self::open_existing(lake, rel, prefix).await? {
-            Some(log) => Ok(log),
+            Some(mut log) => {
+                log.ensure_columns(lake, spec).await?;
+                Ok(log)
+            }
             None => {
                 open_or_create(lake, rel, spec).await?;
                 Self::open_existing(lake, rel, prefix)
@@ -272,6 +275,22 @@ impl AppendLog {
             .unwrap_or(DEFAULT_LOG_RETENTION);
         self.base = snapshot;
         Ok(())
+    }
+
+    /// Adds the columns of `spec` the table lacks (a table written by an
+    /// older txpipe), then reads the log again. Checked on the lazy snapshot:
+    /// no file list is read when nothing is missing.
+    ///
+    /// # Errors
+    /// See [`add_missing_columns`](super::delta::add_missing_columns).
+    pub async fn ensure_columns(&mut self, lake: &Lake, spec: &TableSpec) -> Result<()> {
+        let want = spec.kernel_schema(&self.name)?;
+        let have = self.base.schema();
+        if want.fields().all(|f| have.field(f.name()).is_some()) {
+            return Ok(());
+        }
+        super::delta::add_missing_columns(lake, &self.name, spec).await?;
+        self.reopen().await
     }
 
     /// The newest version this log has seen.

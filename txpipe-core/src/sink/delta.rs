@@ -224,7 +224,7 @@ impl TableSpec {
         Arc::new(Schema::new(fields))
     }
 
-    fn kernel_schema(&self, rel: &str) -> Result<StructType> {
+    pub(crate) fn kernel_schema(&self, rel: &str) -> Result<StructType> {
         self.table_schema().as_ref().try_into_kernel().map_err(|e| {
             Error::Config(format!(
                 "table {rel}: schema not representable in Delta: {e}"
@@ -276,6 +276,57 @@ pub async fn open_or_create(lake: &Lake, rel: &str, spec: &TableSpec) -> Result<
             None => Err(delta_error(rel, e)),
         },
     }
+}
+
+/// Adds the columns of `spec` that the table at `rel` lacks, as nullable
+/// columns, in one commit (rows written before read them as NULL): how a lake
+/// written by an older txpipe gains the new fact columns. Returns the names
+/// added (none when the table is missing or complete).
+///
+/// # Errors
+/// A missing column is not nullable, a column changed type, or the commit failed.
+pub async fn add_missing_columns(lake: &Lake, rel: &str, spec: &TableSpec) -> Result<Vec<String>> {
+    let want = spec.kernel_schema(rel)?;
+    for attempt in 0..3 {
+        let Some(table) = open(lake, rel).await? else {
+            return Ok(Vec::new());
+        };
+        let have = table.snapshot().map_err(|e| delta_error(rel, e))?.schema();
+        let mut missing = Vec::new();
+        for f in want.fields() {
+            match have.field(f.name()) {
+                Some(h) if h.data_type() != f.data_type() => {
+                    return Err(Error::Config(format!(
+                        "table {rel}: column {} is {:?} in the lake but txpipe writes {:?}",
+                        f.name(),
+                        h.data_type(),
+                        f.data_type()
+                    )))
+                }
+                Some(_) => {}
+                None if !f.is_nullable() => {
+                    return Err(Error::Config(format!(
+                        "table {rel}: the lake lacks the required column {}",
+                        f.name()
+                    )))
+                }
+                None => missing.push(f.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = missing.iter().map(|f| f.name().to_string()).collect();
+        let props = commit_properties(&table);
+        match table.add_columns().with_fields(missing).with_commit_properties(props).await {
+            Ok(_) => return Ok(names),
+            // Someone else changed the table meanwhile (perhaps adding the
+            // same columns): look again.
+            Err(_) if attempt < 2 => continue,
+            Err(e) => return Err(delta_error(rel, e)),
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// An `Add` action for a data file written at `path` (relative to the table).

@@ -229,6 +229,13 @@ impl LakeWriter {
             } else {
                 AppendLog::open_existing(&self.lake, FACT_TABLE, &prefix).await?
             };
+        } else if create && self.quarantine.is_none() {
+            // Opened to read positions; before the first write, make sure it
+            // has every column this txpipe writes.
+            if let Some(fact) = self.fact.as_mut() {
+                fact.ensure_columns(&self.lake, &fact_spec(self.checkpoint_interval))
+                    .await?;
+            }
         }
         if self.quarantine.is_none() && create {
             let spec = quarantine_spec(self.checkpoint_interval);
