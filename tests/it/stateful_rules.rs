@@ -332,3 +332,57 @@ async fn a_lake_from_before_risk_scores_gains_the_columns() {
     .await;
     assert_eq!(n, vec![2_000, 2_000, 0]);
 }
+
+/// DuckDB, running the default rules as its own window queries
+/// (benches/stateful_rules.py), flags exactly the rows txpipe flags, with the
+/// same reasons and risk score.
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_window_queries_agree_row_for_row() {
+    let t = TestDir::new();
+    generate(&t.path("gen"), 60_000, 0.0, 17);
+    let lake = t.str("lake");
+    run_ok(&[
+        "ingest",
+        "--lake",
+        &lake,
+        "--from-file",
+        &t.str("gen/transactions.jsonl"),
+        "--quiet",
+    ]);
+    let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches");
+    let script = format!(
+        r#"
+import sys, json, subprocess, duckdb
+sys.path.insert(0, {bench:?})
+from stateful_rules import DUCKDB_STATEFUL
+src, fx, out = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run([sys.executable, "-c", DUCKDB_STATEFUL, src, fx, out, "2"], check=True)
+rows = duckdb.sql(f"SELECT transaction_id, array_to_string(fraud_reasons, ','), coalesce(risk_score, 0) FROM read_parquet('{{out}}/**/*.parquet')").fetchall()
+print(json.dumps({{r[0]: [r[1], float(r[2])] for r in rows}}))
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(t.str("gen/transactions.jsonl"))
+        .arg(t.str("gen/fx_rates.csv"))
+        .arg(t.str("duck"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "DuckDB job failed (the test command installs duckdb):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let duck: BTreeMap<String, (String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = flags(&lake).await;
+    assert_eq!(duck.len(), ours.len());
+    let mut stateful_hits = 0;
+    for (id, (reasons, score, _)) in &ours {
+        let (d_reasons, d_score) = &duck[id];
+        assert_eq!(reasons, d_reasons, "{id}");
+        assert!((score - d_score).abs() < 1e-9, "{id}: {score} vs {d_score}");
+        stateful_hits += usize::from(reasons.contains("velocity") || reasons.contains("travel"));
+    }
+    assert!(stateful_hits > 10, "only {stateful_hits} stateful hits");
+}

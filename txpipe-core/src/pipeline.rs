@@ -128,6 +128,9 @@ pub struct IngestSummary {
     /// (high watermark − lake position); `None` for a file or when the
     /// brokers could not be asked.
     pub remaining_lag: Option<BTreeMap<i32, i64>>,
+    /// Size of the stateful rules' history at the end of the run (keys such
+    /// as customers, rows kept, approximate bytes); `None` without window calls.
+    pub rule_state: Option<crate::rules::state::StateSize>,
 }
 
 impl IngestSummary {
@@ -178,6 +181,7 @@ pub async fn ingest_file(
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
     let history = LakeHistory::new(lake.clone(), HistoryScope::Lake, tokio::runtime::Handle::current());
     let processor = BatchProcessor::new(Arc::new(fx), rules, name).with_state(Arc::new(history), false);
+    let stage = processor.stage().cloned();
     let mut source = FileSource::open(path, start, opts.stop.clone())?;
     let limits = opts.limits();
     let next = move |_: &AtomicBool| source.next_batch(limits);
@@ -196,6 +200,7 @@ pub async fn ingest_file(
     )
     .await?;
     drop(lock);
+    summary.rule_state = stage.map(|s| s.size());
     Ok(summary)
 }
 
@@ -237,6 +242,7 @@ pub async fn ingest_kafka(
     );
     let processor =
         BatchProcessor::new(Arc::new(fx), rules, topic.clone()).with_state(Arc::new(history), true);
+    let stage = processor.stage().cloned();
     let reader = LakeWriter::new(lake.clone(), stream, topic.clone()).without_byte_positions();
     let handle = tokio::runtime::Handle::current();
     let mut source =
@@ -291,6 +297,7 @@ pub async fn ingest_kafka(
     })
     .await
     .map_err(|e| Error::Worker(e.to_string()))?;
+    summary.rule_state = stage.map(|s| s.size());
     Ok(summary)
 }
 

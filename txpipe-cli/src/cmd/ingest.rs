@@ -159,6 +159,15 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
         s.rows_per_sec(),
         s.input_bytes as f64 / 1e6 / s.elapsed.as_secs_f64().max(1e-9)
     );
+    if let Some(st) = &s.rule_state {
+        println!(
+            "  rule state: {} keys, {} earlier rows, {:.1} MiB ({:.0} bytes per key)",
+            st.keys,
+            st.rows,
+            st.bytes as f64 / (1 << 20) as f64,
+            st.bytes as f64 / st.keys.max(1) as f64
+        );
+    }
     if s.conflicts > 0 {
         println!(
             "  {} batches dropped after rebalances (landed by the partitions' new owners)",

@@ -11,7 +11,7 @@ const TOKEN_ENV: &str = "TXPIPE_SERVE_TOKEN";
 const AFTER_HELP: &str = "\
 Endpoints:
   GET /                 the dashboard (refreshes every 10 s)
-  GET /api/{daily, fraud_by_rule, categories, countries, ingest, runs/latest}
+  GET /api/{daily, fraud_by_rule, categories, countries, ingest, runs/latest, quality}
   GET /api/top_merchants?by=revenue|fraud_rate&limit=1..100
   GET /api/risky_customers?limit=1..100
   GET /metrics          Prometheus text

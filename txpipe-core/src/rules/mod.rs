@@ -293,6 +293,7 @@ fn plan_calls(
             call: call.clone(),
             space,
             arg,
+            arg_kind,
             filter,
             output,
         });
@@ -456,15 +457,14 @@ impl RuleSet {
                 evidence: refs.into_iter().map(|i| (labels[i].clone(), i)).collect(),
             });
         }
-        let plan = (!planned.is_empty()).then(|| WindowPlan {
-            horizon: planned
+        let plan = (!planned.is_empty()).then(|| {
+            let horizon = planned
                 .iter()
                 .map(|p| p.call.preceding)
                 .max()
                 .unwrap_or(0)
-                .saturating_add(lateness),
-            calls: planned,
-            spaces,
+                .saturating_add(lateness);
+            WindowPlan::new(planned, spaces, horizon)
         });
         Ok(Self {
             config,

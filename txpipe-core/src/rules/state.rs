@@ -26,7 +26,9 @@ use datafusion::arrow::array::{
     StringBuilder, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{cast, prep_null_mask_filter};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, Int32Type, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::window::{WindowCall, WindowFunc};
@@ -35,8 +37,11 @@ use crate::error::{Error, Result};
 /// How a stored value is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ValKind {
-    /// Any number (decimals included) as `f64`.
+    /// Floating point, as `f64`.
     Num,
+    /// Integers and decimals up to 18 digits, exactly, as `i64` × 10^-scale:
+    /// sums and averages of money are exact and do not depend on order.
+    Fixed(i8),
     /// A timestamp, microseconds since the epoch (UTC).
     Time,
     /// Text.
@@ -52,8 +57,10 @@ impl ValKind {
             | DataType::Int64
             | DataType::UInt8
             | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
+            | DataType::UInt32 => Self::Fixed(0),
+            DataType::Decimal128(p, s) if *p <= 18 && *s >= 0 => Self::Fixed(*s),
+            DataType::UInt64
+            | DataType::Float16
             | DataType::Float32
             | DataType::Float64
             | DataType::Decimal128(_, _)
@@ -67,8 +74,16 @@ impl ValKind {
     fn cast_to(self) -> DataType {
         match self {
             Self::Num => DataType::Float64,
+            Self::Fixed(s) => DataType::Decimal128(38, s),
             Self::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Self::Text => DataType::Utf8,
+        }
+    }
+
+    fn scale(self) -> f64 {
+        match self {
+            Self::Fixed(s) => 10f64.powi(i32::from(s)),
+            _ => 1.0,
         }
     }
 }
@@ -78,14 +93,31 @@ impl ValKind {
 enum Val {
     Null,
     Num(f64),
+    Fixed(i64),
     Time(i64),
     Text(Arc<str>),
+}
+
+impl Val {
+    fn as_f64(&self, scale: f64) -> Option<f64> {
+        match self {
+            Val::Num(x) => Some(*x),
+            Val::Fixed(x) => Some(*x as f64 / scale),
+            _ => None,
+        }
+    }
 }
 
 /// One earlier row of a key.
 #[derive(Debug)]
 struct Event {
     ts: i64,
+    /// Smallest `ts` of this and every later row of the key: a scan from the
+    /// front stops once it is above the frame.
+    suffix_min: i64,
+    /// At least the largest `ts` of this and every earlier row: a scan from
+    /// the back stops once it is below the frame.
+    prefix_max: i64,
     /// Bit `i`: FILTER condition `i` of the key space held on this row.
     bits: u64,
     vals: Box<[Val]>,
@@ -107,10 +139,36 @@ pub(crate) struct PlannedCall {
     pub(crate) space: usize,
     /// Index into the space's values, `None` for `count(*)`.
     pub(crate) arg: Option<usize>,
+    pub(crate) arg_kind: Option<ValKind>,
     /// Bit of the FILTER condition in the space's bits.
     pub(crate) filter: Option<u32>,
     pub(crate) output: DataType,
 }
+
+impl PlannedCall {
+    /// Kept as running totals per key (count, exact sum, count per value),
+    /// corrected by the few rows outside the frame, instead of scanning a
+    /// frame that holds most of the key's history.
+    fn by_totals(&self) -> bool {
+        let invertible = match self.call.func {
+            WindowFunc::Count | WindowFunc::CountEqual => true,
+            WindowFunc::Sum | WindowFunc::Avg => matches!(self.arg_kind, Some(ValKind::Fixed(_))),
+            _ => false,
+        };
+        invertible && self.call.preceding >= TOTALS_FROM
+    }
+
+    fn passes(&self, e: &Event) -> bool {
+        self.filter.is_none_or(|b| e.bits & (1 << b) != 0)
+    }
+
+    fn in_frame(&self, ts: i64, lo: i64, hi: i64) -> bool {
+        ts > lo && ts <= hi
+    }
+}
+
+/// Calls whose frame reaches this far back are kept as totals.
+const TOTALS_FROM: i64 = 6 * 3_600_000_000;
 
 /// The rows' history for one `PARTITION BY` column.
 #[derive(Debug)]
@@ -131,6 +189,11 @@ pub struct WindowPlan {
     pub(crate) spaces: Vec<Space>,
     /// Longest PRECEDING + lateness: how far behind the newest row state is kept.
     pub(crate) horizon: i64,
+    /// Per space: calls evaluated by scanning their frame from the newest row.
+    direct: Vec<Vec<usize>>,
+    /// Per space: calls kept as running totals (their index in a key's totals
+    /// is their position here).
+    totals: Vec<Vec<usize>>,
 }
 
 /// Column positions in [`TRANSACTION_SCHEMA`](crate::schema::TRANSACTION_SCHEMA).
@@ -143,7 +206,139 @@ struct Inputs {
     bits: Vec<Vec<BooleanArray>>,
 }
 
+/// A running total of one call over all of a key's rows.
+#[derive(Debug, Clone)]
+enum Total {
+    Count(i64),
+    Sum { sum: i128, n: i64 },
+    PerValue(Vec<(Val, u32)>),
+}
+
+impl Total {
+    fn new(pc: &PlannedCall) -> Self {
+        match pc.call.func {
+            WindowFunc::CountEqual => Total::PerValue(Vec::new()),
+            WindowFunc::Sum | WindowFunc::Avg => Total::Sum { sum: 0, n: 0 },
+            _ => Total::Count(0),
+        }
+    }
+
+    /// Adds (`sign` 1) or removes (`sign` −1) row `e`.
+    fn apply(&mut self, pc: &PlannedCall, e: &Event, sign: i64) {
+        if !pc.passes(e) {
+            return;
+        }
+        let v = pc.arg.map(|i| &e.vals[i]);
+        match self {
+            Total::Count(n) => {
+                if !matches!(v, Some(Val::Null)) {
+                    *n += sign;
+                }
+            }
+            Total::Sum { sum, n } => {
+                if let Some(Val::Fixed(x)) = v {
+                    *sum += i128::from(*x) * i128::from(sign);
+                    *n += sign;
+                }
+            }
+            Total::PerValue(counts) => {
+                let Some(v) = v.filter(|v| **v != Val::Null) else {
+                    return;
+                };
+                match counts.iter_mut().position(|(k, _)| k == v) {
+                    Some(i) => {
+                        let c = &mut counts[i].1;
+                        *c = c.saturating_add_signed(sign as i32);
+                        if *c == 0 {
+                            counts.swap_remove(i);
+                        }
+                    }
+                    None if sign > 0 => counts.push((v.clone(), 1)),
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// One key's rows, in source order, and the running totals of its calls.
+#[derive(Debug, Default)]
+struct KeyState {
+    events: VecDeque<Event>,
+    totals: Vec<Total>,
+}
+
+impl KeyState {
+    fn push(&mut self, plan: &WindowPlan, space: usize, e: Event) {
+        if self.totals.is_empty() && !plan.totals[space].is_empty() {
+            self.totals = plan.totals[space].iter().map(|&c| Total::new(&plan.calls[c])).collect();
+        }
+        for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
+            t.apply(&plan.calls[c], &e, 1);
+        }
+        for older in self.events.iter_mut().rev() {
+            if older.suffix_min <= e.ts {
+                break;
+            }
+            older.suffix_min = e.ts;
+        }
+        self.events.push_back(e);
+    }
+
+    fn pop_expired(&mut self, plan: &WindowPlan, space: usize, floor: i64) {
+        while self.events.front().is_some_and(|e| e.ts <= floor) {
+            if let Some(e) = self.events.pop_front() {
+                for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
+                    t.apply(&plan.calls[c], &e, -1);
+                }
+            }
+        }
+    }
+
+    /// Drops every row at or below `floor` (wherever it is) and rebuilds the
+    /// totals and scan bounds; false when nothing is left.
+    fn retain_after(&mut self, plan: &WindowPlan, space: usize, floor: i64) -> bool {
+        self.pop_expired(plan, space, floor);
+        if self.events.iter().any(|e| e.ts <= floor) {
+            let kept: Vec<Event> = std::mem::take(&mut self.events)
+                .into_iter()
+                .filter(|e| e.ts > floor)
+                .collect();
+            self.totals.clear();
+            for mut e in kept {
+                e.prefix_max = self.events.back().map_or(e.ts, |b| b.prefix_max.max(e.ts));
+                e.suffix_min = e.ts;
+                self.push(plan, space, e);
+            }
+        }
+        if self.events.capacity() > 4 * self.events.len().max(4) {
+            self.events.shrink_to_fit();
+        }
+        !self.events.is_empty()
+    }
+}
+
 impl WindowPlan {
+    /// A plan over `calls` stored in `spaces`, keeping `horizon` µs of history.
+    pub(crate) fn new(calls: Vec<PlannedCall>, spaces: Vec<Space>, horizon: i64) -> Self {
+        let mut direct = vec![Vec::new(); spaces.len()];
+        let mut totals = vec![Vec::new(); spaces.len()];
+        for (i, c) in calls.iter().enumerate() {
+            if c.by_totals() {
+                totals[c.space].push(i);
+            } else {
+                direct[c.space].push(i);
+            }
+        }
+        Self {
+            calls,
+            spaces,
+            horizon,
+            direct,
+            totals,
+        }
+    }
+
     /// The longest look-back plus lateness, in microseconds.
     pub fn horizon_micros(&self) -> i64 {
         self.horizon
@@ -195,6 +390,34 @@ impl WindowPlan {
         Ok(Inputs { keys, vals, bits })
     }
 
+    /// The row's event for space `s` (its stored values and filter bits).
+    fn event(&self, inputs: &Inputs, s: usize, row: usize, ts: i64, prev: Option<&Event>) -> Event {
+        let mut vals: Vec<Val> = inputs.vals[s].iter().map(|a| read_val(a, row)).collect();
+        if let Some(prev) = prev {
+            // Reuse the previous row's text (same device, same merchant).
+            for (v, p) in vals.iter_mut().zip(prev.vals.iter()) {
+                if let (Val::Text(a), Val::Text(b)) = (&*v, p) {
+                    if a == b {
+                        *v = Val::Text(b.clone());
+                    }
+                }
+            }
+        }
+        let mut bits = 0u64;
+        for (i, b) in inputs.bits[s].iter().enumerate() {
+            if b.value(row) {
+                bits |= 1 << i;
+            }
+        }
+        Event {
+            ts,
+            suffix_min: ts,
+            prefix_max: prev.map_or(ts, |p| p.prefix_max.max(ts)),
+            bits,
+            vals: vals.into_boxed_slice(),
+        }
+    }
+
     /// Evaluates every window call on `batch` ([`TRANSACTION_SCHEMA`] rows, in
     /// source order) against `state`, then adds the batch's rows to it.
     /// Returns one column per call.
@@ -206,134 +429,130 @@ impl WindowPlan {
     pub fn evaluate(&self, batch: &RecordBatch, state: &mut WindowState) -> Result<Vec<ArrayRef>> {
         let n = batch.num_rows();
         let inputs = self.inputs(batch)?;
-        let ts = batch.column(TS).as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
         let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
         let mut outs: Vec<Output> = self.calls.iter().map(|c| Output::new(&c.output, n)).collect();
         let mut acc: Vec<Acc> = vec![Acc::default(); self.calls.len()];
-        let space_calls: Vec<Vec<usize>> = (0..self.spaces.len())
-            .map(|s| (0..self.calls.len()).filter(|&c| self.calls[c].space == s).collect())
-            .collect();
+        let mut active: Vec<usize> = Vec::new();
         for row in 0..n {
             let t = ts.value(row);
             let p = state.partition_of(parts.value(row));
             let ps = state.partitions.entry(p).or_insert_with(|| PartitionState::new(self));
             let floor = ps.watermark.saturating_sub(self.horizon);
-            for (s, space) in self.spaces.iter().enumerate() {
+            for s in 0..self.spaces.len() {
                 let keys = &inputs.keys[s];
-                let current: Vec<Val> = (0..space.vals.len())
-                    .map(|i| read_val(&inputs.vals[s][i], row))
-                    .collect();
-                let mut bits = 0u64;
-                for (i, b) in inputs.bits[s].iter().enumerate() {
-                    if b.value(row) {
-                        bits |= 1 << i;
-                    }
-                }
-                let calls = &space_calls[s];
-                for &c in calls {
-                    acc[c] = Acc::default();
+                for &c in self.direct[s].iter().chain(&self.totals[s]) {
+                    acc[c].clear();
                 }
                 if keys.is_null(row) {
-                    for &c in calls {
+                    for &c in self.direct[s].iter().chain(&self.totals[s]) {
                         outs[c].push(&self.calls[c], &acc[c]);
                     }
                     continue;
                 }
                 let key = keys.value(row);
-                let events = match ps.spaces[s].get_mut(key) {
-                    Some(e) => e,
+                let ks = match ps.spaces[s].get_mut(key) {
+                    Some(k) => k,
                     None => ps.spaces[s].entry(Arc::from(key)).or_default(),
                 };
-                while events.front().is_some_and(|e| e.ts <= floor) {
-                    events.pop_front();
-                }
-                for e in events.iter() {
-                    if e.ts <= floor {
-                        continue;
+                ks.pop_expired(self, s, floor);
+                let current = self.event(&inputs, s, row, t, ks.events.back());
+                // Calls over short frames: scan back from the newest row.
+                active.clear();
+                active.extend(self.direct[s].iter().copied());
+                for e in ks.events.iter().rev() {
+                    if active.is_empty() {
+                        break;
                     }
-                    for &c in calls {
+                    active.retain(|&c| {
                         let pc = &self.calls[c];
-                        if e.ts <= t - pc.call.preceding || e.ts > t + pc.call.following {
-                            continue;
+                        let lo = (t - pc.call.preceding).max(floor);
+                        if e.prefix_max <= lo {
+                            return false;
                         }
-                        if let Some(bit) = pc.filter {
-                            if e.bits & (1 << bit) == 0 {
-                                continue;
+                        if pc.in_frame(e.ts, lo, t + pc.call.following) && pc.passes(e) {
+                            return acc[c].add(pc, e, &current.vals);
+                        }
+                        true
+                    });
+                }
+                // Calls over long frames: totals minus the rows outside the frame.
+                let tcalls = &self.totals[s];
+                if !tcalls.is_empty() {
+                    for (k, &c) in tcalls.iter().enumerate() {
+                        acc[c].from_total(&self.calls[c], ks.totals.get(k), &current.vals);
+                    }
+                    let lo_max = tcalls
+                        .iter()
+                        .map(|&c| (t - self.calls[c].call.preceding).max(floor))
+                        .max()
+                        .unwrap_or(floor);
+                    for e in ks.events.iter() {
+                        if e.suffix_min > lo_max {
+                            break;
+                        }
+                        for &c in tcalls {
+                            let pc = &self.calls[c];
+                            if e.ts <= (t - pc.call.preceding).max(floor) {
+                                acc[c].remove(pc, e, &current.vals);
                             }
                         }
-                        acc[c].add(pc, e, &current);
+                    }
+                    let hi_min = tcalls
+                        .iter()
+                        .map(|&c| t + self.calls[c].call.following)
+                        .min()
+                        .unwrap_or(t);
+                    for e in ks.events.iter().rev() {
+                        if e.prefix_max <= hi_min {
+                            break;
+                        }
+                        for &c in tcalls {
+                            let pc = &self.calls[c];
+                            if e.ts > t + pc.call.following {
+                                acc[c].remove(pc, e, &current.vals);
+                            }
+                        }
                     }
                 }
-                for &c in calls {
+                for &c in self.direct[s].iter().chain(&self.totals[s]) {
                     outs[c].push(&self.calls[c], &acc[c]);
                 }
-                let vals = share_text(current, events.back());
-                events.push_back(Event {
-                    ts: t,
-                    bits,
-                    vals: vals.into_boxed_slice(),
-                });
+                ks.push(self, s, current);
             }
             ps.watermark = ps.watermark.max(t);
         }
         state.rows_since_sweep += n as u64;
         if state.rows_since_sweep >= SWEEP_EVERY {
-            state.sweep(self.horizon);
+            state.sweep(self);
         }
         outs.into_iter().map(Output::finish).collect()
     }
 
-    /// Adds rows that landed earlier to `state` without evaluating anything:
-    /// how a restart rebuilds the state from the lake.
+    /// Adds rows that landed earlier to a partition's state without
+    /// evaluating anything: how a restart rebuilds the state from the lake.
     fn absorb(&self, batch: &RecordBatch, ps: &mut PartitionState) -> Result<()> {
         let inputs = self.inputs(batch)?;
-        let ts = batch.column(TS).as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
             let t = ts.value(row);
-            for (s, space) in self.spaces.iter().enumerate() {
+            for s in 0..self.spaces.len() {
                 let keys = &inputs.keys[s];
                 if keys.is_null(row) {
                     continue;
                 }
-                let current: Vec<Val> = (0..space.vals.len())
-                    .map(|i| read_val(&inputs.vals[s][i], row))
-                    .collect();
-                let mut bits = 0u64;
-                for (i, b) in inputs.bits[s].iter().enumerate() {
-                    if b.value(row) {
-                        bits |= 1 << i;
-                    }
-                }
                 let key = keys.value(row);
-                let events = match ps.spaces[s].get_mut(key) {
-                    Some(e) => e,
+                let ks = match ps.spaces[s].get_mut(key) {
+                    Some(k) => k,
                     None => ps.spaces[s].entry(Arc::from(key)).or_default(),
                 };
-                let vals = share_text(current, events.back());
-                events.push_back(Event {
-                    ts: t,
-                    bits,
-                    vals: vals.into_boxed_slice(),
-                });
+                let e = self.event(&inputs, s, row, t, ks.events.back());
+                ks.push(self, s, e);
             }
             ps.watermark = ps.watermark.max(t);
         }
         Ok(())
     }
-}
-
-/// Reuses the previous row's text (same device, same merchant) instead of a new copy.
-fn share_text(mut vals: Vec<Val>, previous: Option<&Event>) -> Vec<Val> {
-    if let Some(prev) = previous {
-        for (v, p) in vals.iter_mut().zip(prev.vals.iter()) {
-            if let (Val::Text(a), Val::Text(b)) = (&*v, p) {
-                if a == b {
-                    *v = Val::Text(b.clone());
-                }
-            }
-        }
-    }
-    vals
 }
 
 fn read_val(array: &ArrayRef, row: usize) -> Val {
@@ -342,11 +561,13 @@ fn read_val(array: &ArrayRef, row: usize) -> Val {
     }
     match array.data_type() {
         DataType::Float64 => Val::Num(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(_, _) => Val::Time(
-            array
-                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-                .value(row),
-        ),
+        DataType::Decimal128(_, _) => {
+            let v = array.as_primitive::<Decimal128Type>().value(row);
+            i64::try_from(v).map_or(Val::Num(v as f64), Val::Fixed)
+        }
+        DataType::Timestamp(_, _) => {
+            Val::Time(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
         _ => Val::Text(Arc::from(array.as_string::<i32>().value(row))),
     }
 }
@@ -354,18 +575,79 @@ fn read_val(array: &ArrayRef, row: usize) -> Val {
 /// Rows between two sweeps of expired keys.
 const SWEEP_EVERY: u64 = 200_000;
 
-/// A running aggregate for one call and one row.
+/// The aggregate of one call for one row.
 #[derive(Debug, Clone, Default)]
 struct Acc {
     count: i64,
-    sum: f64,
+    fixed: i128,
+    floats: Vec<f64>,
     min: Option<Val>,
     max: Option<Val>,
     last: Option<Val>,
 }
 
 impl Acc {
-    fn add(&mut self, pc: &PlannedCall, e: &Event, current: &[Val]) {
+    fn clear(&mut self) {
+        self.count = 0;
+        self.fixed = 0;
+        self.floats.clear();
+        self.min = None;
+        self.max = None;
+        self.last = None;
+    }
+
+    /// Starts from a key's running total.
+    fn from_total(&mut self, pc: &PlannedCall, total: Option<&Total>, current: &[Val]) {
+        match total {
+            Some(Total::Count(n)) => self.count = *n,
+            Some(Total::Sum { sum, n }) => {
+                self.fixed = *sum;
+                self.count = *n;
+            }
+            Some(Total::PerValue(counts)) => {
+                if let Some(v) = pc.arg.map(|i| &current[i]).filter(|v| **v != Val::Null) {
+                    self.count = counts
+                        .iter()
+                        .find(|(k, _)| k == v)
+                        .map_or(0, |(_, c)| i64::from(*c));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Takes out a row that is outside the frame (totals only).
+    fn remove(&mut self, pc: &PlannedCall, e: &Event, current: &[Val]) {
+        if !pc.passes(e) {
+            return;
+        }
+        let v = pc.arg.map(|i| &e.vals[i]);
+        match pc.call.func {
+            WindowFunc::Count => {
+                if !matches!(v, Some(Val::Null)) {
+                    self.count -= 1;
+                }
+            }
+            WindowFunc::CountEqual => {
+                if let (Some(v), Some(i)) = (v, pc.arg) {
+                    if *v != Val::Null && *v == current[i] {
+                        self.count -= 1;
+                    }
+                }
+            }
+            WindowFunc::Sum | WindowFunc::Avg => {
+                if let Some(Val::Fixed(x)) = v {
+                    self.fixed -= i128::from(*x);
+                    self.count -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a frame row met scanning back from the newest (direct calls);
+    /// false when the call needs no older rows.
+    fn add(&mut self, pc: &PlannedCall, e: &Event, current: &[Val]) -> bool {
         let v = pc.arg.map(|i| &e.vals[i]);
         match pc.call.func {
             WindowFunc::Count => {
@@ -380,44 +662,53 @@ impl Acc {
                     }
                 }
             }
-            WindowFunc::Sum | WindowFunc::Avg => {
-                if let Some(Val::Num(x)) = v {
-                    self.sum += x;
+            WindowFunc::Sum | WindowFunc::Avg => match v {
+                Some(Val::Fixed(x)) => {
+                    self.fixed += i128::from(*x);
                     self.count += 1;
                 }
-            }
+                Some(Val::Num(x)) => {
+                    self.floats.push(*x);
+                    self.count += 1;
+                }
+                _ => {}
+            },
             WindowFunc::Min | WindowFunc::Max => {
                 let Some(v) = v.filter(|v| **v != Val::Null) else {
-                    return;
+                    return true;
                 };
-                let slot = if pc.call.func == WindowFunc::Min {
-                    &mut self.min
-                } else {
-                    &mut self.max
-                };
-                let replace = match (&*slot, v) {
+                let min = pc.call.func == WindowFunc::Min;
+                let slot = if min { &mut self.min } else { &mut self.max };
+                let better = match (&*slot, v) {
                     (None, _) => true,
-                    (Some(Val::Num(a)), Val::Num(b)) => {
-                        (pc.call.func == WindowFunc::Min) == (b < a) && b != a
+                    (Some(a), b) => {
+                        let ord = match (a, b) {
+                            (Val::Num(a), Val::Num(b)) => b.partial_cmp(a),
+                            (Val::Fixed(a), Val::Fixed(b)) => Some(b.cmp(a)),
+                            (Val::Time(a), Val::Time(b)) => Some(b.cmp(a)),
+                            (Val::Text(a), Val::Text(b)) => Some(b.cmp(a)),
+                            _ => None,
+                        };
+                        ord == Some(if min {
+                            std::cmp::Ordering::Less
+                        } else {
+                            std::cmp::Ordering::Greater
+                        })
                     }
-                    (Some(Val::Time(a)), Val::Time(b)) => {
-                        (pc.call.func == WindowFunc::Min) == (b < a) && b != a
-                    }
-                    (Some(Val::Text(a)), Val::Text(b)) => {
-                        (pc.call.func == WindowFunc::Min) == (b < a) && b != a
-                    }
-                    _ => false,
                 };
-                if replace {
+                if better {
                     *slot = Some(v.clone());
                 }
             }
             WindowFunc::LastValue => {
+                // Scanning back: the first frame row met is the most recent.
                 if let Some(v) = v {
                     self.last = Some(v.clone());
                 }
+                return false;
             }
         }
+        true
     }
 }
 
@@ -440,6 +731,7 @@ impl Output {
     }
 
     fn push(&mut self, pc: &PlannedCall, acc: &Acc) {
+        let scale = pc.arg_kind.map_or(1.0, ValKind::scale);
         let value: Option<&Val> = match pc.call.func {
             WindowFunc::Count | WindowFunc::CountEqual => {
                 if let Self::Int(v) = self {
@@ -449,10 +741,16 @@ impl Output {
             }
             WindowFunc::Sum | WindowFunc::Avg => {
                 if let Self::Float(v) = self {
+                    // Floats are summed in source order (they were met newest first).
+                    let sum = if acc.floats.is_empty() {
+                        acc.fixed as f64 / scale
+                    } else {
+                        acc.floats.iter().rev().sum::<f64>()
+                    };
                     v.push(match (acc.count, pc.call.func) {
                         (0, _) => None,
-                        (_, WindowFunc::Sum) => Some(acc.sum),
-                        (c, _) => Some(acc.sum / c as f64),
+                        (_, WindowFunc::Sum) => Some(sum),
+                        (c, _) => Some(sum / c as f64),
                     });
                 }
                 return;
@@ -462,8 +760,8 @@ impl Output {
             WindowFunc::LastValue => acc.last.as_ref(),
         };
         match (self, value) {
-            (Self::Float(v), Some(Val::Num(x))) => v.push(Some(*x)),
-            (Self::Float(v), _) => v.push(None),
+            (Self::Float(v), Some(x)) => v.push(x.as_f64(scale)),
+            (Self::Float(v), None) => v.push(None),
             (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
             (Self::Time(v), _) => v.push(None),
             (Self::Text(b), Some(Val::Text(s))) => b.append_value(s),
@@ -486,10 +784,13 @@ impl Output {
 pub(crate) fn output_type(func: WindowFunc, kind: Option<ValKind>) -> std::result::Result<DataType, String> {
     Ok(match (func, kind) {
         (WindowFunc::Count | WindowFunc::CountEqual, _) => DataType::Int64,
-        (WindowFunc::Sum | WindowFunc::Avg, Some(ValKind::Num)) => DataType::Float64,
+        (WindowFunc::Sum | WindowFunc::Avg, Some(ValKind::Num | ValKind::Fixed(_))) => {
+            DataType::Float64
+        }
         (WindowFunc::Sum | WindowFunc::Avg, _) => {
             return Err("sum and avg take a number".into())
         }
+        (_, Some(ValKind::Fixed(_))) => DataType::Float64,
         (_, Some(k)) => k.cast_to(),
         (_, None) => return Err("needs an argument".into()),
     })
@@ -503,7 +804,7 @@ struct PartitionState {
     /// The offset the next batch must start at to continue this state.
     next_offset: Option<i64>,
     /// Per key space: key → the key's rows in source order.
-    spaces: Vec<HashMap<Arc<str>, VecDeque<Event>>>,
+    spaces: Vec<HashMap<Arc<str>, KeyState>>,
 }
 
 impl PartitionState {
@@ -590,7 +891,7 @@ impl WindowState {
             plan.absorb(batch, &mut ps)?;
         }
         self.partitions.insert(p, ps);
-        self.sweep(plan.horizon);
+        self.sweep(plan);
         Ok(())
     }
 
@@ -600,18 +901,12 @@ impl WindowState {
     }
 
     /// Drops rows behind the retention floor and keys left without rows.
-    fn sweep(&mut self, horizon: i64) {
+    fn sweep(&mut self, plan: &WindowPlan) {
         self.rows_since_sweep = 0;
         for ps in self.partitions.values_mut() {
-            let floor = ps.watermark.saturating_sub(horizon);
-            for space in &mut ps.spaces {
-                space.retain(|_, events| {
-                    events.retain(|e| e.ts > floor);
-                    if events.capacity() > 4 * events.len().max(4) {
-                        events.shrink_to_fit();
-                    }
-                    !events.is_empty()
-                });
+            let floor = ps.watermark.saturating_sub(plan.horizon);
+            for (s, space) in ps.spaces.iter_mut().enumerate() {
+                space.retain(|_, ks| ks.retain_after(plan, s, floor));
             }
         }
     }
@@ -622,11 +917,13 @@ impl WindowState {
         for ps in self.partitions.values() {
             for space in &ps.spaces {
                 s.bytes += (space.capacity() * (std::mem::size_of::<Arc<str>>() + 40)) as u64;
-                for (key, events) in space {
+                for (key, ks) in space {
+                    let events = &ks.events;
                     s.keys += 1;
                     s.rows += events.len() as u64;
                     s.bytes += key.len() as u64 + 16;
                     s.bytes += (events.capacity() * std::mem::size_of::<Event>()) as u64;
+                    s.bytes += (ks.totals.len() * std::mem::size_of::<Total>()) as u64;
                     for e in events {
                         s.bytes += (e.vals.len() * std::mem::size_of::<Val>()) as u64;
                         for v in e.vals.iter() {

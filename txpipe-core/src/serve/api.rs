@@ -385,6 +385,20 @@ async fn runs(State(s): S, uri: Uri) -> Response {
     )
 }
 
+/// The quality report against the lake's `fraud_labels` table; `null` when
+/// no labels were loaded (`txpipe seed` loads DIR/fraud_labels.csv).
+async fn quality(State(s): S, uri: Uri) -> Response {
+    no_params!(uri);
+    let labelled = crate::sink::delta::open(&s.lake, crate::schema::FRAUD_LABELS).await;
+    json_result(match labelled {
+        Ok(None) => Ok(serde_json::Value::Null),
+        Ok(Some(_)) => crate::quality::quality(&s.lake, crate::quality::Labels::Lake, &[])
+            .await
+            .and_then(|r| serde_json::to_value(r).map_err(Error::from)),
+        Err(e) => Err(e),
+    })
+}
+
 async fn metrics(State(s): S) -> Response {
     let stats = match s.stats().await {
         Ok(st) => st,
@@ -416,6 +430,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/risky_customers", get(risky_customers))
         .route("/api/ingest", get(ingest))
         .route("/api/runs/latest", get(runs))
+        .route("/api/quality", get(quality))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
