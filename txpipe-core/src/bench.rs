@@ -132,6 +132,8 @@ pub async fn run(
     ] {
         reset_peak_rss();
         let mut secs = 0.0;
+        let mut window_secs = 0.0;
+        let mut state = crate::rules::state::WindowState::new(false);
         let props = writer_properties();
         read_chunks(&input, chunk, |lines| {
             let t = Instant::now();
@@ -144,7 +146,10 @@ pub async fn run(
                 secs += t.elapsed().as_secs_f64();
                 return Ok(());
             }
-            let (fact, _) = rules.apply(&decoded.transactions)?;
+            let w = Instant::now();
+            let windows = rules.window_columns(&decoded.transactions, &mut state)?;
+            window_secs += w.elapsed().as_secs_f64();
+            let (fact, _) = rules.apply_windowed(&decoded.transactions, windows)?;
             if !with_encode {
                 secs += t.elapsed().as_secs_f64();
                 return Ok(());
@@ -166,6 +171,20 @@ pub async fn run(
             },
             &mut out,
         );
+        if name == "decode+rules" && rules.window_plan().is_some() {
+            // The in-order part of it: the window calls over the rule state.
+            stage(
+                StageResult {
+                    name: "  of which window state (in order)",
+                    threads: 1,
+                    secs: window_secs,
+                    rows,
+                    bytes: g.bytes,
+                    peak_rss_mib: None,
+                },
+                &mut out,
+            );
+        }
     }
 
     let lake_dir = dir.join("lake");

@@ -200,7 +200,8 @@ pub async fn ingest_file(
     )
     .await?;
     drop(lock);
-    summary.rule_state = stage.map(|s| s.size());
+    summary.rule_state = stage.as_ref().map(|s| s.size());
+    release_in_background(stage);
     Ok(summary)
 }
 
@@ -297,8 +298,18 @@ pub async fn ingest_kafka(
     })
     .await
     .map_err(|e| Error::Worker(e.to_string()))?;
-    summary.rule_state = stage.map(|s| s.size());
+    summary.rule_state = stage.as_ref().map(|s| s.size());
+    release_in_background(stage);
     Ok(summary)
+}
+
+/// Frees a large rule state on a thread of its own: the summary is ready
+/// without waiting for millions of small frees (and a CLI exiting right after
+/// does not wait at all).
+fn release_in_background<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("txpipe-free".into())
+        .spawn(move || drop(value));
 }
 
 fn new_summary(source: &str, rules: &RuleSet, default_fx: bool) -> IngestSummary {

@@ -18,7 +18,9 @@
 //! it is what bounds the state. Everything here depends only on the rows and
 //! their order, never on how they were cut into batches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -89,13 +91,101 @@ impl ValKind {
 }
 
 /// One stored value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Val {
     Null,
     Num(f64),
     Fixed(i64),
     Time(i64),
+    /// Text that is a canonical lower-case UUID, as its two halves.
+    Uuid(u64, u64),
+    /// Text of at most 22 bytes, inline (a device id).
+    Short(u8, [u8; SHORT]),
+    /// Other text.
     Text(Arc<str>),
+}
+
+/// Longest text kept inline.
+const SHORT: usize = 22;
+
+impl PartialEq for Val {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Val::Num(a), Val::Num(b)) => a == b,
+            (Val::Fixed(a), Val::Fixed(b)) | (Val::Time(a), Val::Time(b)) => a == b,
+            (Val::Uuid(a, b), Val::Uuid(c, d)) => a == c && b == d,
+            (Val::Short(n, a), Val::Short(m, b)) => n == m && a == b,
+            (Val::Text(a), Val::Text(b)) => a == b,
+            (Val::Null, Val::Null) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Parses a canonical lower-case UUID (`8-4-4-4-12` hex) into a `u128`.
+fn canonical_uuid(s: &str) -> Option<u128> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
+}
+
+fn text_val(s: &str) -> Val {
+    if let Some(u) = canonical_uuid(s) {
+        return Val::Uuid((u >> 64) as u64, u as u64);
+    }
+    if s.len() <= SHORT {
+        let mut b = [0u8; SHORT];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        return Val::Short(s.len() as u8, b);
+    }
+    Val::Text(Arc::from(s))
+}
+
+impl Val {
+    /// The text of a text value.
+    fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match self {
+            Val::Uuid(a, b) => Some(Cow::Owned(
+                uuid::Uuid::from_u128((u128::from(*a) << 64) | u128::from(*b))
+                    .hyphenated()
+                    .to_string(),
+            )),
+            Val::Short(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).ok().map(Cow::Borrowed),
+            Val::Text(t) => Some(Cow::Borrowed(t)),
+            _ => None,
+        }
+    }
+}
+
+/// A key of the state: a canonical UUID inline, or other text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl Key {
+    fn of(s: &str) -> Self {
+        canonical_uuid(s).map_or_else(|| Key::Text(Box::from(s)), Key::Uuid)
+    }
 }
 
 impl Val {
@@ -262,10 +352,22 @@ impl Total {
 }
 
 /// One key's rows, in source order, and the running totals of its calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyState {
     events: VecDeque<Event>,
     totals: Vec<Total>,
+    /// Smallest `ts` held (checked per row without touching the rows).
+    oldest: i64,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        Self {
+            events: VecDeque::new(),
+            totals: Vec::new(),
+            oldest: i64::MAX,
+        }
+    }
 }
 
 impl KeyState {
@@ -282,10 +384,14 @@ impl KeyState {
             }
             older.suffix_min = e.ts;
         }
+        self.oldest = self.oldest.min(e.ts);
         self.events.push_back(e);
     }
 
     fn pop_expired(&mut self, plan: &WindowPlan, space: usize, floor: i64) {
+        if self.oldest > floor {
+            return;
+        }
         while self.events.front().is_some_and(|e| e.ts <= floor) {
             if let Some(e) = self.events.pop_front() {
                 for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
@@ -293,6 +399,7 @@ impl KeyState {
                 }
             }
         }
+        self.oldest = self.events.front().map_or(i64::MAX, |e| e.suffix_min);
     }
 
     /// Drops every row at or below `floor` (wherever it is) and rebuilds the
@@ -305,6 +412,7 @@ impl KeyState {
                 .filter(|e| e.ts > floor)
                 .collect();
             self.totals.clear();
+            self.oldest = i64::MAX;
             for mut e in kept {
                 e.prefix_max = self.events.back().map_or(e.ts, |b| b.prefix_max.max(e.ts));
                 e.suffix_min = e.ts;
@@ -392,17 +500,10 @@ impl WindowPlan {
 
     /// The row's event for space `s` (its stored values and filter bits).
     fn event(&self, inputs: &Inputs, s: usize, row: usize, ts: i64, prev: Option<&Event>) -> Event {
-        let mut vals: Vec<Val> = inputs.vals[s].iter().map(|a| read_val(a, row)).collect();
-        if let Some(prev) = prev {
-            // Reuse the previous row's text (same device, same merchant).
-            for (v, p) in vals.iter_mut().zip(prev.vals.iter()) {
-                if let (Val::Text(a), Val::Text(b)) = (&*v, p) {
-                    if a == b {
-                        *v = Val::Text(b.clone());
-                    }
-                }
-            }
-        }
+        let vals: Vec<Val> = inputs.vals[s]
+            .iter()
+            .map(|a| read_val(a, row))
+            .collect();
         let mut bits = 0u64;
         for (i, b) in inputs.bits[s].iter().enumerate() {
             if b.value(row) {
@@ -450,11 +551,7 @@ impl WindowPlan {
                     }
                     continue;
                 }
-                let key = keys.value(row);
-                let ks = match ps.spaces[s].get_mut(key) {
-                    Some(k) => k,
-                    None => ps.spaces[s].entry(Arc::from(key)).or_default(),
-                };
+                let ks = ps.spaces[s].entry(Key::of(keys.value(row))).or_default();
                 ks.pop_expired(self, s, floor);
                 let current = self.event(&inputs, s, row, t, ks.events.back());
                 // Calls over short frames: scan back from the newest row.
@@ -541,11 +638,7 @@ impl WindowPlan {
                 if keys.is_null(row) {
                     continue;
                 }
-                let key = keys.value(row);
-                let ks = match ps.spaces[s].get_mut(key) {
-                    Some(k) => k,
-                    None => ps.spaces[s].entry(Arc::from(key)).or_default(),
-                };
+                let ks = ps.spaces[s].entry(Key::of(keys.value(row))).or_default();
                 let e = self.event(&inputs, s, row, t, ks.events.back());
                 ks.push(self, s, e);
             }
@@ -568,7 +661,7 @@ fn read_val(array: &ArrayRef, row: usize) -> Val {
         DataType::Timestamp(_, _) => {
             Val::Time(array.as_primitive::<TimestampMicrosecondType>().value(row))
         }
-        _ => Val::Text(Arc::from(array.as_string::<i32>().value(row))),
+        _ => text_val(array.as_string::<i32>().value(row)),
     }
 }
 
@@ -686,8 +779,10 @@ impl Acc {
                             (Val::Num(a), Val::Num(b)) => b.partial_cmp(a),
                             (Val::Fixed(a), Val::Fixed(b)) => Some(b.cmp(a)),
                             (Val::Time(a), Val::Time(b)) => Some(b.cmp(a)),
-                            (Val::Text(a), Val::Text(b)) => Some(b.cmp(a)),
-                            _ => None,
+                            (a, b) => match (a.text(), b.text()) {
+                                (Some(a), Some(b)) => Some(b.cmp(&a)),
+                                _ => None,
+                            },
                         };
                         ord == Some(if min {
                             std::cmp::Ordering::Less
@@ -764,8 +859,16 @@ impl Output {
             (Self::Float(v), None) => v.push(None),
             (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
             (Self::Time(v), _) => v.push(None),
-            (Self::Text(b), Some(Val::Text(s))) => b.append_value(s),
-            (Self::Text(b), _) => b.append_null(),
+            (Self::Text(b), Some(Val::Uuid(hi, lo))) => {
+                let mut buf = [0u8; 36];
+                let u = uuid::Uuid::from_u128((u128::from(*hi) << 64) | u128::from(*lo));
+                b.append_value(u.hyphenated().encode_lower(&mut buf));
+            }
+            (Self::Text(b), Some(v)) => match v.text() {
+                Some(t) => b.append_value(t),
+                None => b.append_null(),
+            },
+            (Self::Text(b), None) => b.append_null(),
             (Self::Int(v), _) => v.push(0),
         }
     }
@@ -804,7 +907,7 @@ struct PartitionState {
     /// The offset the next batch must start at to continue this state.
     next_offset: Option<i64>,
     /// Per key space: key → the key's rows in source order.
-    spaces: Vec<HashMap<Arc<str>, KeyState>>,
+    spaces: Vec<HashMap<Key, KeyState>>,
 }
 
 impl PartitionState {
@@ -916,21 +1019,26 @@ impl WindowState {
         let mut s = StateSize::default();
         for ps in self.partitions.values() {
             for space in &ps.spaces {
-                s.bytes += (space.capacity() * (std::mem::size_of::<Arc<str>>() + 40)) as u64;
+                s.bytes += (space.capacity() * (std::mem::size_of::<(Key, KeyState)>() + 1)) as u64;
                 for (key, ks) in space {
                     let events = &ks.events;
                     s.keys += 1;
                     s.rows += events.len() as u64;
-                    s.bytes += key.len() as u64 + 16;
+                    if let Key::Text(t) = key {
+                        s.bytes += t.len() as u64;
+                    }
                     s.bytes += (events.capacity() * std::mem::size_of::<Event>()) as u64;
                     s.bytes += (ks.totals.len() * std::mem::size_of::<Total>()) as u64;
-                    for e in events {
-                        s.bytes += (e.vals.len() * std::mem::size_of::<Val>()) as u64;
+                    // Per row: its values, and its text as the newest row's
+                    // (shared text counted once per sharer).
+                    if let Some(e) = events.back() {
+                        let mut per_row = e.vals.len() * std::mem::size_of::<Val>() + 16;
                         for v in e.vals.iter() {
                             if let Val::Text(t) = v {
-                                s.bytes += (t.len() as u64 + 16) / Arc::strong_count(t) as u64;
+                                per_row += (t.len() + 16) / Arc::strong_count(t);
                             }
                         }
+                        s.bytes += (per_row * events.len()) as u64;
                     }
                 }
             }
