@@ -90,14 +90,24 @@ async fn dashboard_renders_every_panel_with_data_in_chromium() {
     }
     assert!(dom.contains("<tbody><tr>"), "risky customers table");
     // The quality panel: `seed` loaded the generator's fraud_labels.csv.
-    assert!(dom.contains("precision (is_fraud)"), "quality panel:\n{dom}");
+    assert!(
+        dom.contains("precision (is_fraud)"),
+        "quality panel:\n{dom}"
+    );
     let (code, q) = http_get(&server.addr, "/api/quality");
     assert_eq!(code, 200);
     let q: serde_json::Value = serde_json::from_str(&q).unwrap();
-    let fraud = query_i64s(&lake, "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud").await;
+    let fraud = query_i64s(
+        &lake,
+        "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud",
+    )
+    .await;
     assert_eq!(q["is_fraud"]["flagged"].as_i64(), Some(fraud[0]));
     assert!(q["labelled_rows"].as_i64().unwrap() > 0, "{q}");
-    assert!(dom.contains(">compromised_card<") || dom.contains(">card_testing<"), "scenarios table");
+    assert!(
+        dom.contains(">compromised_card<") || dom.contains(">card_testing<"),
+        "scenarios table"
+    );
     // And a screenshot to look at.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let out = Command::new(chromium())

@@ -20,5 +20,5 @@ mod kafka_tls;
 mod lake_faults;
 mod models;
 mod s3_lake;
-mod stateful_rules;
 mod serve_security;
+mod stateful_rules;

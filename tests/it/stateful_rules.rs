@@ -27,10 +27,18 @@ async fn flags(lake: &str) -> BTreeMap<String, (String, f64, String)> {
         let score = b.column(2).as_primitive::<Float64Type>();
         let evidence = b.column(3).as_string::<i32>();
         for r in 0..b.num_rows() {
-            let reasons = if reasons.is_null(r) { "" } else { reasons.value(r) };
+            let reasons = if reasons.is_null(r) {
+                ""
+            } else {
+                reasons.value(r)
+            };
             let prev = out.insert(
                 id.value(r).to_string(),
-                (reasons.to_string(), score.value(r), evidence.value(r).to_string()),
+                (
+                    reasons.to_string(),
+                    score.value(r),
+                    evidence.value(r).to_string(),
+                ),
             );
             assert!(prev.is_none(), "{} landed twice", id.value(r));
         }
@@ -70,7 +78,14 @@ async fn flags_are_the_same_in_one_batch_many_batches_and_after_kill_dash_nine()
     let input = t.str("gen/transactions.jsonl");
     let ingest = |lake: &str, rows: &str| {
         run_ok(&[
-            "ingest", "--lake", lake, "--from-file", &input, "--batch-rows", rows, "--quiet",
+            "ingest",
+            "--lake",
+            lake,
+            "--from-file",
+            &input,
+            "--batch-rows",
+            rows,
+            "--quiet",
         ])
     };
     let one = t.str("one");
@@ -89,13 +104,23 @@ async fn flags_are_the_same_in_one_batch_many_batches_and_after_kill_dash_nine()
         assert!(count_rule(&f_one, rule) > 0, "{rule} never fired");
     }
     let fraud = f_one.values().filter(|(_, s, _)| *s >= 1.0).count();
-    assert!(fraud > 0 && (fraud as f64) < 0.02 * valid as f64, "{fraud} flagged");
+    assert!(
+        fraud > 0 && (fraud as f64) < 0.02 * valid as f64,
+        "{fraud} flagged"
+    );
     assert_same_flags(&f_one, &flags(&many).await, "997-row batches");
 
     // kill -9 at random moments, then resume: the state is rebuilt from the lake.
     let crashed = t.str("crashed");
     let args = [
-        "ingest", "--lake", &crashed, "--from-file", &input, "--batch-rows", "1500", "--quiet",
+        "ingest",
+        "--lake",
+        &crashed,
+        "--from-file",
+        &input,
+        "--batch-rows",
+        "1500",
+        "--quiet",
     ];
     let mut rng = kill_schedule_rng();
     let mut kills = 0;
@@ -121,7 +146,10 @@ async fn flags_are_the_same_in_one_batch_many_batches_and_after_kill_dash_nine()
     }
     assert!(kills >= 1, "never killed mid-run");
     let out = run_ok(&args);
-    assert!(out.contains("resumed") || out.contains("nothing new"), "{out}");
+    assert!(
+        out.contains("resumed") || out.contains("nothing new"),
+        "{out}"
+    );
     assert_same_flags(&f_one, &flags(&crashed).await, "after kill -9 and resume");
 
     // Quality against the generator's labels: the report agrees with SQL.
@@ -131,7 +159,10 @@ async fn flags_are_the_same_in_one_batch_many_batches_and_after_kill_dash_nine()
     assert_eq!(report["rows"], valid);
     assert_eq!(report["is_fraud"]["flagged"], fraud as u64);
     let table = run_ok(&["quality", "--lake", &one, "--labels", &labels]);
-    assert!(table.contains("compromised_card") && table.contains("is_fraud"), "{table}");
+    assert!(
+        table.contains("compromised_card") && table.contains("is_fraud"),
+        "{table}"
+    );
 }
 
 /// The same generated stream through a 4-partition topic keyed by customer,
@@ -155,7 +186,14 @@ async fn kafka_keyed_by_customer_gives_the_files_flags_across_kill_dash_nine() {
     ]);
     let lake = t.str("kafka");
     let mut args = ingest_args(&lake, &b, &topic, "stateful");
-    args.extend(["--stop-when-idle", "6", "--batch-rows", "700", "--batch-ms", "200"]);
+    args.extend([
+        "--stop-when-idle",
+        "6",
+        "--batch-rows",
+        "700",
+        "--batch-ms",
+        "200",
+    ]);
     let mut child = txpipe()
         .args(&args)
         .stdout(Stdio::null())
@@ -187,9 +225,11 @@ async fn quality_report_on_a_hand_made_labelled_set() {
     let t = TestDir::new();
     std::fs::create_dir_all(t.path("in")).unwrap();
     let mut lines = String::new();
-    for (i, amount) in [10.0, 200.0, 300.0, 20.0, 400.0, 30.0, 500.0, 40.0, 50.0, 60.0]
-        .iter()
-        .enumerate()
+    for (i, amount) in [
+        10.0, 200.0, 300.0, 20.0, 400.0, 30.0, 500.0, 40.0, 50.0, 60.0,
+    ]
+    .iter()
+    .enumerate()
     {
         lines.push_str(&format!(
             r#"{{"transaction_id":"00000000-0000-4000-8000-{i:012}","transaction_ts":"2026-11-20T10:{i:02}:00Z","customer_id":"9f1c7a52-1b7e-4c53-8a53-2c1e7f0c9a10","merchant_id":"0b9a3c1e-5d2f-4e8a-9c7b-1a2b3c4d5e6f","amount":{amount},"currency":"USD","latitude":48.85,"longitude":2.35,"device_id":"dev-1","payment_method":"credit_card","is_foreign":false}}"#
@@ -216,11 +256,24 @@ async fn quality_report_on_a_hand_made_labelled_set() {
     let lake = t.str("lake");
     let rules = t.str("rules.toml");
     run_ok(&[
-        "ingest", "--lake", &lake, "--from-file", &t.str("in/tx.jsonl"), "--rules", &rules,
+        "ingest",
+        "--lake",
+        &lake,
+        "--from-file",
+        &t.str("in/tx.jsonl"),
+        "--rules",
+        &rules,
         "--quiet",
     ]);
     let json = run_ok(&[
-        "quality", "--lake", &lake, "--labels", &t.str("labels.csv"), "--rules", &rules, "--json",
+        "quality",
+        "--lake",
+        &lake,
+        "--labels",
+        &t.str("labels.csv"),
+        "--rules",
+        &rules,
+        "--json",
     ]);
     let r: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(r["rows"], 10);

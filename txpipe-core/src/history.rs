@@ -57,7 +57,12 @@ impl LakeHistory {
     ///
     /// # Errors
     /// The fact table could not be read.
-    pub async fn read(&self, partition: i32, before: i64, horizon: i64) -> Result<Vec<RecordBatch>> {
+    pub async fn read(
+        &self,
+        partition: i32,
+        before: i64,
+        horizon: i64,
+    ) -> Result<Vec<RecordBatch>> {
         let ctx = SessionContext::new();
         self.lake.register_object_store(&ctx);
         if !register_table(&ctx, &self.lake, "fact", FACT_TABLE).await? {
@@ -102,7 +107,10 @@ impl LakeHistory {
         let batches = df
             .filter(
                 col("transaction_ts")
-                    .gt(lit(ScalarValue::TimestampMicrosecond(Some(floor), Some("UTC".into()))))
+                    .gt(lit(ScalarValue::TimestampMicrosecond(
+                        Some(floor),
+                        Some("UTC".into()),
+                    )))
                     .and(col(EVENT_DATE).gt_eq(lit(floor_day))),
             )?
             .sort(order)?
@@ -129,7 +137,9 @@ impl LakeHistory {
                         .map(|f| f.as_ref().clone().with_nullable(true))
                         .collect::<Vec<_>>(),
                 ));
-                Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+                Ok(RecordBatch::try_new_with_options(
+                    schema, columns, &options,
+                )?)
             })
             .collect()
     }

@@ -39,8 +39,11 @@
 //! let rules = RuleSet::defaults()?;
 //! let (fact, hits) = rules.apply(&decoded.transactions)?;
 //! assert_eq!(fact.num_rows(), 1);
-//! // 9,000,000 KRW is 6,480 USD at the default rate: high_amount and foreign fire.
-//! assert_eq!(hits.counts(), vec![1, 1, 0]);
+//! // 9,000,000 KRW is 6,480 USD at the default rate: high_amount (weight 1)
+//! // and foreign (0.2) fire, so the risk score is 1.2 and the row is fraud.
+//! assert_eq!(rules.names()[..2], ["high_amount", "foreign"]);
+//! assert_eq!(hits.counts()[..3], [1, 1, 0]);
+//! assert_eq!(hits.counts().iter().sum::<u64>(), 2);
 //! # Ok::<(), txpipe_core::Error>(())
 //! ```
 //!

@@ -179,8 +179,13 @@ pub async fn ingest_file(
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
-    let history = LakeHistory::new(lake.clone(), HistoryScope::Lake, tokio::runtime::Handle::current());
-    let processor = BatchProcessor::new(Arc::new(fx), rules, name).with_state(Arc::new(history), false);
+    let history = LakeHistory::new(
+        lake.clone(),
+        HistoryScope::Lake,
+        tokio::runtime::Handle::current(),
+    );
+    let processor =
+        BatchProcessor::new(Arc::new(fx), rules, name).with_state(Arc::new(history), false);
     let stage = processor.stage().cloned();
     let mut source = FileSource::open(path, start, opts.stop.clone())?;
     let limits = opts.limits();

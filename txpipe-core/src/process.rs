@@ -15,9 +15,9 @@ use parquet::file::properties::WriterProperties;
 
 use crate::decode::timestamp::{day_of_micros, format_date};
 use crate::decode::{DecodedBatch, TransactionDecoder};
+use crate::error::Error;
 use crate::error::Result;
 use crate::fx::FxTable;
-use crate::error::Error;
 use crate::rules::state::WindowState;
 use crate::rules::RuleSet;
 use crate::schema::{

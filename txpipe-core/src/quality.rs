@@ -105,7 +105,11 @@ fn scores(name: &str, flagged: u64, tp: u64, labelled: u64, rows: u64) -> Scores
 ///
 /// # Errors
 /// No fact table, no labels, or a read failed.
-pub async fn quality(lake: &Lake, labels: Labels<'_>, rule_names: &[&str]) -> Result<QualityReport> {
+pub async fn quality(
+    lake: &Lake,
+    labels: Labels<'_>,
+    rule_names: &[&str],
+) -> Result<QualityReport> {
     let ctx = SessionContext::new();
     let tables = register_lake(&ctx, lake).await?;
     if !tables.iter().any(|t| t == FACT_TABLE) {
@@ -161,7 +165,11 @@ pub async fn quality(lake: &Lake, labels: Labels<'_>, rule_names: &[&str]) -> Re
     let labels_not_in_lake = missing
         .first()
         .filter(|b| b.num_rows() > 0)
-        .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        })
         .unwrap_or(0) as u64;
 
     let (mut rows, mut labelled, mut fraud, mut fraud_tp) = (0u64, 0u64, 0u64, 0u64);
@@ -307,6 +315,9 @@ mod tests {
         assert!((s.f1 - 2.0 * 0.8 * 0.5 / 1.3).abs() < 1e-12);
         assert_eq!(s.alerts_per_1000, 10.0);
         let z = scores("z", 0, 0, 0, 0);
-        assert_eq!((z.precision, z.recall, z.f1, z.alerts_per_1000), (0.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (z.precision, z.recall, z.f1, z.alerts_per_1000),
+            (0.0, 0.0, 0.0, 0.0)
+        );
     }
 }

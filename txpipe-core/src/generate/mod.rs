@@ -786,7 +786,8 @@ pub fn generate(
     let mut summary = GenerateSummary::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let labels_path = dir.join(LABELS_FILE);
-    let labels_file = File::create(&labels_path).map_err(|e| Error::io("creating", &labels_path, e))?;
+    let labels_file =
+        File::create(&labels_path).map_err(|e| Error::io("creating", &labels_path, e))?;
     let mut labels = BufWriter::new(labels_file);
     labels
         .write_all(b"transaction_id,scenario\n")

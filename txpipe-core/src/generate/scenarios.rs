@@ -168,7 +168,8 @@ impl Scheduler {
         if day % 15 == 1 && rng.f64() < self.scale {
             let m = rng.below(merchants as u64) as usize;
             let terminal = rng.below(4);
-            self.compromised_terminals.push((m, terminal, start + 28 * DAY));
+            self.compromised_terminals
+                .push((m, terminal, start + 28 * DAY));
         }
     }
 
@@ -227,9 +228,8 @@ impl Scheduler {
             huge: false,
             label: None,
         };
-        let jitter = |rng: &mut Rng, p: (f64, f64), s: f64| {
-            (p.0 + rng.normal() * s, p.1 + rng.normal() * s)
-        };
+        let jitter =
+            |rng: &mut Rng, p: (f64, f64), s: f64| (p.0 + rng.normal() * s, p.1 + rng.normal() * s);
         match which {
             0 => {
                 let k = far_country(rng, w);

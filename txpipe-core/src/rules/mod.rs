@@ -211,9 +211,12 @@ fn plan_calls(
     fail: &dyn Fn(String) -> Error,
 ) -> Result<()> {
     for call in &calls[from..] {
-        let key_index = TRANSACTION_SCHEMA
-            .index_of(&call.key)
-            .map_err(|_| fail(format!("{}: PARTITION BY {}: no such column", call.text, call.key)))?;
+        let key_index = TRANSACTION_SCHEMA.index_of(&call.key).map_err(|_| {
+            fail(format!(
+                "{}: PARTITION BY {}: no such column",
+                call.text, call.key
+            ))
+        })?;
         let space = match spaces.iter().position(|s| s.key == call.key) {
             Some(i) => i,
             None => {
@@ -243,7 +246,10 @@ fn plan_calls(
             Some(sql) => {
                 let (expr, t) = compile(sql)?;
                 let kind = ValKind::of(&t).ok_or_else(|| {
-                    fail(format!("{}: argument {sql} is {t}, not a number, timestamp or text", call.text))
+                    fail(format!(
+                        "{}: argument {sql} is {t}, not a number, timestamp or text",
+                        call.text
+                    ))
                 })?;
                 let vals = &mut spaces[space].vals;
                 let i = match vals.iter().position(|v| v.sql == *sql) {
@@ -265,7 +271,10 @@ fn plan_calls(
             Some(sql) => {
                 let (expr, t) = compile(sql)?;
                 if t != DataType::Boolean {
-                    return Err(fail(format!("{}: FILTER ({sql}) is {t}, not boolean", call.text)));
+                    return Err(fail(format!(
+                        "{}: FILTER ({sql}) is {t}, not boolean",
+                        call.text
+                    )));
                 }
                 let bits = &mut spaces[space].bits;
                 let i = match bits.iter().position(|v| v.sql == *sql) {
@@ -285,7 +294,8 @@ fn plan_calls(
                 Some(i as u32)
             }
         };
-        let output = output_type(call.func, arg_kind).map_err(|r| fail(format!("{}: {r}", call.text)))?;
+        let output =
+            output_type(call.func, arg_kind).map_err(|r| fail(format!("{}: {r}", call.text)))?;
         if call.func == WindowFunc::CountEqual && arg.is_none() {
             return Err(fail(format!("{}: count_equal takes a column", call.text)));
         }
@@ -353,14 +363,21 @@ impl RuleSet {
             .feature
             .iter()
             .map(|f| (f.name.as_str(), f.sql.as_str(), true))
-            .chain(config.rule.iter().map(|r| (r.name.as_str(), r.sql.as_str(), false)));
+            .chain(
+                config
+                    .rule
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.sql.as_str(), false)),
+            );
         for (name, sql, is_feature) in items {
             let fail = |reason: String| Error::Rule {
                 rule: name.to_string(),
                 reason,
             };
             if !valid_name(name) {
-                return Err(fail("name must be non-empty and use only a-z, 0-9 and _".into()));
+                return Err(fail(
+                    "name must be non-empty and use only a-z, 0-9 and _".into(),
+                ));
             }
             if names.contains(&name) {
                 return Err(fail("defined twice".into()));
@@ -422,7 +439,10 @@ impl RuleSet {
                 reason,
             };
             if !rule.weight.is_finite() {
-                return Err(fail(format!("weight must be a number, got {}", rule.weight)));
+                return Err(fail(format!(
+                    "weight must be a number, got {}",
+                    rule.weight
+                )));
             }
             let expr = ctx
                 .parse_sql_expr(sql, &df)
@@ -434,7 +454,9 @@ impl RuleSet {
                 .collect();
             for extra in &rule.evidence {
                 refs.push(schema.index_of(extra).map_err(|_| {
-                    fail(format!("evidence '{extra}' is neither a column nor a feature"))
+                    fail(format!(
+                        "evidence '{extra}' is neither a column nor a feature"
+                    ))
                 })?);
             }
             refs.sort_unstable();
@@ -544,7 +566,11 @@ impl RuleSet {
         }
     }
 
-    fn evaluate_with(&self, batch: &RecordBatch, windows: Vec<ArrayRef>) -> Result<(RecordBatch, RuleHits)> {
+    fn evaluate_with(
+        &self,
+        batch: &RecordBatch,
+        windows: Vec<ArrayRef>,
+    ) -> Result<(RecordBatch, RuleHits)> {
         let n = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.extend(windows);
@@ -621,7 +647,10 @@ impl RuleSet {
         for r in &self.rules {
             for (_, i) in &r.evidence {
                 if !formatters.contains_key(i) {
-                    formatters.insert(*i, ArrayFormatter::try_new(full.column(*i).as_ref(), &formats)?);
+                    formatters.insert(
+                        *i,
+                        ArrayFormatter::try_new(full.column(*i).as_ref(), &formats)?,
+                    );
                 }
             }
         }
@@ -691,11 +720,17 @@ fn push_json_value(out: &mut String, array: &ArrayRef, f: &ArrayFormatter<'_>, r
         DataType::Float64 | DataType::Float32 => {
             let x = datafusion::arrow::compute::cast(&array.slice(row, 1), &DataType::Float64)
                 .ok()
-                .map(|a| a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0));
+                .map(|a| {
+                    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .value(0)
+                });
             match x {
                 Some(x) if x.is_finite() => {
                     let rounded = (x * 100.0).round() / 100.0;
-                    out.push_str(&serde_json::Number::from_f64(rounded).map_or("null".into(), |n| n.to_string()));
+                    out.push_str(
+                        &serde_json::Number::from_f64(rounded)
+                            .map_or("null".into(), |n| n.to_string()),
+                    );
                 }
                 Some(x) if x > 0.0 => out.push_str("\"Infinity\""),
                 _ => out.push_str("null"),
@@ -759,7 +794,10 @@ mod tests {
         );
         assert!(r.window_plan().is_some());
         // 30 days + 1 day of lateness.
-        assert_eq!(r.window_plan().unwrap().horizon_micros(), 31 * 86_400_000_000);
+        assert_eq!(
+            r.window_plan().unwrap().horizon_micros(),
+            31 * 86_400_000_000
+        );
     }
 
     #[test]

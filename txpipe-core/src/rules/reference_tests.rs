@@ -119,7 +119,10 @@ fn reference(rows: &[Row]) -> Vec<Vec<&'static str>> {
         }
         if let Some(d) = r.device {
             let same_month = month.iter().filter(|e| e.device == Some(d)).count();
-            let same_10m = within(10 * MIN).iter().filter(|e| e.device == Some(d)).count();
+            let same_10m = within(10 * MIN)
+                .iter()
+                .filter(|e| e.device == Some(d))
+                .count();
             if (1..=3).contains(&same_month) && same_10m >= 1 && month.len() >= same_month + 3 {
                 reasons.push("fresh_device_burst");
             }
@@ -156,7 +159,11 @@ fn decode(rows: &[Row], from: usize) -> RecordBatch {
             "payment_method": "credit_card",
             "is_foreign": r.foreign,
         });
-        d.push(&serde_json::to_vec(&msg).unwrap(), r.partition, (from + k) as i64);
+        d.push(
+            &serde_json::to_vec(&msg).unwrap(),
+            r.partition,
+            (from + k) as i64,
+        );
     }
     let out = d.finish(0).unwrap();
     assert_eq!(out.quarantine.num_rows(), 0, "{:?}", out.quarantine);
@@ -168,7 +175,11 @@ fn run(rules: &RuleSet, rows: &[Row], cuts: &[usize]) -> Vec<(Vec<String>, f64, 
     let mut state = WindowState::new(true);
     let mut out = Vec::new();
     let mut start = 0;
-    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < rows.len()).collect();
+    let mut bounds: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < rows.len())
+        .collect();
     bounds.sort_unstable();
     bounds.dedup();
     bounds.push(rows.len());
@@ -176,7 +187,10 @@ fn run(rules: &RuleSet, rows: &[Row], cuts: &[usize]) -> Vec<(Vec<String>, f64, 
         let batch = decode(&rows[start..end], start);
         let windows = rules.window_columns(&batch, &mut state).unwrap();
         let (fact, _) = rules.apply_windowed(&batch, windows).unwrap();
-        let reasons = fact.column_by_name("fraud_reasons").unwrap().as_list::<i32>();
+        let reasons = fact
+            .column_by_name("fraud_reasons")
+            .unwrap()
+            .as_list::<i32>();
         let score = fact
             .column_by_name("risk_score")
             .unwrap()
@@ -204,7 +218,10 @@ const CITIES: [(f64, f64); 5] = [
     (49.6, 2.3),         // ~83 km from Paris
 ];
 
-fn row_strategy() -> impl Strategy<Value = (i32, u8, i64, i64, Option<(f64, f64)>, Option<u8>, bool)> {
+/// partition, customer, time step (ms), cents, coordinates, device, foreign.
+type RawRow = (i32, u8, i64, i64, Option<(f64, f64)>, Option<u8>, bool);
+
+fn row_strategy() -> impl Strategy<Value = RawRow> {
     (
         0i32..2,
         0u8..3,
@@ -232,7 +249,7 @@ fn row_strategy() -> impl Strategy<Value = (i32, u8, i64, i64, Option<(f64, f64)
     )
 }
 
-fn rows_from(raw: Vec<(i32, u8, i64, i64, Option<(f64, f64)>, Option<u8>, bool)>) -> Vec<Row> {
+fn rows_from(raw: Vec<RawRow>) -> Vec<Row> {
     let mut ts_ms = 1_795_000_000_000i64;
     raw.into_iter()
         .map(|(partition, customer, step, cents, geo, device, foreign)| {
@@ -307,10 +324,21 @@ fn each_stateful_rule_fires_with_evidence() {
     push(t + 20 * 60_000, 3_000, Some(CITIES[0]), 7);
     let batch = decode(&rows, 0);
     let (fact, _) = rules.apply(&batch).unwrap();
-    let reasons = fact.column_by_name("fraud_reasons").unwrap().as_list::<i32>();
-    let evidence = fact.column_by_name("fraud_evidence").unwrap().as_string::<i32>();
+    let reasons = fact
+        .column_by_name("fraud_reasons")
+        .unwrap()
+        .as_list::<i32>();
+    let evidence = fact
+        .column_by_name("fraud_evidence")
+        .unwrap()
+        .as_string::<i32>();
     let names = |i: usize| -> Vec<String> {
-        reasons.value(i).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect()
+        reasons
+            .value(i)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap().to_string())
+            .collect()
     };
     assert_eq!(names(8), ["card_testing", "amount_spike"]);
     let e: serde_json::Value = serde_json::from_str(evidence.value(8)).unwrap();
@@ -354,7 +382,15 @@ fn long_stream_fires_every_rule_and_equals_the_reference() {
             _ => Some(CITIES[rng.below(5) as usize]),
         };
         let device = (rng.below(4) > 0).then(|| rng.below(4) as u8);
-        raw.push((rng.below(2) as i32, rng.below(3) as u8, step, cents, geo, device, rng.below(2) == 0));
+        raw.push((
+            rng.below(2) as i32,
+            rng.below(3) as u8,
+            step,
+            cents,
+            geo,
+            device,
+            rng.below(2) == 0,
+        ));
     }
     let rows = rows_from(raw);
     let rules = RuleSet::defaults().unwrap();
@@ -368,7 +404,16 @@ fn long_stream_fires_every_rule_and_equals_the_reference() {
             *fired.entry(r.clone()).or_default() += 1;
         }
     }
-    for rule in ["velocity", "impossible_travel", "card_testing", "amount_spike", "new_device"] {
-        assert!(fired.get(rule).copied().unwrap_or(0) >= 3, "{rule} fired too rarely: {fired:?}");
+    for rule in [
+        "velocity",
+        "impossible_travel",
+        "card_testing",
+        "amount_spike",
+        "new_device",
+    ] {
+        assert!(
+            fired.get(rule).copied().unwrap_or(0) >= 3,
+            "{rule} fired too rarely: {fired:?}"
+        );
     }
 }

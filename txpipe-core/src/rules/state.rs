@@ -168,7 +168,9 @@ impl Val {
                     .hyphenated()
                     .to_string(),
             )),
-            Val::Short(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).ok().map(Cow::Borrowed),
+            Val::Short(n, b) => std::str::from_utf8(&b[..usize::from(*n)])
+                .ok()
+                .map(Cow::Borrowed),
             Val::Text(t) => Some(Cow::Borrowed(t)),
             _ => None,
         }
@@ -373,7 +375,10 @@ impl Default for KeyState {
 impl KeyState {
     fn push(&mut self, plan: &WindowPlan, space: usize, e: Event) {
         if self.totals.is_empty() && !plan.totals[space].is_empty() {
-            self.totals = plan.totals[space].iter().map(|&c| Total::new(&plan.calls[c])).collect();
+            self.totals = plan.totals[space]
+                .iter()
+                .map(|&c| Total::new(&plan.calls[c]))
+                .collect();
         }
         for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
             t.apply(&plan.calls[c], &e, 1);
@@ -500,10 +505,7 @@ impl WindowPlan {
 
     /// The row's event for space `s` (its stored values and filter bits).
     fn event(&self, inputs: &Inputs, s: usize, row: usize, ts: i64, prev: Option<&Event>) -> Event {
-        let vals: Vec<Val> = inputs.vals[s]
-            .iter()
-            .map(|a| read_val(a, row))
-            .collect();
+        let vals: Vec<Val> = inputs.vals[s].iter().map(|a| read_val(a, row)).collect();
         let mut bits = 0u64;
         for (i, b) in inputs.bits[s].iter().enumerate() {
             if b.value(row) {
@@ -532,13 +534,20 @@ impl WindowPlan {
         let inputs = self.inputs(batch)?;
         let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
         let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
-        let mut outs: Vec<Output> = self.calls.iter().map(|c| Output::new(&c.output, n)).collect();
+        let mut outs: Vec<Output> = self
+            .calls
+            .iter()
+            .map(|c| Output::new(&c.output, n))
+            .collect();
         let mut acc: Vec<Acc> = vec![Acc::default(); self.calls.len()];
         let mut active: Vec<usize> = Vec::new();
         for row in 0..n {
             let t = ts.value(row);
             let p = state.partition_of(parts.value(row));
-            let ps = state.partitions.entry(p).or_insert_with(|| PartitionState::new(self));
+            let ps = state
+                .partitions
+                .entry(p)
+                .or_insert_with(|| PartitionState::new(self));
             let floor = ps.watermark.saturating_sub(self.horizon);
             for s in 0..self.spaces.len() {
                 let keys = &inputs.keys[s];
@@ -577,7 +586,7 @@ impl WindowPlan {
                 let tcalls = &self.totals[s];
                 if !tcalls.is_empty() {
                     for (k, &c) in tcalls.iter().enumerate() {
-                        acc[c].from_total(&self.calls[c], ks.totals.get(k), &current.vals);
+                        acc[c].start_at_total(&self.calls[c], ks.totals.get(k), &current.vals);
                     }
                     let lo_max = tcalls
                         .iter()
@@ -690,7 +699,7 @@ impl Acc {
     }
 
     /// Starts from a key's running total.
-    fn from_total(&mut self, pc: &PlannedCall, total: Option<&Total>, current: &[Val]) {
+    fn start_at_total(&mut self, pc: &PlannedCall, total: Option<&Total>, current: &[Val]) {
         match total {
             Some(Total::Count(n)) => self.count = *n,
             Some(Total::Sum { sum, n }) => {
@@ -716,11 +725,8 @@ impl Acc {
         }
         let v = pc.arg.map(|i| &e.vals[i]);
         match pc.call.func {
-            WindowFunc::Count => {
-                if !matches!(v, Some(Val::Null)) {
-                    self.count -= 1;
-                }
-            }
+            WindowFunc::Count if !matches!(v, Some(Val::Null)) => self.count -= 1,
+            WindowFunc::Count => {}
             WindowFunc::CountEqual => {
                 if let (Some(v), Some(i)) = (v, pc.arg) {
                     if *v != Val::Null && *v == current[i] {
@@ -884,15 +890,16 @@ impl Output {
 }
 
 /// The output type of a call with an argument of `kind`.
-pub(crate) fn output_type(func: WindowFunc, kind: Option<ValKind>) -> std::result::Result<DataType, String> {
+pub(crate) fn output_type(
+    func: WindowFunc,
+    kind: Option<ValKind>,
+) -> std::result::Result<DataType, String> {
     Ok(match (func, kind) {
         (WindowFunc::Count | WindowFunc::CountEqual, _) => DataType::Int64,
         (WindowFunc::Sum | WindowFunc::Avg, Some(ValKind::Num | ValKind::Fixed(_))) => {
             DataType::Float64
         }
-        (WindowFunc::Sum | WindowFunc::Avg, _) => {
-            return Err("sum and avg take a number".into())
-        }
+        (WindowFunc::Sum | WindowFunc::Avg, _) => return Err("sum and avg take a number".into()),
         (_, Some(ValKind::Fixed(_))) => DataType::Float64,
         (_, Some(k)) => k.cast_to(),
         (_, None) => return Err("needs an argument".into()),
@@ -1054,8 +1061,14 @@ mod tests {
     #[test]
     fn output_types() {
         assert_eq!(output_type(WindowFunc::Count, None), Ok(DataType::Int64));
-        assert_eq!(output_type(WindowFunc::Avg, Some(ValKind::Num)), Ok(DataType::Float64));
+        assert_eq!(
+            output_type(WindowFunc::Avg, Some(ValKind::Num)),
+            Ok(DataType::Float64)
+        );
         assert!(output_type(WindowFunc::Avg, Some(ValKind::Text)).is_err());
-        assert_eq!(output_type(WindowFunc::LastValue, Some(ValKind::Text)), Ok(DataType::Utf8));
+        assert_eq!(
+            output_type(WindowFunc::LastValue, Some(ValKind::Text)),
+            Ok(DataType::Utf8)
+        );
     }
 }

@@ -41,7 +41,9 @@ pub fn speed_kmh(km: f64, ts_a: i64, ts_b: i64) -> f64 {
 
 fn floats(v: &ColumnarValue, n: usize) -> datafusion::error::Result<Float64Array> {
     let a = v.clone().into_array(n)?;
-    Ok(cast(&a, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+    Ok(cast(&a, &DataType::Float64)?
+        .as_primitive::<Float64Type>()
+        .clone())
 }
 
 fn micros(v: &ColumnarValue, n: usize) -> datafusion::error::Result<ArrayRef> {
@@ -72,7 +74,12 @@ pub fn register(ctx: &SessionContext) {
                 if c.iter().any(|a| a.is_null(i)) {
                     None
                 } else {
-                    Some(haversine_km(c[0].value(i), c[1].value(i), c[2].value(i), c[3].value(i)))
+                    Some(haversine_km(
+                        c[0].value(i),
+                        c[1].value(i),
+                        c[2].value(i),
+                        c[3].value(i),
+                    ))
                 }
             })
             .collect();

@@ -172,17 +172,23 @@ fn window_call(
         )
     })?;
     if f.null_treatment.is_some() || !f.within_group.is_empty() {
-        return Err(format!("{text}: IGNORE/RESPECT NULLS and WITHIN GROUP are not supported"));
+        return Err(format!(
+            "{text}: IGNORE/RESPECT NULLS and WITHIN GROUP are not supported"
+        ));
     }
     let args = match &f.args {
         FunctionArguments::List(list) => {
             if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-                return Err(format!("{text}: DISTINCT and argument clauses are not supported"));
+                return Err(format!(
+                    "{text}: DISTINCT and argument clauses are not supported"
+                ));
             }
             list.args.clone()
         }
         FunctionArguments::None => Vec::new(),
-        FunctionArguments::Subquery(_) => return Err(format!("{text}: subqueries are not supported")),
+        FunctionArguments::Subquery(_) => {
+            return Err(format!("{text}: subqueries are not supported"))
+        }
     };
     let arg = match (func, args.as_slice()) {
         (WindowFunc::Count, [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]) => None,
@@ -219,7 +225,11 @@ fn window_call(
             ))
         }
         [Expr::Identifier(id)] => id.value.clone(),
-        [other] => return Err(format!("{text}: PARTITION BY takes a column name, not '{other}'")),
+        [other] => {
+            return Err(format!(
+                "{text}: PARTITION BY takes a column name, not '{other}'"
+            ))
+        }
         _ => return Err(format!("{text}: PARTITION BY takes exactly one column")),
     };
     match spec.order_by.as_slice() {
@@ -242,7 +252,9 @@ fn window_call(
     }
     let preceding = match &frame.start_bound {
         WindowFrameBound::CurrentRow => 0,
-        WindowFrameBound::Preceding(Some(e)) => interval_micros(e).map_err(|r| format!("{text}: {r}"))?,
+        WindowFrameBound::Preceding(Some(e)) => {
+            interval_micros(e).map_err(|r| format!("{text}: {r}"))?
+        }
         WindowFrameBound::Preceding(None) => {
             return Err(format!(
                 "{text}: UNBOUNDED PRECEDING would keep state forever; give an interval"
@@ -308,13 +320,17 @@ fn interval_micros(e: &Expr) -> Result<i64, String> {
         }
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => parse_duration(s),
-            _ => Err(format!("'{e}' is not an interval; write INTERVAL '10 minutes'")),
+            _ => Err(format!(
+                "'{e}' is not an interval; write INTERVAL '10 minutes'"
+            )),
         },
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             ..
         } => Err(format!("negative interval {e}")),
-        _ => Err(format!("'{e}' is not an interval; write INTERVAL '10 minutes'")),
+        _ => Err(format!(
+            "'{e}' is not an interval; write INTERVAL '10 minutes'"
+        )),
     }
 }
 
@@ -332,7 +348,7 @@ fn interval_micros(e: &Expr) -> Result<i64, String> {
 /// ```
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(format!(
             "'{text}' is not a duration; write e.g. '10 minutes', '30 days', '1 day 12 hours'"
         ));
@@ -398,7 +414,10 @@ mod tests {
         assert_eq!(sql, "\"__w1\"");
         assert_eq!(calls[1].func, WindowFunc::LastValue);
         assert_eq!(calls[1].filter.as_deref(), Some("latitude IS NOT NULL"));
-        assert_eq!((calls[1].preceding, calls[1].following), (86_400 * SECOND, 86_400 * SECOND));
+        assert_eq!(
+            (calls[1].preceding, calls[1].following),
+            (86_400 * SECOND, 86_400 * SECOND)
+        );
     }
 
     #[test]

@@ -318,7 +318,12 @@ pub async fn add_missing_columns(lake: &Lake, rel: &str, spec: &TableSpec) -> Re
         }
         let names = missing.iter().map(|f| f.name().to_string()).collect();
         let props = commit_properties(&table);
-        match table.add_columns().with_fields(missing).with_commit_properties(props).await {
+        match table
+            .add_columns()
+            .with_fields(missing)
+            .with_commit_properties(props)
+            .await
+        {
             Ok(_) => return Ok(names),
             // Someone else changed the table meanwhile (perhaps adding the
             // same columns): look again.
