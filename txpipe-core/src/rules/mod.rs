@@ -18,129 +18,34 @@
 //! kept by [`state::WindowState`]. Everything else is a plain vectorized
 //! DataFusion expression.
 
+mod config;
+mod evidence;
+mod plan;
 pub mod state;
 pub mod udf;
 pub mod window;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, ListArray,
-    RecordBatch, StringBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, Float64Array, ListArray, RecordBatch,
+    StringBuilder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::schema::{FACT_SCHEMA, TRANSACTION_SCHEMA};
-use state::{output_type, Input, PlannedCall, Space, ValKind, WindowPlan, WindowState};
-use window::{NamedWindows, WindowCall, WindowFunc};
-
-/// The default rules file (`sql/rules.toml`), built into the binary.
-pub const DEFAULT_RULES_TOML: &str = include_str!("../../../sql/rules.toml");
-
-/// Default `lateness` when the rules file gives none.
-pub const DEFAULT_LATENESS: &str = "1 day";
-
-fn default_weight() -> f64 {
-    1.0
-}
-
-/// One rule as written in the rules file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    /// Short identifier (`[a-z0-9_]+`), stored in `fraud_reasons`.
-    pub name: String,
-    /// SQL boolean expression over the fact columns and features.
-    pub sql: String,
-    /// What the rule catches, for humans.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Added to `risk_score` when the rule fires (default 1).
-    #[serde(default = "default_weight")]
-    pub weight: f64,
-    /// More columns or features to show in `fraud_evidence` when it fires,
-    /// beside those the SQL reads.
-    #[serde(default)]
-    pub evidence: Vec<String>,
-}
-
-impl Rule {
-    /// A rule with weight 1 and no description.
-    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            sql: sql.into(),
-            description: None,
-            weight: 1.0,
-            evidence: Vec::new(),
-        }
-    }
-}
-
-/// A named SQL expression rules refer to, typically a window call.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Feature {
-    /// Identifier (`[a-z0-9_]+`) rules use.
-    pub name: String,
-    /// SQL over the fact columns, earlier features and window calls.
-    pub sql: String,
-    /// What it measures, for humans.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// A rules file, parsed but not compiled.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesConfig {
-    /// `is_fraud = risk_score >= threshold` (default 1).
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    /// How late a row may be and still see complete windows (default `1 day`).
-    #[serde(default)]
-    pub lateness: Option<String>,
-    /// Named window definitions.
-    #[serde(default)]
-    pub windows: BTreeMap<String, String>,
-    /// Features, in order (a feature may use earlier ones).
-    #[serde(default)]
-    pub feature: Vec<Feature>,
-    /// Rules, in order.
-    #[serde(default)]
-    pub rule: Vec<Rule>,
-}
-
-impl RulesConfig {
-    /// Parses a rules file's TOML text; `origin` names it in errors.
-    ///
-    /// # Errors
-    /// [`Error::RulesFile`] for bad TOML.
-    pub fn from_toml(origin: &str, text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::RulesFile {
-            path: origin.into(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// The shipped `sql/rules.toml`.
-    ///
-    /// # Errors
-    /// Only if the shipped file were broken (covered by tests).
-    pub fn defaults() -> Result<Self> {
-        Self::from_toml("built-in sql/rules.toml", DEFAULT_RULES_TOML)
-    }
-}
+pub use config::{Feature, Rule, RulesConfig, DEFAULT_LATENESS, DEFAULT_RULES_TOML};
+use evidence::Evidence;
+use plan::plan_calls;
+use state::{PlannedCall, Space, WindowPlan, WindowState};
+use window::{NamedWindows, WindowCall};
 
 #[derive(Debug)]
 struct CompiledRule {
@@ -192,123 +97,28 @@ impl RuleHits {
     }
 }
 
+/// A boolean column as a mask, NULL as false ("did not fire"); an error
+/// naming `who` when the column is not boolean.
+pub(crate) fn true_mask(value: &ArrayRef, who: &str, what: &str) -> Result<BooleanArray> {
+    let mask = value
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| Error::Rule {
+            rule: who.to_string(),
+            reason: format!("{what}evaluated to {}, not boolean", value.data_type()),
+        })?;
+    Ok(if mask.null_count() > 0 {
+        prep_null_mask_filter(mask)
+    } else {
+        mask.clone()
+    })
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-}
-
-/// Compiles the new window calls `calls[from..]` (introduced by `owner`)
-/// into the plan's spaces.
-fn plan_calls(
-    ctx: &SessionContext,
-    tx: &DFSchema,
-    calls: &[WindowCall],
-    from: usize,
-    planned: &mut Vec<PlannedCall>,
-    spaces: &mut Vec<Space>,
-    fail: &dyn Fn(String) -> Error,
-) -> Result<()> {
-    for call in &calls[from..] {
-        let key_index = TRANSACTION_SCHEMA.index_of(&call.key).map_err(|_| {
-            fail(format!(
-                "{}: PARTITION BY {}: no such column",
-                call.text, call.key
-            ))
-        })?;
-        let space = match spaces.iter().position(|s| s.key == call.key) {
-            Some(i) => i,
-            None => {
-                spaces.push(Space {
-                    key_index,
-                    key: call.key.clone(),
-                    vals: Vec::new(),
-                    bits: Vec::new(),
-                });
-                spaces.len() - 1
-            }
-        };
-        let compile = |sql: &str| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
-            let e = ctx
-                .parse_sql_expr(sql, tx)
-                .map_err(|e| fail(format!("{}: {sql}: {e}", call.text)))?;
-            let p = ctx
-                .create_physical_expr(e, tx)
-                .map_err(|e| fail(format!("{}: {sql}: {e}", call.text)))?;
-            let t = p
-                .data_type(&TRANSACTION_SCHEMA)
-                .map_err(|e| fail(e.to_string()))?;
-            Ok((p, t))
-        };
-        let (arg, arg_kind) = match &call.arg {
-            None => (None, None),
-            Some(sql) => {
-                let (expr, t) = compile(sql)?;
-                let kind = ValKind::of(&t).ok_or_else(|| {
-                    fail(format!(
-                        "{}: argument {sql} is {t}, not a number, timestamp or text",
-                        call.text
-                    ))
-                })?;
-                let vals = &mut spaces[space].vals;
-                let i = match vals.iter().position(|v| v.sql == *sql) {
-                    Some(i) => i,
-                    None => {
-                        vals.push(Input {
-                            sql: sql.clone(),
-                            expr,
-                            kind: Some(kind),
-                        });
-                        vals.len() - 1
-                    }
-                };
-                (Some(i), Some(kind))
-            }
-        };
-        let filter = match &call.filter {
-            None => None,
-            Some(sql) => {
-                let (expr, t) = compile(sql)?;
-                if t != DataType::Boolean {
-                    return Err(fail(format!(
-                        "{}: FILTER ({sql}) is {t}, not boolean",
-                        call.text
-                    )));
-                }
-                let bits = &mut spaces[space].bits;
-                let i = match bits.iter().position(|v| v.sql == *sql) {
-                    Some(i) => i,
-                    None => {
-                        if bits.len() >= 64 {
-                            return Err(fail("more than 64 FILTER conditions on one key".into()));
-                        }
-                        bits.push(Input {
-                            sql: sql.clone(),
-                            expr,
-                            kind: None,
-                        });
-                        bits.len() - 1
-                    }
-                };
-                Some(i as u32)
-            }
-        };
-        let output =
-            output_type(call.func, arg_kind).map_err(|r| fail(format!("{}: {r}", call.text)))?;
-        if call.func == WindowFunc::CountEqual && arg.is_none() {
-            return Err(fail(format!("{}: count_equal takes a column", call.text)));
-        }
-        planned.push(PlannedCall {
-            call: call.clone(),
-            space,
-            arg,
-            arg_kind,
-            filter,
-            output,
-        });
-    }
-    Ok(())
 }
 
 impl RuleSet {
@@ -586,18 +396,7 @@ impl RuleSet {
         let mut masks = Vec::with_capacity(self.rules.len());
         for r in &self.rules {
             let value = r.expr.evaluate(&full)?.into_array(n)?;
-            let mask = value
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| Error::Rule {
-                    rule: r.rule.name.clone(),
-                    reason: format!("evaluated to {}, not boolean", value.data_type()),
-                })?;
-            masks.push(if mask.null_count() > 0 {
-                prep_null_mask_filter(mask)
-            } else {
-                mask.clone()
-            });
+            masks.push(true_mask(&value, &r.rule.name, "")?);
         }
         Ok((full, RuleHits { masks }))
     }
@@ -642,18 +441,12 @@ impl RuleSet {
         let mut any = BooleanBufferBuilder::new(n);
         let mut scores: Vec<f64> = Vec::with_capacity(n);
         let mut evidence = StringBuilder::new();
-        let formats = FormatOptions::default().with_null("null");
-        let mut formatters: BTreeMap<usize, ArrayFormatter<'_>> = BTreeMap::new();
-        for r in &self.rules {
-            for (_, i) in &r.evidence {
-                if !formatters.contains_key(i) {
-                    formatters.insert(
-                        *i,
-                        ArrayFormatter::try_new(full.column(*i).as_ref(), &formats)?,
-                    );
-                }
-            }
-        }
+        let formats = Evidence::new(
+            &full,
+            self.rules
+                .iter()
+                .flat_map(|r| r.evidence.iter().map(|(_, i)| *i)),
+        )?;
         offsets.push(0);
         let mut count: i32 = 0;
         for row in 0..n {
@@ -664,18 +457,7 @@ impl RuleSet {
                     values.append_value(&rule.rule.name);
                     count += 1;
                     score += rule.rule.weight;
-                    json.push_str(if json.is_empty() { "{" } else { "," });
-                    push_json_str(&mut json, &rule.rule.name);
-                    json.push_str(":{");
-                    for (k, (label, i)) in rule.evidence.iter().enumerate() {
-                        if k > 0 {
-                            json.push(',');
-                        }
-                        push_json_str(&mut json, label);
-                        json.push(':');
-                        push_json_value(&mut json, full.column(*i), &formatters[i], row);
-                    }
-                    json.push('}');
+                    formats.push_rule(&mut json, &rule.rule.name, &rule.evidence, row);
                 }
             }
             offsets.push(count);
@@ -703,50 +485,6 @@ impl RuleSet {
         columns.push(Arc::new(evidence.finish()));
         columns.extend_from_slice(&batch.columns()[12..TRANSACTION_SCHEMA.fields().len()]);
         Ok((RecordBatch::try_new(FACT_SCHEMA.clone(), columns)?, hits))
-    }
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
-}
-
-/// One evidence value: numbers and booleans as JSON, the rest as strings.
-fn push_json_value(out: &mut String, array: &ArrayRef, f: &ArrayFormatter<'_>, row: usize) {
-    if array.is_null(row) {
-        out.push_str("null");
-        return;
-    }
-    match array.data_type() {
-        DataType::Float64 | DataType::Float32 => {
-            let x = datafusion::arrow::compute::cast(&array.slice(row, 1), &DataType::Float64)
-                .ok()
-                .map(|a| {
-                    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-                        .value(0)
-                });
-            match x {
-                Some(x) if x.is_finite() => {
-                    let rounded = (x * 100.0).round() / 100.0;
-                    out.push_str(
-                        &serde_json::Number::from_f64(rounded)
-                            .map_or("null".into(), |n| n.to_string()),
-                    );
-                }
-                Some(x) if x > 0.0 => out.push_str("\"Infinity\""),
-                _ => out.push_str("null"),
-            }
-        }
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Decimal128(_, _)
-        | DataType::Boolean => out.push_str(&f.value(row).to_string()),
-        _ => push_json_str(out, &f.value(row).to_string()),
     }
 }
 

@@ -1,0 +1,171 @@
+//! How the state stores a row's values: numbers exactly, timestamps, and text
+//! inline where it can (UUIDs as bits, short ids in place).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, TimeUnit, TimestampMicrosecondType,
+};
+
+/// How a stored value is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValKind {
+    /// Floating point, as `f64`.
+    Num,
+    /// Integers and decimals up to 18 digits, exactly, as `i64` × 10^-scale:
+    /// sums and averages of money are exact and do not depend on order.
+    Fixed(i8),
+    /// A timestamp, microseconds since the epoch (UTC).
+    Time,
+    /// Text.
+    Text,
+}
+
+impl ValKind {
+    pub(crate) fn of(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => Self::Fixed(0),
+            DataType::Decimal128(p, s) if *p <= 18 && *s >= 0 => Self::Fixed(*s),
+            DataType::UInt64
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _) => Self::Num,
+            DataType::Timestamp(_, _) => Self::Time,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn cast_to(self) -> DataType {
+        match self {
+            Self::Num => DataType::Float64,
+            Self::Fixed(s) => DataType::Decimal128(38, s),
+            Self::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Text => DataType::Utf8,
+        }
+    }
+
+    pub(super) fn scale(self) -> f64 {
+        match self {
+            Self::Fixed(s) => 10f64.powi(i32::from(s)),
+            _ => 1.0,
+        }
+    }
+}
+
+/// One stored value.
+#[derive(Debug, Clone)]
+pub(super) enum Val {
+    Null,
+    Num(f64),
+    Fixed(i64),
+    Time(i64),
+    /// Text that is a canonical lower-case UUID, as its two halves.
+    Uuid(u64, u64),
+    /// Text of at most 22 bytes, inline (a device id).
+    Short(u8, [u8; SHORT]),
+    /// Other text.
+    Text(Arc<str>),
+}
+
+/// Longest text kept inline.
+const SHORT: usize = 22;
+
+impl PartialEq for Val {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Val::Num(a), Val::Num(b)) => a == b,
+            (Val::Fixed(a), Val::Fixed(b)) | (Val::Time(a), Val::Time(b)) => a == b,
+            (Val::Uuid(a, b), Val::Uuid(c, d)) => a == c && b == d,
+            (Val::Short(n, a), Val::Short(m, b)) => n == m && a == b,
+            (Val::Text(a), Val::Text(b)) => a == b,
+            (Val::Null, Val::Null) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The bits of a canonical lower-case UUID (`8-4-4-4-12` hex), the form
+/// the decoder gives ids: formatting them back gives the same text.
+fn uuid_bits(s: &str) -> Option<u128> {
+    if s.len() != 36 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
+}
+
+pub(super) fn text_val(s: &str) -> Val {
+    if let Some(u) = uuid_bits(s) {
+        return Val::Uuid((u >> 64) as u64, u as u64);
+    }
+    if s.len() <= SHORT {
+        let mut b = [0u8; SHORT];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        return Val::Short(s.len() as u8, b);
+    }
+    Val::Text(Arc::from(s))
+}
+
+impl Val {
+    /// Calls `f` with the text of a text value (a UUID is formatted on the stack).
+    pub(super) fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
+        match self {
+            Val::Uuid(a, b) => {
+                let mut buf = [0u8; 36];
+                let u = uuid::Uuid::from_u128((u128::from(*a) << 64) | u128::from(*b));
+                Some(f(u.hyphenated().encode_lower(&mut buf)))
+            }
+            Val::Short(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).ok().map(f),
+            Val::Text(t) => Some(f(t)),
+            _ => None,
+        }
+    }
+
+    pub(super) fn as_f64(&self, scale: f64) -> Option<f64> {
+        match self {
+            Val::Num(x) => Some(*x),
+            Val::Fixed(x) => Some(*x as f64 / scale),
+            _ => None,
+        }
+    }
+}
+
+/// A key of the state: a canonical UUID inline, or other text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl Key {
+    pub(super) fn of(s: &str) -> Self {
+        uuid_bits(s).map_or_else(|| Key::Text(Box::from(s)), Key::Uuid)
+    }
+}
+
+/// One stored value of `array` at `row` (cast as its [`ValKind`] says).
+pub(super) fn read_val(array: &ArrayRef, row: usize) -> Val {
+    if array.is_null(row) {
+        return Val::Null;
+    }
+    match array.data_type() {
+        DataType::Float64 => Val::Num(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Decimal128(_, _) => {
+            let v = array.as_primitive::<Decimal128Type>().value(row);
+            i64::try_from(v).map_or(Val::Num(v as f64), Val::Fixed)
+        }
+        DataType::Timestamp(_, _) => {
+            Val::Time(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        _ => text_val(array.as_string::<i32>().value(row)),
+    }
+}
