@@ -84,16 +84,9 @@ impl<'a> Evidence<'a> {
                     out.push_str("null");
                 }
             }
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Decimal128(_, _)
-            | DataType::Boolean => out.push_str(&f.value(row).to_string()),
+            d if d.is_integer() || matches!(d, DataType::Decimal128(_, _) | DataType::Boolean) => {
+                out.push_str(&f.value(row).to_string())
+            }
             _ => push_str(out, &f.value(row).to_string()),
         }
     }
