@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
@@ -14,7 +14,7 @@ fn chromium() -> PathBuf {
         .expect("Debian's chromium is needed (tests/run.sh installs it)")
 }
 
-fn chromium_args(profile: &std::path::Path) -> Vec<String> {
+pub(crate) fn chromium_args(profile: &std::path::Path) -> Vec<String> {
     [
         "--headless",
         "--no-sandbox",
@@ -197,4 +197,152 @@ async fn api_and_metrics_agree_with_the_lake() {
     let (code, body) = http_get(&server2.addr, "/api/categories");
     assert_eq!(code, 404);
     assert!(body.contains("has not been built yet"), "{body}");
+}
+
+/// The x labels of the line charts in a dumped DOM: (x, text, width).
+fn x_labels(dom: &str) -> Vec<(f64, String, f64)> {
+    let mut out = Vec::new();
+    for part in dom.split("<text ").skip(1) {
+        if !part.contains("class=\"xlabel\"") {
+            continue;
+        }
+        let attr = |name: &str| -> Option<String> {
+            let at = part.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(part[at..at + part[at..].find('"')?].to_string())
+        };
+        let text = part[part.find('>').unwrap() + 1..part.find("</text>").unwrap()].to_string();
+        let x = attr("x").or_else(|| {
+            part.strip_prefix("x=\"")
+                .map(|r| r[..r.find('"').unwrap()].to_string())
+        });
+        out.push((
+            x.unwrap().parse().unwrap(),
+            text,
+            attr("data-width").unwrap().parse().unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_narrow_the_panels_are_kept_in_the_url_and_labels_do_not_overlap() {
+    let t = TestDir::new();
+    let lake = built_lake(&t);
+    let server = serve(&lake, &[]);
+    let days: Vec<String> = query(
+        &lake,
+        "SELECT DISTINCT CAST(event_date AS VARCHAR) FROM fact_transaction ORDER BY 1",
+    )
+    .await
+    .iter()
+    .flat_map(|b| {
+        use txpipe_core::arrow::array::AsArray;
+        let c = txpipe_core::arrow::compute::cast(
+            b.column(0),
+            &txpipe_core::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let c = c.as_string::<i32>();
+        (0..b.num_rows())
+            .map(|i| c.value(i).to_string())
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    assert!(days.len() >= 10, "{days:?}");
+    let (from, to) = (&days[2], &days[6]);
+
+    // The API: a date range and a merchant country, checked against the lake.
+    let (code, body) = http_get(
+        &server.addr,
+        &format!("/api/daily?from={from}&to={to}&country=US"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let got: Vec<(String, i64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["txn_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    let want = query_i64s(
+        &lake,
+        &format!(
+            "SELECT COUNT(*) FROM fact_transaction f JOIN dim_merchant m USING (merchant_id) \
+             WHERE m.country = 'US' AND f.event_date BETWEEN DATE '{from}' AND DATE '{to}'"
+        ),
+    )
+    .await;
+    assert_eq!(vec![got.iter().map(|g| g.1).sum::<i64>()], want);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        days[2..=6].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let (_, body) = http_get(&server.addr, "/api/countries?country=US");
+    let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c[0]["name"], "US");
+    for bad in [
+        "from=2026-99-01",
+        "country=us",
+        "category=x'y",
+        "from=2026-11-05&to=2026-11-01",
+    ] {
+        assert_eq!(
+            http_get(&server.addr, &format!("/api/daily?{bad}")).0,
+            400,
+            "{bad}"
+        );
+    }
+
+    // The page: the URL's filters fill the form and narrow the daily chart.
+    let url = format!("http://{}/?from={from}&to={to}&country=US", server.addr);
+    let out = Command::new(chromium())
+        .args(chromium_args(&t.path("profile")))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-loaded=\"true\""), "{dom}");
+    let labels = x_labels(&dom);
+    assert!(!labels.is_empty(), "{dom}");
+    for (_, l, _) in &labels {
+        assert!(
+            l.as_str() >= from.as_str() && l.as_str() <= to.as_str(),
+            "label {l} outside the range"
+        );
+    }
+
+    // Unfiltered: a month of days, labels spaced by at least their width.
+    let out = Command::new(chromium())
+        .args(chromium_args(&t.path("profile2")))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/", server.addr))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let labels = x_labels(&dom);
+    assert!(labels.len() >= 4, "{labels:?}");
+    assert!(
+        labels.iter().any(|(_, l, _)| l == days.last().unwrap()),
+        "last day labelled"
+    );
+    for chart in labels.chunks(labels.len() / 2) {
+        for w in chart.windows(2) {
+            assert!(
+                w[1].0 - w[0].0 >= w[0].2,
+                "labels {} and {} overlap ({} px apart, {} px wide)",
+                w[0].1,
+                w[1].1,
+                w[1].0 - w[0].0,
+                w[0].2
+            );
+        }
+    }
 }

@@ -31,6 +31,17 @@ async fn demo_runs_the_whole_stack_with_no_services() {
         out.contains(&format!("landed {} + quarantined {}", counts[0], counts[2])),
         "{out}"
     );
+    // Every flagged row was published as an alert (to the demo's topic).
+    let fraud = query_i64s(
+        &lake,
+        "SELECT COUNT(*) FROM fact_transaction WHERE is_fraud",
+    )
+    .await;
+    assert!(fraud[0] > 0);
+    assert!(
+        out.contains(&format!("alerts    {} delivered to demo-alerts-", fraud[0])),
+        "{out}"
+    );
     for mart in [
         "daily_sales_summary",
         "customer_kpis",

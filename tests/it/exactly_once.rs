@@ -34,6 +34,7 @@ fn batch(start: i64, next: i64) -> EncodedBatch {
         input_bytes: 0,
         opened_at: None,
         produced_ms: Vec::new(),
+        flagged: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod alerts;
 mod cli;
 mod crash_resume;
 mod daily_run;
@@ -18,6 +19,7 @@ mod kafka_metrics;
 mod kafka_poison;
 mod kafka_tls;
 mod lake_faults;
+mod live_view;
 mod models;
 mod s3_lake;
 mod serve_security;

@@ -45,6 +45,11 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Share of malformed messages (to show the quarantine).
     pub bad_rate: f64,
+    /// Produce at most this many messages per second (a live stream to
+    /// watch on the dashboard), instead of as fast as possible.
+    pub rate: Option<f64>,
+    /// Publish each flagged transaction to a `demo-alerts-…` topic.
+    pub alerts: bool,
 }
 
 impl Default for DemoOptions {
@@ -55,6 +60,8 @@ impl Default for DemoOptions {
             brokers: None,
             seed: 42,
             bad_rate: 0.001,
+            rate: None,
+            alerts: true,
         }
     }
 }
@@ -68,6 +75,8 @@ pub struct DemoSummary {
     pub topic: String,
     /// Partitions of the topic.
     pub partitions: i32,
+    /// The alerts topic, if alerts were published.
+    pub alerts_topic: Option<String>,
     /// The producer's result.
     pub produced: ProduceSummary,
     /// The ingest's result.
@@ -163,6 +172,7 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
         brokers: brokers.clone(),
         topic: topic.clone(),
         partitions,
+        rate: opts.rate,
         ..Default::default()
     };
     let file = input.join("transactions.jsonl");
@@ -179,8 +189,19 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
         max_messages: Some(opts.count),
         ..Default::default()
     };
+    let alerts_topic = opts.alerts.then(|| format!("demo-alerts-{}", &id[..8]));
     let ingest_opts = IngestOptions {
         batch_rows: 20_000,
+        alerts: crate::alerts::AlertConfig {
+            kafka: alerts_topic
+                .as_ref()
+                .map(|t| crate::alerts::KafkaAlertConfig {
+                    brokers: brokers.clone(),
+                    topic: t.clone(),
+                    config: Default::default(),
+                }),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let ingested = ingest_kafka(&lake, kafka, rules.clone(), &ingest_opts, &mut |_| {}).await?;
@@ -228,6 +249,7 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
         broker: broker_desc,
         topic,
         partitions,
+        alerts_topic,
         produced,
         ingested,
         run,

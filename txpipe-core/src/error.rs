@@ -119,6 +119,16 @@ pub enum Error {
     #[error("kafka: {0}")]
     Kafka(String),
 
+    /// Alerts could not be delivered to a target (they stay undelivered in
+    /// the lake's alert cursor and are re-sent on the next run).
+    #[error("alerts to {target}: {reason}")]
+    Alerts {
+        /// The target, without credentials.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A models project is malformed: a bad model or test file, an unknown
     /// ref, a cycle, a bad selection.
     #[error("{0}")]

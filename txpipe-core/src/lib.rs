@@ -18,6 +18,7 @@
 //! | the rules' history rebuilt from the lake | [`history`] |
 //! | decode → rules → Parquet for one batch | [`process`] |
 //! | Delta tables, exactly-once commits, file stats | [`sink`] |
+//! | alerts of committed batches to Kafka and webhooks | [`alerts`] |
 //! | the micro-batch loop | [`pipeline`] |
 //! | dimension tables | [`seed`] |
 //! | synthetic data with labelled fraud scenarios | [`generate`] |
@@ -71,6 +72,7 @@
 //! ```
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod alerts;
 pub mod bench;
 pub mod decode;
 pub mod demo;

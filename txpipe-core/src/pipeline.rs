@@ -16,6 +16,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::alerts::{alerts_of, rule_set_id, AlertConfig, AlertDelivery, AlertSummary};
 use crate::error::{Error, Result};
 use crate::history::{HistoryScope, LakeHistory};
 use crate::kafka::consumer::{stream_key as kafka_stream_key, OffsetCommitter};
@@ -60,6 +61,8 @@ pub struct IngestOptions {
     /// Most rows one Delta commit gathers from batches that are ready
     /// together (0: one commit per batch).
     pub group_commit_rows: u64,
+    /// Where flagged transactions are published after their commit.
+    pub alerts: AlertConfig,
 }
 
 impl Default for IngestOptions {
@@ -73,6 +76,7 @@ impl Default for IngestOptions {
             metrics: None,
             checkpoint_interval: crate::sink::delta::DEFAULT_CHECKPOINT_INTERVAL,
             group_commit_rows: GROUP_COMMIT_ROWS,
+            alerts: AlertConfig::default(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct IngestSummary {
     /// Size of the stateful rules' history at the end of the run (keys such
     /// as customers, rows kept, approximate bytes); `None` without window calls.
     pub rule_state: Option<crate::rules::state::StateSize>,
+    /// Alerts published (`None` without alert targets).
+    pub alerts: Option<AlertSummary>,
 }
 
 impl IngestSummary {
@@ -173,9 +179,11 @@ pub async fn ingest_file(
     // releases it on kill -9). Without one (object stores) the Delta log's
     // position check refuses an overlapping batch.
     let lock = crate::sink::StreamLock::acquire(lake, &stream, &name)?;
-    let mut writer = LakeWriter::new(lake.clone(), stream, name.clone())
+    let mut writer = LakeWriter::new(lake.clone(), stream.clone(), name.clone())
         .with_checkpoint_interval(opts.checkpoint_interval);
-    let start = writer.recover().await?.get(&0).copied();
+    let recovered = writer.recover().await?;
+    let start = recovered.get(&0).copied();
+    let mut alerts = connect_alerts(lake, opts, &stream, &name, &rules, &recovered).await?;
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&name, &rules, default_fx);
     summary.resumed_at = start.map_or(0, |p| p.next_offset);
@@ -184,8 +192,9 @@ pub async fn ingest_file(
         HistoryScope::Lake,
         tokio::runtime::Handle::current(),
     );
-    let processor =
-        BatchProcessor::new(Arc::new(fx), rules, name).with_state(Arc::new(history), false);
+    let processor = BatchProcessor::new(Arc::new(fx), rules, name)
+        .with_state(Arc::new(history), false)
+        .keeping_flagged(alerts.is_some());
     let stage = processor.stage().cloned();
     let mut source = FileSource::open(path, start, opts.stop.clone())?;
     let limits = opts.limits();
@@ -202,9 +211,11 @@ pub async fn ingest_file(
         progress,
         &mut on_commit,
         &mut on_conflict,
+        alerts.as_mut(),
     )
     .await?;
     drop(lock);
+    summary.alerts = alerts.map(|a| a.summary().clone());
     summary.rule_state = stage.as_ref().map(|s| s.size());
     release_in_background(stage);
     Ok(summary)
@@ -238,7 +249,8 @@ pub async fn ingest_kafka(
     let mut writer = LakeWriter::new(lake.clone(), stream.clone(), topic.clone())
         .with_checkpoint_interval(opts.checkpoint_interval)
         .without_byte_positions();
-    writer.recover().await?;
+    let recovered = writer.recover().await?;
+    let mut alerts = connect_alerts(lake, opts, &stream, &topic, &rules, &recovered).await?;
     let (fx, default_fx) = load_fx(lake).await?;
     let mut summary = new_summary(&topic, &rules, default_fx);
     let history = LakeHistory::new(
@@ -246,8 +258,9 @@ pub async fn ingest_kafka(
         HistoryScope::Topic(topic.clone()),
         tokio::runtime::Handle::current(),
     );
-    let processor =
-        BatchProcessor::new(Arc::new(fx), rules, topic.clone()).with_state(Arc::new(history), true);
+    let processor = BatchProcessor::new(Arc::new(fx), rules, topic.clone())
+        .with_state(Arc::new(history), true)
+        .keeping_flagged(alerts.is_some());
     let stage = processor.stage().cloned();
     let reader = LakeWriter::new(lake.clone(), stream, topic.clone()).without_byte_positions();
     let handle = tokio::runtime::Handle::current();
@@ -287,8 +300,10 @@ pub async fn ingest_kafka(
         progress,
         &mut on_commit,
         &mut on_conflict,
+        alerts.as_mut(),
     )
     .await?;
+    summary.alerts = alerts.map(|a| a.summary().clone());
     // A member killed between a batch's two commits may have left a
     // partition's quarantine behind, and no later batch of it came through
     // this run: complete it before reporting the run as done.
@@ -317,6 +332,35 @@ fn release_in_background<T: Send + 'static>(value: T) {
         .spawn(move || drop(value));
 }
 
+/// Connects the alert targets, if any, and re-sends what an earlier run
+/// committed but did not deliver (`recovered`: the lake's positions).
+async fn connect_alerts(
+    lake: &Lake,
+    opts: &IngestOptions,
+    stream: &str,
+    source: &str,
+    rules: &RuleSet,
+    recovered: &BTreeMap<i32, crate::sink::SourcePosition>,
+) -> Result<Option<AlertDelivery>> {
+    if opts.alerts.is_empty() {
+        return Ok(None);
+    }
+    let targets = opts.alerts.connect().await?;
+    let mut delivery = AlertDelivery::new(
+        lake.clone(),
+        stream,
+        source,
+        rule_set_id(rules.config()),
+        targets,
+    );
+    let at: BTreeMap<i32, i64> = recovered
+        .iter()
+        .map(|(p, pos)| (*p, pos.next_offset))
+        .collect();
+    delivery.before_commit(&at).await?;
+    Ok(Some(delivery))
+}
+
 fn new_summary(source: &str, rules: &RuleSet, default_fx: bool) -> IngestSummary {
     IngestSummary {
         source: source.to_string(),
@@ -339,6 +383,7 @@ async fn run<N>(
     progress: &mut (dyn FnMut(&IngestSummary) + Send),
     on_commit: &mut (dyn FnMut(&CommitEntry) + Send),
     on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
+    alerts: Option<&mut AlertDelivery>,
 ) -> Result<()>
 where
     N: FnMut(&AtomicBool) -> Result<Option<RawBatch>> + Send + 'static,
@@ -414,6 +459,7 @@ where
         on_conflict,
         opts.metrics.as_deref(),
         opts.group_commit_rows,
+        alerts,
     )
     .await;
     if outcome.is_err() {
@@ -452,6 +498,7 @@ async fn commit_in_order(
     on_conflict: &mut (dyn FnMut(Error) -> Result<()> + Send),
     metrics: Option<&IngestMetrics>,
     group_rows: u64,
+    mut alerts: Option<&mut AlertDelivery>,
 ) -> Result<()> {
     // Results are handled strictly in source order, errors included: a
     // failure of batch n (or of the source after it) is reported only after
@@ -486,6 +533,11 @@ async fn commit_in_order(
             let input_bytes = batch.input_bytes;
             let opened_at = batch.opened_at;
             let produced_ms = std::mem::take(&mut batch.produced_ms);
+            let flagged = std::mem::take(&mut batch.flagged);
+            let start_offsets = batch.start_offsets.clone();
+            if let Some(a) = alerts.as_deref_mut() {
+                a.before_commit(&start_offsets).await?;
+            }
             let commit_started = Instant::now();
             match writer.commit(batch).await {
                 Ok(entry) => {
@@ -493,11 +545,24 @@ async fn commit_in_order(
                         m.record_commit_duration(commit_started.elapsed());
                         m.record_commit(&entry, input_bytes, opened_at, &produced_ms);
                     }
+                    if let Some(a) = alerts.as_deref_mut() {
+                        let mut list = Vec::new();
+                        for rows in &flagged {
+                            list.extend(alerts_of(rows, a.rule_set(), a.min_score())?);
+                        }
+                        a.after_commit(&list, &entry.positions).await?;
+                        if let Some(m) = metrics {
+                            m.record_alerts(list.len() as u64);
+                        }
+                    }
                     on_commit(&entry);
                     summary.add(&entry, input_bytes);
                     summary.last_commit = Some(entry);
                 }
                 Err(e @ Error::CommitConflict { .. }) => {
+                    if let Some(a) = alerts.as_deref_mut() {
+                        a.not_committed(&start_offsets);
+                    }
                     summary.conflicts += 1;
                     if let Some(m) = metrics {
                         m.record_conflict();

@@ -108,6 +108,7 @@ pub struct BatchProcessor {
     source: Arc<str>,
     props: Arc<WriterProperties>,
     stage: Option<Arc<StatefulStage>>,
+    keep_flagged: bool,
 }
 
 /// A decoded and ruled batch, before encoding.
@@ -131,7 +132,15 @@ impl BatchProcessor {
             source: source.into(),
             props: shared_writer_properties(),
             stage: None,
+            keep_flagged: false,
         }
+    }
+
+    /// Keeps each batch's flagged fact rows in [`EncodedBatch::flagged`]
+    /// (for alerts).
+    pub fn keeping_flagged(mut self, keep: bool) -> Self {
+        self.keep_flagged = keep;
+        self
     }
 
     /// Keeps the stateful rules' history across batches, rebuilt through
@@ -217,6 +226,17 @@ impl BatchProcessor {
     pub fn process(&self, seq: u64, raw: &RawBatch) -> Result<EncodedBatch> {
         let now = now_micros();
         let ruled = self.rule(seq, raw, now)?;
+        let mut flagged = Vec::new();
+        if self.keep_flagged && ruled.counts.fraud > 0 {
+            if let Some(mask) = ruled.fact.column_by_name("is_fraud") {
+                use datafusion::arrow::array::AsArray;
+                let rows = datafusion::arrow::compute::filter_record_batch(
+                    &ruled.fact,
+                    mask.as_boolean(),
+                )?;
+                flagged.push(rows);
+            }
+        }
         let mut files = Vec::new();
         for (day, part) in split_by_day(&ruled.fact, "transaction_ts")? {
             files.push(EncodedFile {
@@ -248,6 +268,7 @@ impl BatchProcessor {
             input_bytes: raw.data.len() as u64,
             opened_at: raw.opened_at,
             produced_ms: raw.produced_ms.clone(),
+            flagged,
         })
     }
 }

@@ -10,8 +10,11 @@ use txpipe_core::models::TestStatus;
 /// Starts an in-process Kafka-protocol broker (librdkafka's mock cluster; or uses
 /// --brokers), generates N transactions with their dimensions, seeds the
 /// dimensions, produces the transactions while a consumer-group ingest lands them
-/// exactly once, runs the SQL models and data tests, and prints a summary. With
-/// --serve it then serves the dashboard until Ctrl-C.
+/// exactly once (publishing each flagged transaction to a demo-alerts-… topic
+/// once it is committed), runs the SQL models and data tests, and prints a
+/// summary. With --serve the dashboard is up from the start — its live alerts
+/// panel shows flagged transactions as they are committed (use --rate to
+/// stream slowly enough to watch) — and stays up until Ctrl-C.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Transactions to generate and stream.
@@ -26,9 +29,16 @@ pub struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Then serve the dashboard (Ctrl-C to stop).
+    /// Serve the dashboard while streaming and afterwards (Ctrl-C to stop).
     #[arg(long)]
     serve: bool,
+    /// Produce at most this many messages per second, e.g. 200 to watch the
+    /// live alerts panel fill [default: as fast as possible].
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate: Option<f64>,
+    /// Do not publish alerts to a demo-alerts-… topic.
+    #[arg(long)]
+    no_alerts: bool,
     /// Dashboard address for --serve.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
@@ -40,7 +50,27 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         lake: a.lake.clone(),
         brokers: a.brokers.clone(),
         seed: a.seed,
+        rate: a.rate,
+        alerts: !a.no_alerts,
         ..Default::default()
+    };
+    if let Some(r) = a.rate {
+        if !(r > 0.0) {
+            anyhow::bail!("--rate must be a positive number of messages per second");
+        }
+    }
+    let server = if a.serve {
+        let lake = Lake::open(&a.lake).with_context(|| format!("opening lake {}", a.lake))?;
+        let server = txpipe_core::serve::serve(lake, &a.addr, None)
+            .await
+            .context("starting the dashboard")?;
+        println!(
+            "dashboard on http://{}/ — flagged transactions appear under \"Live fraud alerts\" as they are committed",
+            server.addr
+        );
+        Some(server)
+    } else {
+        None
     };
     let s = demo(&opts, &mut |msg| println!("· {msg}"))
         .await
@@ -75,6 +105,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             i.counts.flagged.get(rule).copied().unwrap_or(0)
         );
     }
+    if let (Some(topic), Some(al)) = (&s.alerts_topic, &i.alerts) {
+        println!(
+            "  alerts    {} delivered to {topic} (one JSON message per flagged transaction, keyed by customer)",
+            al.delivered + al.redelivered
+        );
+    }
     let count = |st: TestStatus| s.run.tests.iter().filter(|t| t.status == st).count();
     println!(
         "  models    {} built; tests {} pass, {} warn, {} fail; run {} ({})",
@@ -106,10 +142,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             s.run.error.unwrap_or_default()
         );
     }
-    if a.serve {
-        let server = txpipe_core::serve::serve(lake, &a.addr, None)
-            .await
-            .context("starting the dashboard")?;
+    if let Some(server) = server {
         println!("\ndashboard on http://{}/ ; Ctrl-C to stop", server.addr);
         tokio::signal::ctrl_c().await?;
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use txpipe_core::alerts::{AlertConfig, KafkaAlertConfig, WebhookConfig, WebhookPolicy};
 use txpipe_core::kafka::{KafkaSourceOptions, StartOffset};
 use txpipe_core::lake::Lake;
 use txpipe_core::metrics::{server, IngestMetrics};
@@ -104,9 +105,83 @@ pub struct Args {
     /// files and bytes written.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// Publish one JSON alert per flagged transaction (is_fraud) to this Kafka
+    /// topic, keyed by customer_id, after its batch is committed to the lake
+    /// (created with 4 partitions if missing). At least once, idempotent by
+    /// alert_id: a crash can repeat an alert (same alert_id), never lose one.
+    #[arg(long, value_name = "TOPIC")]
+    alerts_topic: Option<String>,
+    /// Brokers of the alerts topic [default: --brokers]. The --kafka-config
+    /// settings apply to it too.
+    #[arg(long, value_name = "HOST:PORT", requires = "alerts_topic")]
+    alerts_brokers: Option<String>,
+    /// Publish only alerts with risk_score >= S.
+    #[arg(long, value_name = "S")]
+    alerts_min_score: Option<f64>,
+    /// POST each committed batch's alerts as one JSON array to this URL, with
+    /// an Idempotency-Key header, retries with exponential backoff and a
+    /// timeout; a 2xx answer acknowledges them.
+    #[arg(long, value_name = "URL")]
+    alerts_webhook: Option<String>,
+    /// Extra webhook header 'Name: value' (repeatable), e.g.
+    /// 'Authorization: Bearer …'. Values are never printed.
+    #[arg(long, value_name = "HEADER", requires = "alerts_webhook")]
+    alerts_webhook_header: Vec<String>,
+    /// Webhook attempts per batch before the ingest stops with an error (the
+    /// alerts stay undelivered and the next run re-sends them).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        requires = "alerts_webhook"
+    )]
+    alerts_webhook_attempts: u32,
+    /// Timeout of one webhook request, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10.0,
+        requires = "alerts_webhook"
+    )]
+    alerts_webhook_timeout: f64,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// The alert targets of the flags.
+fn alert_config(a: &Args) -> anyhow::Result<AlertConfig> {
+    let mut c = AlertConfig {
+        min_score: a.alerts_min_score,
+        ..Default::default()
+    };
+    if let Some(topic) = &a.alerts_topic {
+        let brokers = a
+            .alerts_brokers
+            .clone()
+            .or_else(|| a.brokers.clone())
+            .context("--alerts-topic needs --alerts-brokers (or a Kafka ingest's --brokers)")?;
+        let config = super::kafka_config(a.kafka_config_file.as_deref(), &a.kafka_config)
+            .context("reading the Kafka client configuration")?;
+        c.kafka = Some(KafkaAlertConfig {
+            brokers,
+            topic: topic.clone(),
+            config,
+        });
+    }
+    if let Some(url) = &a.alerts_webhook {
+        c.webhook = Some(WebhookConfig {
+            url: url.clone(),
+            headers: a.alerts_webhook_header.clone(),
+            policy: WebhookPolicy {
+                attempts: a.alerts_webhook_attempts.max(1),
+                timeout: Duration::try_from_secs_f64(a.alerts_webhook_timeout)
+                    .context("--alerts-webhook-timeout must be a number of seconds")?,
+                ..Default::default()
+            },
+        });
+    }
+    Ok(c)
 }
 
 /// Loads `--rules`, else `sql/rules.toml` in the working folder, else the built-in rules.
@@ -129,6 +204,7 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
             String::new()
         };
         println!("nothing new in {}{upto}; lake {lake} unchanged", s.source);
+        print_alerts(s);
         print_lag(s);
         return;
     }
@@ -168,6 +244,7 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
             st.bytes as f64 / st.keys.max(1) as f64
         );
     }
+    print_alerts(s);
     if s.conflicts > 0 {
         println!(
             "  {} batches dropped after rebalances (landed by the partitions' new owners)",
@@ -190,6 +267,32 @@ fn print_summary(s: &IngestSummary, lake: &str, rules_from: &str) {
     if s.default_fx {
         println!(
             "  note: the lake has no fx_rate table; built-in rates were used (run `txpipe seed`)"
+        );
+    }
+}
+
+/// Alerts delivered (when alert targets were given).
+fn print_alerts(s: &IngestSummary) {
+    if let Some(al) = &s.alerts {
+        let mut extra = Vec::new();
+        if al.redelivered > 0 {
+            extra.push(format!(
+                "{} committed by an earlier run re-sent",
+                al.redelivered
+            ));
+        }
+        if al.retries > 0 {
+            extra.push(format!("{} webhook retries", al.retries));
+        }
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join(", "))
+        };
+        println!(
+            "  alerts delivered {} to {}{extra}",
+            al.delivered,
+            al.targets.join(" and ")
         );
     }
 }
@@ -241,6 +344,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         batch_wait: Duration::from_millis(a.batch_ms),
         checkpoint_interval: a.checkpoint_interval.max(1),
         group_commit_rows: a.commit_rows,
+        alerts: alert_config(&a)?,
         ..Default::default()
     };
     if let Some(w) = a.workers {

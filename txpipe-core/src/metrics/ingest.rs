@@ -21,6 +21,8 @@ pub struct IngestStats {
     pub batches: u64,
     /// Batches refused because another writer had committed their positions.
     pub conflicts: u64,
+    /// Alerts published (acknowledged by every target) after their commit.
+    pub alerts_delivered: u64,
     /// Parquet files published.
     pub files: u64,
     /// Parquet bytes published.
@@ -128,6 +130,11 @@ impl IngestMetrics {
         self.commit_duration.observe(d.as_secs_f64());
     }
 
+    /// Records `n` alerts acknowledged by their targets.
+    pub fn record_alerts(&self, n: u64) {
+        self.with(|s| s.alerts_delivered += n);
+    }
+
     /// Records a batch refused by the lake (another writer got there first).
     pub fn record_conflict(&self) {
         self.with(|s| s.conflicts += 1);
@@ -225,6 +232,12 @@ impl IngestMetrics {
             "txpipe_commit_conflicts_total",
             "Batches refused because another writer had committed their positions.",
             s.conflicts,
+        );
+        counter(
+            t,
+            "txpipe_alerts_delivered_total",
+            "Fraud alerts acknowledged by their targets (Kafka topic, webhook) after their batch's commit.",
+            s.alerts_delivered,
         );
         counter(
             t,

@@ -17,6 +17,7 @@ use datafusion::arrow::json::ArrayWriter;
 use datafusion::prelude::SessionContext;
 use tokio::sync::Mutex;
 
+use super::filter::{Filter, FILTER_PARAMS};
 use super::lake_stats::{kafka_lag, LakeStats, LogFollower};
 use super::prometheus::render_lake_metrics;
 use crate::error::{Error, Result};
@@ -53,6 +54,11 @@ impl AppState {
         }
     }
 
+    /// The lake served.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
     /// Lake statistics, with lag when a topic is watched.
     ///
     /// # Errors
@@ -76,22 +82,21 @@ impl AppState {
         let ctx = SessionContext::new();
         self.lake.register_object_store(&ctx);
         for m in marts {
+            if m.starts_with("dim_") {
+                if !crate::read::register_table(&ctx, &self.lake, m, m).await? {
+                    return Err(Error::Project(format!(
+                        "{m} has not been loaded yet (run `txpipe seed`)"
+                    )));
+                }
+                continue;
+            }
             if !register_mart(&ctx, &self.lake, m).await? {
                 return Err(Error::Project(format!(
                     "mart {m} has not been built yet (run `txpipe models run` or `txpipe run`)"
                 )));
             }
         }
-        let batches = ctx.sql(sql).await?.collect().await?;
-        let mut w = ArrayWriter::new(Vec::new());
-        let refs: Vec<_> = batches.iter().collect();
-        w.write_batches(&refs)?;
-        w.finish()?;
-        let buf = w.into_inner();
-        if buf.is_empty() {
-            return Ok(serde_json::Value::Array(Vec::new()));
-        }
-        Ok(serde_json::from_slice(&buf)?)
+        sql_json(&ctx, sql).await
     }
 
     /// The newest run record, if any.
@@ -106,6 +111,20 @@ impl AppState {
             },
         }
     }
+}
+
+/// The rows of `sql` in `ctx` as a JSON array of objects.
+pub(super) async fn sql_json(ctx: &SessionContext, sql: &str) -> Result<serde_json::Value> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let mut w = ArrayWriter::new(Vec::new());
+    let refs: Vec<_> = batches.iter().collect();
+    w.write_batches(&refs)?;
+    w.finish()?;
+    let buf = w.into_inner();
+    if buf.is_empty() {
+        return Ok(serde_json::Value::Array(Vec::new()));
+    }
+    Ok(serde_json::from_slice(&buf)?)
 }
 
 fn json_result(r: Result<serde_json::Value>) -> Response {
@@ -280,38 +299,103 @@ macro_rules! no_params {
 
 type S = State<Arc<AppState>>;
 
+/// The filter of a panel request (`from`, `to`, `country`, `category`)
+/// plus `extra` parameters.
+fn filter(uri: &Uri, extra: &[&str]) -> Result<(Filter, Params), BadParam> {
+    let mut allowed: Vec<&str> = FILTER_PARAMS.to_vec();
+    allowed.extend_from_slice(extra);
+    let params = Params::parse(uri, &allowed)?;
+    Ok((Filter::from_params(&params)?, params))
+}
+
+/// Per merchant and day, joined to the merchant's country and category
+/// (`d`, `m`), filtered: what the filtered panels aggregate.
+fn merchant_days(f: &Filter) -> String {
+    format!(
+        "(SELECT d.event_date, d.merchant_id, m.name AS merchant_name, \
+         COALESCE(m.category, 'unknown') AS category, COALESCE(m.country, 'unknown') AS country, \
+         d.txn_count, d.amount_usd, d.fraud_count FROM int_merchant_daily d \
+         LEFT JOIN dim_merchant m ON d.merchant_id = m.merchant_id {}) AS md",
+        f.where_sql("d.event_date", Some("m"))
+    )
+}
+
 async fn daily(State(s): S, uri: Uri) -> Response {
-    no_params!(uri);
+    let f = match filter(&uri, &[]) {
+        Ok((f, _)) => f,
+        Err(e) => return e.into_response(),
+    };
+    if f.is_empty() {
+        return json_result(
+            s.query(
+                &["daily_sales_summary"],
+                "SELECT CAST(event_date AS VARCHAR) AS day, txn_count, CAST(total_amount_usd AS DOUBLE) AS revenue_usd, \
+                 fraud_count, fraud_rate FROM daily_sales_summary ORDER BY event_date",
+            )
+            .await,
+        );
+    }
     json_result(
         s.query(
-            &["daily_sales_summary"],
-            "SELECT CAST(event_date AS VARCHAR) AS day, txn_count, CAST(total_amount_usd AS DOUBLE) AS revenue_usd, \
-             fraud_count, fraud_rate FROM daily_sales_summary ORDER BY event_date",
+            &["int_merchant_daily", "dim_merchant"],
+            &format!(
+                "SELECT CAST(event_date AS VARCHAR) AS day, SUM(txn_count) AS txn_count, \
+                 CAST(SUM(amount_usd) AS DOUBLE) AS revenue_usd, SUM(fraud_count) AS fraud_count, \
+                 CAST(SUM(fraud_count) AS DOUBLE) / SUM(txn_count) AS fraud_rate \
+                 FROM {} GROUP BY event_date ORDER BY event_date",
+                merchant_days(&f)
+            ),
         )
         .await,
     )
 }
 
 async fn fraud_by_rule(State(s): S, uri: Uri) -> Response {
-    no_params!(uri);
+    let f = match filter(&uri, &[]) {
+        Ok((f, _)) => f,
+        Err(e) => return e.into_response(),
+    };
+    // Per rule and day: the date range applies; merchant filters do not.
     json_result(
         s.query(
             &["fraud_by_rule"],
-            "SELECT rule, SUM(hits) AS hits, CAST(SUM(amount_usd) AS DOUBLE) AS amount_usd \
-             FROM fraud_by_rule GROUP BY rule ORDER BY hits DESC",
+            &format!(
+                "SELECT rule, SUM(hits) AS hits, CAST(SUM(amount_usd) AS DOUBLE) AS amount_usd \
+                 FROM fraud_by_rule {} GROUP BY rule ORDER BY hits DESC",
+                f.where_sql("event_date", None)
+            ),
         )
         .await,
     )
 }
 
 /// Revenue and fraud per `key` of a breakdown mart, largest revenue first.
-async fn breakdown(s: &AppState, mart: &str, key: &str) -> Response {
+async fn breakdown(s: &AppState, uri: &Uri, mart: &str, key: &str) -> Response {
+    let f = match filter(uri, &[]) {
+        Ok((f, _)) => f,
+        Err(e) => return e.into_response(),
+    };
+    if f.is_empty() {
+        return json_result(
+            s.query(
+                &[mart],
+                &format!(
+                    "SELECT {key} AS name, CAST(revenue_usd AS DOUBLE) AS revenue_usd, txn_count, fraud_count, \
+                     fraud_rate FROM {mart} ORDER BY revenue_usd DESC"
+                ),
+            )
+            .await,
+        );
+    }
     json_result(
         s.query(
-            &[mart],
+            &["int_merchant_daily", "dim_merchant"],
             &format!(
-                "SELECT {key} AS name, CAST(revenue_usd AS DOUBLE) AS revenue_usd, txn_count, fraud_count, \
-                 fraud_rate FROM {mart} ORDER BY revenue_usd DESC"
+                "SELECT {key} AS name, CAST(SUM(amount_usd) AS DOUBLE) AS revenue_usd, \
+                 SUM(txn_count) AS txn_count, SUM(fraud_count) AS fraud_count, \
+                 CAST(SUM(fraud_count) AS DOUBLE) / SUM(txn_count) AS fraud_rate \
+                 FROM {} GROUP BY {key} ORDER BY revenue_usd DESC",
+                merchant_days(&f)
             ),
         )
         .await,
@@ -319,30 +403,45 @@ async fn breakdown(s: &AppState, mart: &str, key: &str) -> Response {
 }
 
 async fn categories(State(s): S, uri: Uri) -> Response {
-    no_params!(uri);
-    breakdown(&s, "category_analytics", "category").await
+    breakdown(&s, &uri, "category_analytics", "category").await
 }
 
 async fn countries(State(s): S, uri: Uri) -> Response {
-    no_params!(uri);
-    breakdown(&s, "country_analytics", "country").await
+    breakdown(&s, &uri, "country_analytics", "country").await
 }
 
 async fn top_merchants(State(s): S, uri: Uri) -> Response {
-    let parsed = Params::parse(&uri, &["by", "limit"])
-        .and_then(|p| Ok((TopBy::from_params(&p)?, p.limit()?)));
-    let (by, limit) = match parsed {
+    let parsed = filter(&uri, &["by", "limit"])
+        .and_then(|(f, p)| Ok((f, TopBy::from_params(&p)?, p.limit()?)));
+    let (f, by, limit) = match parsed {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let order = by.order_by();
+    if f.is_empty() {
+        return json_result(
+            s.query(
+                &["merchant_analytics"],
+                &format!(
+                    "SELECT merchant_id, merchant_name, category, country, CAST(revenue_usd AS DOUBLE) AS revenue_usd, \
+                     txn_count, fraud_count, fraud_rate FROM merchant_analytics WHERE txn_count >= 5 \
+                     ORDER BY {order} LIMIT {limit}"
+                ),
+            )
+            .await,
+        );
+    }
     json_result(
         s.query(
-            &["merchant_analytics"],
+            &["int_merchant_daily", "dim_merchant"],
             &format!(
-                "SELECT merchant_id, merchant_name, category, country, CAST(revenue_usd AS DOUBLE) AS revenue_usd, \
-                 txn_count, fraud_count, fraud_rate FROM merchant_analytics WHERE txn_count >= 5 \
-                 ORDER BY {order} LIMIT {limit}"
+                "SELECT merchant_id, merchant_name, category, country, revenue_usd, txn_count, fraud_count, \
+                 CAST(fraud_count AS DOUBLE) / txn_count AS fraud_rate FROM ( \
+                 SELECT merchant_id, max(merchant_name) AS merchant_name, max(category) AS category, \
+                 max(country) AS country, CAST(SUM(amount_usd) AS DOUBLE) AS revenue_usd, \
+                 SUM(txn_count) AS txn_count, SUM(fraud_count) AS fraud_count FROM {} \
+                 GROUP BY merchant_id) WHERE txn_count >= 5 ORDER BY {order} LIMIT {limit}",
+                merchant_days(&f)
             ),
         )
         .await,
@@ -431,6 +530,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ingest", get(ingest))
         .route("/api/runs/latest", get(runs))
         .route("/api/quality", get(quality))
+        .route("/api/alerts", get(super::live::alerts))
+        .route(
+            "/api/customers/{id}/transactions",
+            get(super::live::customer_transactions),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }

@@ -13,7 +13,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod filter;
 pub mod lake_stats;
+pub mod live;
 pub mod prometheus;
 
 use std::sync::Arc;

@@ -42,6 +42,9 @@ pub struct EncodedBatch {
     pub opened_at: Option<std::time::Instant>,
     /// Kafka produce timestamps of the batch's messages, ms (metrics only).
     pub produced_ms: Vec<i64>,
+    /// The batch's fact rows with `is_fraud`, kept when alerts are published
+    /// (see [`BatchProcessor::keeping_flagged`](crate::process::BatchProcessor::keeping_flagged)).
+    pub flagged: Vec<datafusion::arrow::array::RecordBatch>,
 }
 
 impl EncodedBatch {
@@ -61,6 +64,7 @@ impl EncodedBatch {
             (a, b) => a.or(b),
         };
         self.produced_ms.extend(next.produced_ms);
+        self.flagged.extend(next.flagged);
     }
 
     /// Rows read from the source.
