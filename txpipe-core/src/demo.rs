@@ -190,6 +190,11 @@ pub async fn demo(opts: &DemoOptions, step: &mut (dyn FnMut(&str) + Send)) -> Re
         ..Default::default()
     };
     let alerts_topic = opts.alerts.then(|| format!("demo-alerts-{}", &id[..8]));
+    // The in-process broker creates topics through its own API only.
+    if let (Some(m), Some(t)) = (&mock, &alerts_topic) {
+        m.create_topic(t, crate::alerts::ALERT_PARTITIONS, 1)
+            .map_err(|e| Error::Kafka(format!("creating {t}: {e}")))?;
+    }
     let ingest_opts = IngestOptions {
         batch_rows: 20_000,
         alerts: crate::alerts::AlertConfig {
