@@ -3,8 +3,8 @@
 //! them, at least once and idempotent by `alert_id`, across kill -9.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use txpipe_core::arrow::array::{Array, AsArray};
 use txpipe_core::arrow::compute::cast;
@@ -12,7 +12,7 @@ use txpipe_core::arrow::datatypes::{DataType, Float64Type};
 
 use crate::helpers::*;
 use crate::kafka::{brokers, ingest_args, produce_generated, topic};
-use crate::kafka_faults::{free_port, wait_for};
+use crate::kafka_faults::{free_port, run_then_kill, wait_for};
 
 /// transaction_id → (amount_usd as text, risk_score, reasons) of the lake's `is_fraud` rows.
 async fn flagged(lake: &str) -> BTreeMap<String, (String, f64, String)> {
@@ -159,15 +159,6 @@ fn check_alerts(
     duplicates
 }
 
-fn spawn(args: &[&str]) -> Child {
-    txpipe()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn txpipe")
-}
-
 /// The test: a topic with fraud in it, the ingest killed with -9
 /// twice mid-run, then drained; the alerts topic read by confluent-kafka.
 #[tokio::test(flavor = "multi_thread")]
@@ -192,17 +183,9 @@ async fn kafka_alerts_equal_the_lakes_flags_across_two_kill_dash_nines() {
     let mut rng = kill_schedule_rng();
     let mut kills = 0;
     for _ in 0..2 {
-        let mut child = spawn(&args);
-        let wait = Duration::from_millis(2500 + rng.below(2500));
-        let started = Instant::now();
-        while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        if run_then_kill(&args, Duration::from_millis(2500 + rng.below(2500))) {
             kills += 1;
         }
-        child.wait().unwrap();
     }
     let mut drain = args.clone();
     drain.extend(["--stop-when-idle", "5"]);
@@ -286,6 +269,14 @@ fn receiver(port: u16, log: &str, fail: u32, refuse: &str) -> Receiver {
     Receiver(child)
 }
 
+/// The alerts of the requests the receiver acknowledged.
+fn acknowledged(reqs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    reqs.iter()
+        .filter(|r| r["code"] == 204)
+        .flat_map(|r| r["body"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 fn requests(log: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -347,11 +338,7 @@ async fn webhook_gets_every_alert_with_retries_stable_keys_and_a_hidden_token() 
         assert_eq!(r["type"], "application/json");
         assert!(r["key"].as_str().is_some_and(|k| k.len() == 32));
     }
-    let delivered: Vec<serde_json::Value> = reqs
-        .iter()
-        .filter(|r| r["code"] == 204)
-        .flat_map(|r| r["body"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let delivered = acknowledged(&reqs);
     let lake_flags = flagged(&lake).await;
     assert!(lake_flags.len() > 20, "too few flagged rows");
     assert_eq!(
@@ -419,10 +406,6 @@ async fn refused_alerts_stop_the_ingest_and_the_next_run_resends_them() {
         out.contains("nothing new") && out.contains("re-sent"),
         "{out}"
     );
-    let delivered: Vec<serde_json::Value> = requests(&log)
-        .iter()
-        .filter(|r| r["code"] == 204)
-        .flat_map(|r| r["body"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let delivered = acknowledged(&requests(&log));
     assert_eq!(check_alerts(&delivered, &lake_flags), 0);
 }

@@ -34,7 +34,7 @@ pub(crate) fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bo
 }
 
 /// `txpipe ARGS` in the background, its output discarded.
-fn spawn_quiet(args: &[&str]) -> Child {
+pub(crate) fn spawn_quiet(args: &[&str]) -> Child {
     txpipe()
         .args(args)
         .stdout(Stdio::null())
@@ -198,6 +198,22 @@ pub(crate) fn commit_records(lake: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// Runs `txpipe args…` (quiet) and kills it with -9 after `wait` unless it
+/// ended first; true when it was killed.
+pub(crate) fn run_then_kill(args: &[&str], wait: Duration) -> bool {
+    let mut child = spawn_quiet(args);
+    let started = Instant::now();
+    while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    killed
+}
+
 /// Number of micro-batch commits in a lake (0 before the first commit).
 pub(crate) fn commits(lake: &str) -> usize {
     commit_records(lake).len()
@@ -239,17 +255,9 @@ async fn kill_dash_nine_then_drain_lands_everything_every_round() {
         ]);
         let mut kills = 0;
         for _ in 0..4 {
-            let mut child = spawn_quiet(&args);
-            let wait = Duration::from_millis(1500 + rng.below(2000));
-            let started = Instant::now();
-            while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
+            if run_then_kill(&args, Duration::from_millis(1500 + rng.below(2000))) {
                 kills += 1;
             }
-            child.wait().unwrap();
         }
         total_kills += kills;
         // Exactly the final run: a 5 s idle period, shorter than the

@@ -427,7 +427,11 @@ fn bad_query_parameters_are_400_naming_the_parameter() {
         ("/api/top_merchants?sort=x", "sort", "by, limit"),
         ("/api/risky_customers?limit=1e3", "limit", "1 to 100"),
         ("/api/risky_customers?by=revenue", "by", "limit"),
-        ("/api/daily?day=2026-01-01", "day", "from, to, country, category"),
+        (
+            "/api/daily?day=2026-01-01",
+            "day",
+            "from, to, country, category",
+        ),
         ("/api/daily?from=2026-13-01", "from", "YYYY-MM-DD"),
         ("/api/countries?country=us", "country", "upper-case"),
         ("/api/ingest?x", "x", "no query parameters"),
