@@ -15,7 +15,7 @@ use crate::kafka::{brokers, ingest_args, produce_generated, topic};
 use crate::kafka_faults::{free_port, run_then_kill, wait_for};
 
 /// transaction_id → (amount_usd as text, risk_score, reasons) of the lake's `is_fraud` rows.
-async fn flagged(lake: &str) -> BTreeMap<String, (String, f64, String)> {
+pub(crate) async fn flagged(lake: &str) -> BTreeMap<String, (String, f64, String)> {
     let mut out = BTreeMap::new();
     for b in query(
         lake,
@@ -81,7 +81,7 @@ for a in out:
     print(json.dumps(a))
 "#;
 
-fn consume_alerts(brokers: &str, topic: &str, expect: usize) -> Vec<serde_json::Value> {
+pub(crate) fn consume_alerts(brokers: &str, topic: &str, expect: usize) -> Vec<serde_json::Value> {
     let out = Command::new("python3")
         .args(["-c", CONSUME, brokers, topic, &expect.to_string()])
         .output()
@@ -100,7 +100,7 @@ fn consume_alerts(brokers: &str, topic: &str, expect: usize) -> Vec<serde_json::
 /// Checks the alerts against the lake: after deduplication by `alert_id`,
 /// exactly the lake's `is_fraud` rows, each once, with the lake's values.
 /// Returns the duplicates seen before deduplication.
-fn check_alerts(
+pub(crate) fn check_alerts(
     alerts: &[serde_json::Value],
     lake: &BTreeMap<String, (String, f64, String)>,
 ) -> usize {

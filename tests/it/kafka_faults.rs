@@ -340,6 +340,8 @@ async fn a_drain_that_cannot_finish_fails_naming_the_lagging_partitions() {
 /// The broker dies (SIGKILL) mid-ingest and comes back on the same port with
 /// the same storage: the ingest keeps retrying, `/metrics` shows the brokers
 /// down meanwhile, and after the restart it resumes and lands everything once.
+/// Its alerts go to the same broker: after deduplication by `alert_id` they
+/// are exactly the lake's flagged rows.
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_killed_and_restarted_mid_ingest_lands_everything_once() {
     let t = TestDir::new();
@@ -353,8 +355,11 @@ async fn broker_killed_and_restarted_mid_ingest_lands_everything_once() {
     let lake = t.str("lake");
     let metrics_port = free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let alerts = format!("{topic}-alerts");
     let mut args = ingest_args(&lake, &b, &topic, "restarts");
     args.extend([
+        "--alerts-topic",
+        &alerts,
         "--stop-when-idle",
         "8",
         "--batch-rows",
@@ -377,17 +382,29 @@ async fn broker_killed_and_restarted_mid_ingest_lands_everything_once() {
         "the ingest committed batches before the broker died"
     );
     broker.kill();
+    // Whichever client meets the outage first shows it: the consumer, or the
+    // alerts producer (the pipeline waits on its acknowledgement meanwhile).
+    let mut shown = String::new();
     let down_seen = wait_for(Duration::from_secs(45), || {
-        std::net::TcpStream::connect(&metrics_addr).is_ok()
-            && http_get(&metrics_addr, "/metrics")
-                .1
-                .lines()
-                .any(|l| l.starts_with("txpipe_kafka_brokers_up{") && l.ends_with(" 0"))
+        if std::net::TcpStream::connect(&metrics_addr).is_err() {
+            return false;
+        }
+        let down = http_get(&metrics_addr, "/metrics")
+            .1
+            .lines()
+            .find(|l| {
+                (l.starts_with("txpipe_kafka_brokers_up{") || l.starts_with("txpipe_alerts_up{"))
+                    && l.ends_with(" 0")
+            })
+            .map(String::from);
+        shown = down.clone().unwrap_or_default();
+        down.is_some()
     });
     assert!(
         down_seen,
-        "/metrics showed txpipe_kafka_brokers_up 0 while the broker was down"
+        "/metrics showed txpipe_kafka_brokers_up or txpipe_alerts_up 0 while the broker was down"
     );
+    eprintln!("outage on /metrics: {shown}");
     let at_restart = commits(&lake);
     broker.restart();
     let back = Instant::now();
@@ -402,9 +419,19 @@ async fn broker_killed_and_restarted_mid_ingest_lands_everything_once() {
     let out = ingest.wait_with_output().unwrap();
     assert_success(&out, &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Kafka brokers unreachable"), "{stderr}");
-    assert!(stderr.contains("reachable again"), "{stderr}");
+    let consumer = stderr.contains("Kafka brokers unreachable") && stderr.contains("reachable again");
+    let producer = stderr.contains("not acknowledged") && stderr.contains("acknowledging again");
+    assert!(consumer || producer, "the outage and the recovery were reported: {stderr}");
     assert_exactly_once(&lake, valid, bad).await;
+    let lake_flags = crate::alerts::flagged(&lake).await;
+    assert!(lake_flags.len() > 20, "too few flagged rows: {}", lake_flags.len());
+    let got = crate::alerts::consume_alerts(&b, &alerts, lake_flags.len());
+    let duplicates = crate::alerts::check_alerts(&got, &lake_flags);
+    eprintln!(
+        "broker restart: {} alerts read, {} distinct = the lake's is_fraud rows, {duplicates} duplicates",
+        got.len(),
+        lake_flags.len()
+    );
 }
 
 /// The topic is deleted while an ingest consumes it: the ingest fails with a

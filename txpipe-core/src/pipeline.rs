@@ -352,7 +352,8 @@ async fn connect_alerts(
         source,
         rule_set_id(rules.config()),
         targets,
-    );
+    )
+    .with_metrics(opts.metrics.clone());
     let at: BTreeMap<i32, i64> = recovered
         .iter()
         .map(|(p, pos)| (*p, pos.next_offset))

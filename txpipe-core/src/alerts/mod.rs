@@ -23,15 +23,17 @@ mod message;
 mod webhook;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use cursor::ALERTS_DIR;
-pub use kafka::{KafkaAlerts, ALERT_PARTITIONS};
+pub use kafka::{KafkaAlerts, ALERT_PARTITIONS, BROKER_OUTAGE_LIMIT};
 pub use message::{alert_id, alerts_of, rule_set_id, Alert};
 pub use webhook::{redacted_url, Webhook, WebhookPolicy};
 
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::metrics::IngestMetrics;
 use crate::sink::SourcePosition;
 
 /// Where alerts go.
@@ -65,13 +67,13 @@ impl AlertTarget {
         }
     }
 
-    async fn send(&self, alerts: &[Alert]) -> Result<u32> {
+    async fn send(&self, alerts: &[Alert], health: &dyn Fn(bool)) -> Result<u32> {
         if alerts.is_empty() {
             return Ok(0);
         }
         match self {
-            Self::Kafka(k) => k.send(alerts).await.map(|()| 0),
-            Self::Webhook(w) => w.send(alerts).await,
+            Self::Kafka(k) => k.send(alerts, health).await.map(|()| 0),
+            Self::Webhook(w) => w.send(alerts, health).await,
         }
     }
 }
@@ -125,6 +127,8 @@ pub struct AlertDelivery {
     summary: AlertSummary,
     /// When the last delivery finished (for the latency metric).
     pub last_delivered: Option<Instant>,
+    /// Live metrics to tell whether the targets acknowledge.
+    metrics: Option<Arc<IngestMetrics>>,
 }
 
 impl AlertDelivery {
@@ -150,6 +154,7 @@ impl AlertDelivery {
             cursors: BTreeMap::new(),
             summary,
             last_delivered: None,
+            metrics: None,
         }
     }
 
@@ -201,7 +206,7 @@ impl AlertDelivery {
                         for b in &rows {
                             tail.extend(alerts_of(b, &self.rule_set, self.opts.min_score)?);
                         }
-                        let retries = self.opts.targets[t].send(&tail).await?;
+                        let retries = self.send(t, &tail).await?;
                         self.summary.retries += u64::from(retries);
                         self.summary.redelivered += tail.len() as u64;
                         cursor::write_cursor(&self.lake, &id, &self.stream, p, start).await?;
@@ -240,7 +245,7 @@ impl AlertDelivery {
                 })
                 .cloned()
                 .collect();
-            let retries = self.opts.targets[t].send(&due).await?;
+            let retries = self.send(t, &due).await?;
             self.summary.retries += u64::from(retries);
             delivered = delivered.max(due.len() as u64);
             for (&p, pos) in positions {
@@ -251,6 +256,31 @@ impl AlertDelivery {
         self.summary.delivered += delivered;
         self.last_delivered = Some(Instant::now());
         Ok(())
+    }
+
+    /// Shows on `metrics` (`txpipe_alerts_up`) whether the targets acknowledge.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<IngestMetrics>>) -> Self {
+        if let Some(m) = &metrics {
+            m.set_alerts_up(true);
+        }
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sends `alerts` to target `t`, reporting its health to the metrics.
+    async fn send(&self, t: usize, alerts: &[Alert]) -> Result<u32> {
+        let metrics = self.metrics.clone();
+        let health = move |up: bool| {
+            if let Some(m) = &metrics {
+                m.set_alerts_up(up);
+            }
+        };
+        let sent = self.opts.targets[t].send(alerts, &health).await;
+        if sent.is_err() {
+            health(false);
+        }
+        sent
     }
 
     /// The batch was not committed (another member owns its partitions now):

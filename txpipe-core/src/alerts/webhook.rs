@@ -124,7 +124,7 @@ impl Webhook {
     /// # Errors
     /// A 4xx answer other than 408/429 (the endpoint refuses the alerts), or
     /// no success within the policy's attempts.
-    pub async fn send(&self, alerts: &[Alert]) -> Result<u32> {
+    pub async fn send(&self, alerts: &[Alert], health: &dyn Fn(bool)) -> Result<u32> {
         if alerts.is_empty() {
             return Ok(0);
         }
@@ -134,6 +134,9 @@ impl Webhook {
         let mut wait = self.policy.backoff;
         let mut last = String::new();
         for attempt in 0..self.policy.attempts.max(1) {
+            if attempt == 1 {
+                health(false);
+            }
             if attempt > 0 {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(self.policy.max_backoff);
@@ -147,7 +150,12 @@ impl Webhook {
                 .send()
                 .await;
             match sent {
-                Ok(r) if r.status().is_success() => return Ok(attempt),
+                Ok(r) if r.status().is_success() => {
+                    if attempt > 0 {
+                        health(true);
+                    }
+                    return Ok(attempt);
+                }
                 Ok(r) => {
                     let status = r.status();
                     last = format!("HTTP {status}");

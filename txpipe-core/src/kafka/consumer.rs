@@ -106,7 +106,11 @@ pub fn effective_config(opts: &KafkaSourceOptions) -> KafkaConfig {
     // member killed with -9 never does, so keep it short (we poll every 100 ms).
     default("max.poll.interval.ms", "20000");
     default("heartbeat.interval.ms", "1000");
-    default("fetch.wait.max.ms", "100");
+    // How long the broker may hold a fetch that has no data. Only an idle
+    // partition waits it out on Kafka, but on Tansu it showed in every batch:
+    // at 5 000 msg/s with --batch-ms 200, p99 produce -> alert fell from
+    // 1.9-2.6 s at 100 ms to 0.72-0.82 s at 10-50 ms (BENCHMARKS.md).
+    default("fetch.wait.max.ms", "50");
     default("queued.max.messages.kbytes", "131072");
     // Notice partitions added to the topic within seconds, not minutes.
     default("topic.metadata.refresh.interval.ms", "10000");

@@ -23,6 +23,9 @@ pub struct IngestStats {
     pub conflicts: u64,
     /// Alerts published (acknowledged by every target) after their commit.
     pub alerts_delivered: u64,
+    /// Whether every alert target acknowledged its last delivery (`None`:
+    /// no alerts configured); `false` while deliveries are being retried.
+    pub alerts_up: Option<bool>,
     /// Parquet files published.
     pub files: u64,
     /// Parquet bytes published.
@@ -156,6 +159,12 @@ impl IngestMetrics {
         });
     }
 
+    /// Records whether the alert targets acknowledge (false while a delivery
+    /// is being retried through an outage).
+    pub fn set_alerts_up(&self, up: bool) {
+        self.with(|s| s.alerts_up = Some(up));
+    }
+
     /// A copy of the counters.
     pub fn stats(&self) -> IngestStats {
         let mut s = self.with(|s| s.clone());
@@ -239,6 +248,14 @@ impl IngestMetrics {
             "Fraud alerts acknowledged by their targets (Kafka topic, webhook) after their batch's commit.",
             s.alerts_delivered,
         );
+        if let Some(up) = s.alerts_up {
+            t.family(
+                "txpipe_alerts_up",
+                "gauge",
+                "1 when every alert target acknowledged its last delivery, 0 while one is being retried (broker outage, webhook errors).",
+            )
+            .sample("txpipe_alerts_up", &src, if up { 1.0 } else { 0.0 });
+        }
         counter(
             t,
             "txpipe_files_written_total",
