@@ -419,12 +419,20 @@ async fn broker_killed_and_restarted_mid_ingest_lands_everything_once() {
     let out = ingest.wait_with_output().unwrap();
     assert_success(&out, &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let consumer = stderr.contains("Kafka brokers unreachable") && stderr.contains("reachable again");
+    let consumer =
+        stderr.contains("Kafka brokers unreachable") && stderr.contains("reachable again");
     let producer = stderr.contains("not acknowledged") && stderr.contains("acknowledging again");
-    assert!(consumer || producer, "the outage and the recovery were reported: {stderr}");
+    assert!(
+        consumer || producer,
+        "the outage and the recovery were reported: {stderr}"
+    );
     assert_exactly_once(&lake, valid, bad).await;
     let lake_flags = crate::alerts::flagged(&lake).await;
-    assert!(lake_flags.len() > 20, "too few flagged rows: {}", lake_flags.len());
+    assert!(
+        lake_flags.len() > 20,
+        "too few flagged rows: {}",
+        lake_flags.len()
+    );
     let got = crate::alerts::consume_alerts(&b, &alerts, lake_flags.len());
     let duplicates = crate::alerts::check_alerts(&got, &lake_flags);
     eprintln!(

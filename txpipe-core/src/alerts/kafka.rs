@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::message::Alert;
@@ -152,9 +152,10 @@ impl KafkaAlerts {
 
     /// Replaces the producer with a new one.
     fn renew_producer(&self) -> Result<()> {
-        let fresh: FutureProducer = self.client.create().map_err(|e| {
-            Error::Kafka(self.scrub.scrub(&format!("alerts producer: {e}")))
-        })?;
+        let fresh: FutureProducer = self
+            .client
+            .create()
+            .map_err(|e| Error::Kafka(self.scrub.scrub(&format!("alerts producer: {e}"))))?;
         if let Ok(mut p) = self.producer.lock() {
             *p = fresh;
         }
@@ -179,10 +180,7 @@ impl KafkaAlerts {
             pending.push(producer.send(record, Duration::from_secs(10)));
         }
         let mut failed = Vec::new();
-        for (a, delivery) in alerts
-            .iter()
-            .zip(futures::future::join_all(pending).await)
-        {
+        for (a, delivery) in alerts.iter().zip(futures::future::join_all(pending).await) {
             if let Err((e, _)) = delivery {
                 if outage || is_outage(&e) {
                     failed.push((*a, e.to_string()));
