@@ -13,7 +13,7 @@ async fn demo_runs_the_whole_stack_with_no_services() {
         "{out}"
     );
     assert!(
-        out.contains("tests 28 pass, 0 warn, 0 fail; run success"),
+        out.contains("tests 29 pass, 0 warn, 0 fail; run success"),
         "{out}"
     );
     assert!(out.contains("duckdb -c"), "{out}");

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::freshness::{compile_source, Freshness, RawSource};
 use super::model::check_name;
 use super::template::{parse, Piece};
 use crate::error::{Error, Result};
@@ -27,8 +28,11 @@ pub struct DataTest {
     pub reads: Vec<String>,
     /// Error or warn.
     pub severity: Severity,
-    /// A query returning the failing rows.
+    /// A query returning the failing rows (for a freshness check: one row
+    /// with `age_seconds` and `newest`).
     pub sql: String,
+    /// Set for a source freshness check ([`super::freshness`]).
+    pub freshness: Option<Freshness>,
 }
 
 /// A `[[test]]` entry of `tests.toml`, before validation.
@@ -55,6 +59,8 @@ struct RawTest {
 struct TestsFile {
     #[serde(default)]
     test: Vec<RawTest>,
+    #[serde(default)]
+    source: Vec<RawSource>,
 }
 
 fn ident(name: &str) -> String {
@@ -91,6 +97,17 @@ pub fn parse_tests_toml(origin: &str, text: &str) -> Result<Vec<DataTest>> {
         if out.iter().any(|o| o.name == t.name) {
             return Err(Error::Project(format!(
                 "{origin}: two tests are named {} (give one a `name`)",
+                t.name
+            )));
+        }
+        out.push(t);
+    }
+    for (i, raw) in file.source.iter().enumerate() {
+        let t = compile_source(raw)
+            .map_err(|e| Error::Project(format!("{origin}: source #{}: {e}", i + 1)))?;
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(Error::Project(format!(
+                "{origin}: two freshness checks on {}",
                 t.name
             )));
         }
@@ -217,6 +234,7 @@ fn compile(raw: &RawTest) -> Result<DataTest> {
         reads,
         severity: raw.severity.unwrap_or(Severity::Error),
         sql,
+        freshness: None,
     })
 }
 
@@ -260,6 +278,7 @@ pub fn parse_singular(name: &str, text: &str) -> Result<DataTest> {
         reads,
         severity,
         sql,
+        freshness: None,
     })
 }
 

@@ -20,6 +20,7 @@
 
 pub mod daily;
 pub mod datatest;
+pub mod freshness;
 pub mod functions;
 pub mod graph;
 pub mod jobs;
@@ -33,6 +34,7 @@ pub mod tester;
 
 pub use daily::{daily_run, DailyEvent, RetryPolicy};
 pub use datatest::{DataTest, Severity};
+pub use freshness::{Freshness, Staleness};
 pub use jobs::{models_run, test_run};
 pub use model::{Materialized, Model};
 pub use project::Project;

@@ -7,6 +7,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::datatest::{DataTest, Severity};
+use super::freshness::{human_age, Staleness};
 use super::project::Project;
 use crate::error::{Error, Result};
 
@@ -48,6 +49,9 @@ pub struct TestResult {
     pub duration_ms: u64,
     /// The compiled SQL.
     pub sql: String,
+    /// Freshness checks: seconds since the newest loaded value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<i64>,
 }
 
 /// The tests `select` picks: by test name or by the table/model they test
@@ -95,12 +99,45 @@ pub async fn run_tests(
             error: None,
             duration_ms: 0,
             sql: t.sql.clone(),
+            age_seconds: None,
         };
         if let Some(m) = t.reads.iter().find(|r| unbuilt.contains(*r)) {
             r.status = TestStatus::Error;
             r.error = Some(format!(
                 "model {m} has not been built yet (run `txpipe models run`)"
             ));
+            r.duration_ms = started.elapsed().as_millis() as u64;
+            progress(&r);
+            out.push(r);
+            continue;
+        }
+        if let Some(f) = t.freshness {
+            match freshness(ctx, &t.sql).await {
+                Ok((age, newest)) => {
+                    let verdict = f.judge(age);
+                    r.status = match verdict {
+                        Staleness::Fresh => TestStatus::Pass,
+                        Staleness::Warn => TestStatus::Warn,
+                        Staleness::Error => TestStatus::Fail,
+                    };
+                    r.failures = u64::from(verdict != Staleness::Fresh);
+                    let limit = |l: Option<u64>| l.map_or("never".into(), |s| human_age(s as i64));
+                    r.sample = Some(match (age, newest) {
+                        (Some(a), Some(n)) => format!(
+                            "newest {n}, {} old (warn after {}, error after {})",
+                            human_age(a),
+                            limit(f.warn_after),
+                            limit(f.error_after)
+                        ),
+                        _ => "no rows: the source was never loaded".to_string(),
+                    });
+                    r.age_seconds = age;
+                }
+                Err(e) => {
+                    r.status = TestStatus::Error;
+                    r.error = Some(e.to_string());
+                }
+            }
             r.duration_ms = started.elapsed().as_millis() as u64;
             progress(&r);
             out.push(r);
@@ -126,6 +163,25 @@ pub async fn run_tests(
         out.push(r);
     }
     out
+}
+
+/// A freshness query's `age_seconds` and `newest` (both `None` on an empty table).
+async fn freshness(ctx: &SessionContext, sql: &str) -> Result<(Option<i64>, Option<String>)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok((None, None));
+    };
+    let age = cast(b.column(0), &DataType::Int64)?;
+    let age = age.as_primitive::<Int64Type>();
+    let newest = cast(b.column(1), &DataType::Utf8)?;
+    let newest = newest.as_string::<i32>();
+    Ok((
+        (!age.is_null(0)).then(|| age.value(0)),
+        (!newest.is_null(0)).then(|| newest.value(0).to_string()),
+    ))
 }
 
 /// Counts the rows of `sql` and formats the first few.

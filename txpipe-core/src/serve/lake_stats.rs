@@ -51,6 +51,9 @@ pub struct LakeStats {
     pub lag: Option<BTreeMap<i32, i64>>,
     /// The fact and quarantine tables' snapshots.
     pub tables: BTreeMap<String, TableStats>,
+    /// Newest value (ms since the epoch) of the fact table's
+    /// [`FRESHNESS_FIELDS`], from the file statistics of its commits.
+    pub newest: BTreeMap<&'static str, i64>,
     /// Batch latency (first message → commit) of every commit that recorded it.
     #[serde(skip)]
     pub batch_latency: Option<HistogramSnapshot>,
@@ -127,6 +130,9 @@ impl LogFollower {
                         .await
                         .map_err(|e| delta_error(name, e))?;
                     self.next_version = v + 1;
+                    if let Some(c) = &commit {
+                        note_newest(&mut self.stats.newest, c);
+                    }
                     if let Some(e) = commit.and_then(|c| commit_entry_of(&c, v)) {
                         self.add(e);
                     }
@@ -164,6 +170,35 @@ impl LogFollower {
             self.recent.push((ms, e.counts.rows_in));
         }
         s.last_commit_at = Some(e.committed_at);
+    }
+}
+
+/// The fact table's timestamp columns whose newest value `/metrics` reports
+/// as `txpipe_source_freshness_seconds`.
+pub const FRESHNESS_FIELDS: [&str; 2] = ["ingested_at", "transaction_ts"];
+
+/// Raises `newest` to the `maxValues` of the files a commit adds.
+fn note_newest(newest: &mut BTreeMap<&'static str, i64>, commit: &[u8]) {
+    for line in commit.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(stats) = v.pointer("/add/stats").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let Ok(stats) = serde_json::from_str::<serde_json::Value>(stats) else {
+            continue;
+        };
+        for field in FRESHNESS_FIELDS {
+            let ms = stats
+                .pointer(&format!("/maxValues/{field}"))
+                .and_then(|t| t.as_str())
+                .and_then(parse_ms);
+            if let Some(ms) = ms {
+                let e = newest.entry(field).or_insert(ms);
+                *e = (*e).max(ms);
+            }
+        }
     }
 }
 

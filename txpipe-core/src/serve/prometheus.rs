@@ -109,6 +109,21 @@ pub fn render_lake_metrics(s: &LakeStats, last_run: Option<&serde_json::Value>) 
             t.sample(name, &[("table", table)], value(ts));
         }
     }
+    if !s.newest.is_empty() {
+        t.family(
+            "txpipe_source_freshness_seconds",
+            "gauge",
+            "Age of the newest value of the fact table's ingested_at and transaction_ts (dbt's source freshness; warn_after/error_after are checked by `txpipe test`).",
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        for (field, ms) in &s.newest {
+            t.sample(
+                "txpipe_source_freshness_seconds",
+                &[("table", crate::schema::FACT_TABLE), ("field", field)],
+                (now - ms).max(0) as f64 / 1000.0,
+            );
+        }
+    }
     if let Some(h) = &s.batch_latency {
         t.histogram(
             "txpipe_lake_batch_latency_seconds",
