@@ -30,7 +30,9 @@ enum Command {
     /// SQL models over the lake: build the marts (the dbt layer, built in).
     #[command(subcommand)]
     Models(cmd::models::ModelsCommand),
-    /// Run the data tests over the lake and the marts (dbt-style summary).
+    /// Run the data tests over the lake and the marts, and the source freshness
+    /// checks (dbt-style summary; non-zero exit on an error-severity failure or a
+    /// source past its error_after).
     Test(cmd::models::TestArgs),
     /// The daily job: seed check, models, tests, publish only if tests pass; retries.
     Run(cmd::run::Args),

@@ -7,7 +7,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::datatest::{DataTest, Severity};
-use super::freshness::{human_age, Staleness};
+use super::freshness::{human_age, Freshness, Staleness};
 use super::project::Project;
 use crate::error::{Error, Result};
 
@@ -112,50 +112,22 @@ pub async fn run_tests(
             continue;
         }
         if let Some(f) = t.freshness {
-            match freshness(ctx, &t.sql).await {
-                Ok((age, newest)) => {
-                    let verdict = f.judge(age);
-                    r.status = match verdict {
-                        Staleness::Fresh => TestStatus::Pass,
-                        Staleness::Warn => TestStatus::Warn,
-                        Staleness::Error => TestStatus::Fail,
+            judge_freshness(ctx, t, f, &mut r).await;
+        } else {
+            match failing_rows(ctx, &t.sql).await {
+                Ok((0, _)) => {}
+                Ok((n, sample)) => {
+                    r.failures = n;
+                    r.sample = Some(sample);
+                    r.status = match t.severity {
+                        Severity::Error => TestStatus::Fail,
+                        Severity::Warn => TestStatus::Warn,
                     };
-                    r.failures = u64::from(verdict != Staleness::Fresh);
-                    let limit = |l: Option<u64>| l.map_or("never".into(), |s| human_age(s as i64));
-                    r.sample = Some(match (age, newest) {
-                        (Some(a), Some(n)) => format!(
-                            "newest {n}, {} old (warn after {}, error after {})",
-                            human_age(a),
-                            limit(f.warn_after),
-                            limit(f.error_after)
-                        ),
-                        _ => "no rows: the source was never loaded".to_string(),
-                    });
-                    r.age_seconds = age;
                 }
                 Err(e) => {
                     r.status = TestStatus::Error;
                     r.error = Some(e.to_string());
                 }
-            }
-            r.duration_ms = started.elapsed().as_millis() as u64;
-            progress(&r);
-            out.push(r);
-            continue;
-        }
-        match failing_rows(ctx, &t.sql).await {
-            Ok((0, _)) => {}
-            Ok((n, sample)) => {
-                r.failures = n;
-                r.sample = Some(sample);
-                r.status = match t.severity {
-                    Severity::Error => TestStatus::Fail,
-                    Severity::Warn => TestStatus::Warn,
-                };
-            }
-            Err(e) => {
-                r.status = TestStatus::Error;
-                r.error = Some(e.to_string());
             }
         }
         r.duration_ms = started.elapsed().as_millis() as u64;
@@ -163,6 +135,36 @@ pub async fn run_tests(
         out.push(r);
     }
     out
+}
+
+/// Runs a freshness check into `r`: pass, warn or fail by its thresholds.
+async fn judge_freshness(ctx: &SessionContext, t: &DataTest, f: Freshness, r: &mut TestResult) {
+    let (age, newest) = match freshness(ctx, &t.sql).await {
+        Ok(found) => found,
+        Err(e) => {
+            r.status = TestStatus::Error;
+            r.error = Some(e.to_string());
+            return;
+        }
+    };
+    let verdict = f.judge(age);
+    r.status = match verdict {
+        Staleness::Fresh => TestStatus::Pass,
+        Staleness::Warn => TestStatus::Warn,
+        Staleness::Error => TestStatus::Fail,
+    };
+    r.failures = u64::from(verdict != Staleness::Fresh);
+    let limit = |l: Option<u64>| l.map_or("never".into(), |s| human_age(s as i64));
+    r.sample = Some(match (age, newest) {
+        (Some(a), Some(n)) => format!(
+            "newest {n}, {} old (warn after {}, error after {})",
+            human_age(a),
+            limit(f.warn_after),
+            limit(f.error_after)
+        ),
+        _ => "no rows: the source was never loaded".to_string(),
+    });
+    r.age_seconds = age;
 }
 
 /// A freshness query's `age_seconds` and `newest` (both `None` on an empty table).
