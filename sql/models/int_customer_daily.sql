@@ -1,4 +1,6 @@
--- Per customer and day: the building block of customer_kpis and the daily
+{{ config(materialized='incremental', unique_key=['event_date', 'customer_id'], partition_by='event_date') }}
+-- Per customer and day (incremental: a run recomputes only the event days
+-- the fact table's new commits touched): the building block of customer_kpis and the daily
 -- distinct-customer count.
 SELECT
     event_date,

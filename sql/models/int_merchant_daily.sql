@@ -1,4 +1,6 @@
--- Per merchant and day: the building block of the daily, merchant, category
+{{ config(materialized='incremental', unique_key=['event_date', 'merchant_id'], partition_by='event_date') }}
+-- Per merchant and day (incremental: a run recomputes only the event days
+-- the fact table's new commits touched): the building block of the daily, merchant, category
 -- and country marts (one scan of the transactions for all of them).
 SELECT
     event_date,

@@ -5,6 +5,7 @@
 SELECT f.*
 FROM fact_transaction f
 LEFT ANTI JOIN {{ ref('duplicate_transactions') }} d
-    ON f.source = d.source
+    ON f.event_date = d.event_date
+    AND f.source = d.source
     AND f.source_partition = d.source_partition
     AND f.source_offset = d.source_offset

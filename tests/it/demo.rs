@@ -42,14 +42,7 @@ async fn demo_runs_the_whole_stack_with_no_services() {
         out.contains(&format!("alerts    {} delivered to demo-alerts-", fraud[0])),
         "{out}"
     );
-    for mart in [
-        "daily_sales_summary",
-        "customer_kpis",
-        "merchant_analytics",
-        "category_analytics",
-        "country_analytics",
-        "fraud_by_rule",
-    ] {
+    for mart in MARTS {
         assert!(mart_file(&t.path("lake"), mart).is_some(), "{mart}");
     }
 }

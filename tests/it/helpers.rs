@@ -125,6 +125,16 @@ pub fn read_jsonl(path: &Path) -> Vec<Option<serde_json::Value>> {
         .collect()
 }
 
+/// The whole-history marts of the built-in project.
+pub const MARTS: &[&str] = &[
+    "daily_sales_summary",
+    "customer_kpis",
+    "merchant_analytics",
+    "category_analytics",
+    "country_analytics",
+    "fraud_by_rule",
+];
+
 /// A running `txpipe serve`, killed on drop.
 pub struct Server {
     pub child: Child,

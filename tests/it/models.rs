@@ -138,7 +138,7 @@ pub(crate) fn fixture_lake(t: &TestDir) -> String {
 
 /// Rows of `SELECT …` over one published mart (registered as `m`), each row
 /// formatted as `a|b|c`.
-async fn mart(lake: &str, model: &str, select: &str) -> Vec<String> {
+pub(crate) async fn mart(lake: &str, model: &str, select: &str) -> Vec<String> {
     let ctx = SessionContext::new();
     let folder = format!("{lake}/marts/{model}/");
     ctx.register_parquet("m", &folder, ParquetReadOptions::default())
@@ -520,7 +520,7 @@ fn cycles_missing_tables_and_bad_selections_are_clear_errors() {
 
 /// Copies the workspace's `sql/` project to `dir` with `sources` appended to
 /// its tests.toml.
-fn project_with_sources(dir: &Path, sources: &str) {
+pub(crate) fn project_with_sources(dir: &Path, sources: &str) {
     let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
     for sub in ["models", "tests"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();

@@ -25,6 +25,11 @@ pub struct ProjectArgs {
     /// Only these models (for `models run`) or tests / tested tables (for `test`); repeatable.
     #[arg(long, value_name = "NAME", num_args = 1..)]
     select: Vec<String>,
+    /// `models run` and `run`: rebuild incremental models from the whole fact
+    /// table instead of only the event dates its new commits touched (dbt's
+    /// --full-refresh). The result is the same, row for row.
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 /// Build SQL models over the lake into Parquet marts, in dependency order.
@@ -74,6 +79,7 @@ impl ProjectArgs {
             rules: rules.names().into_iter().map(String::from).collect(),
             partitions: None,
             compact: false,
+            full_refresh: self.full_refresh,
         };
         Ok((lake, project, opts))
     }
@@ -95,6 +101,21 @@ pub fn print_model(r: &ModelResult) {
         r.name,
         r.duration_ms as f64 / 1000.0
     );
+    if let Some(i) = &r.incremental {
+        match i.mode {
+            "incremental" => println!(
+                "        incremental: {} date(s) recomputed{} ({} commit(s))",
+                i.partitions.len(),
+                match i.partitions.as_slice() {
+                    [] => String::new(),
+                    [one] => format!(": {one}"),
+                    [first, .., last] => format!(": {first} … {last}"),
+                },
+                i.commits.len()
+            ),
+            _ => println!("        full build: {}", i.reason),
+        }
+    }
 }
 
 pub fn print_test(r: &TestResult) {
@@ -145,6 +166,7 @@ pub async fn run(c: ModelsCommand) -> anyhow::Result<()> {
                     match m.materialized {
                         models::Materialized::Table => "table",
                         models::Materialized::View => "view",
+                        models::Materialized::Incremental => "incremental",
                     },
                     if refs.is_empty() {
                         "lake tables".to_string()

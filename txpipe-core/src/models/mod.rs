@@ -23,6 +23,8 @@ pub mod datatest;
 pub mod freshness;
 pub mod functions;
 pub mod graph;
+pub mod incremental;
+mod incremental_build;
 pub mod jobs;
 pub mod model;
 pub mod project;
@@ -40,7 +42,7 @@ pub use model::{Materialized, Model};
 pub use project::Project;
 pub use run_record::RunRecord;
 pub use runner::{
-    build_models, lake_context, register_models, ModelResult, ModelStatus, ModelsRun, RunOptions,
-    MARTS,
+    build_models, lake_context, register_models, IncrementalInfo, ModelResult, ModelStatus,
+    ModelsRun, RunOptions, MARTS,
 };
 pub use tester::{run_tests, select_tests, tests_passed, TestResult, TestStatus};

@@ -12,6 +12,21 @@ pub enum Materialized {
     Table,
     /// Not written; computed by the models (and tests) that read it.
     View,
+    /// A Parquet mart like a table, maintained per `event_date`: a run
+    /// recomputes only the dates the fact table's new commits touched and
+    /// replaces those rows (see [`super::incremental`]).
+    Incremental,
+}
+
+impl Materialized {
+    /// `table`, `view` or `incremental`, as written in `config()`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Materialized::Table => "table",
+            Materialized::View => "view",
+            Materialized::Incremental => "incremental",
+        }
+    }
 }
 
 /// A parsed model file.
@@ -23,6 +38,11 @@ pub struct Model {
     pub materialized: Materialized,
     /// Models read through `{{ ref('…') }}`.
     pub refs: BTreeSet<String>,
+    /// `unique_key` of an incremental model (documentation and its test).
+    pub unique_key: Vec<String>,
+    /// SHA-256 of the file's text, first 16 hex digits: an incremental model
+    /// whose file changed is rebuilt in full.
+    pub fingerprint: String,
     pieces: Vec<Piece>,
 }
 
@@ -51,6 +71,8 @@ impl Model {
         let pieces = parse(&origin, sql)?;
         let mut refs = BTreeSet::new();
         let mut materialized = Materialized::Table;
+        let mut unique_key = Vec::new();
+        let mut partition_by = None;
         for p in &pieces {
             let Piece::Call { name: call, args } = p else {
                 continue;
@@ -62,15 +84,23 @@ impl Model {
                 }
                 ("config", args) => {
                     for a in args {
-                        materialized = match a.as_str() {
-                            "materialized=table" => Materialized::Table,
-                            "materialized=view" => Materialized::View,
-                            other => {
+                        match a.split_once('=') {
+                            Some(("materialized", "table")) => materialized = Materialized::Table,
+                            Some(("materialized", "view")) => materialized = Materialized::View,
+                            Some(("materialized", "incremental")) => {
+                                materialized = Materialized::Incremental
+                            }
+                            Some(("unique_key", keys)) => {
+                                unique_key = keys.split(',').map(str::to_string).collect()
+                            }
+                            Some(("partition_by", p)) => partition_by = Some(p.to_string()),
+                            _ => {
                                 return Err(Error::Project(format!(
-                                    "{origin}: unknown config '{other}' (materialized='table' or 'view')"
+                                    "{origin}: unknown config '{a}' (materialized='table', 'view' or \
+                                     'incremental'; unique_key=[...]; partition_by='event_date')"
                                 )))
                             }
-                        };
+                        }
                     }
                 }
                 ("rule_hits", [_]) | ("rule_hits_sum", []) | ("rule_hit_columns", [_]) => {}
@@ -83,10 +113,22 @@ impl Model {
                 }
             }
         }
+        if materialized == Materialized::Incremental
+            && partition_by.as_deref() != Some(crate::schema::EVENT_DATE)
+        {
+            return Err(Error::Project(format!(
+                "{origin}: an incremental model needs partition_by='event_date' (the fact \
+                 table's partition column: a run recomputes the dates its new commits touched)"
+            )));
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(sql.as_bytes());
         Ok(Model {
             name: name.to_string(),
             materialized,
             refs,
+            unique_key,
+            fingerprint: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
             pieces,
         })
     }
@@ -167,6 +209,14 @@ mod tests {
     fn rejects_unknown_macros_configs_and_names() {
         assert!(Model::parse("m", "SELECT {{ source('x') }}").is_err());
         assert!(Model::parse("m", "{{ config(materialized='incremental') }}").is_err());
+        assert!(Model::parse("m", "{{ config(materialized='snapshot') }}").is_err());
+        let inc = Model::parse(
+            "m",
+            "{{ config(materialized='incremental', unique_key=['event_date', 'k'], partition_by='event_date') }} SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(inc.materialized, Materialized::Incremental);
+        assert_eq!(inc.unique_key, vec!["event_date", "k"]);
         assert!(Model::parse("1m", "SELECT 1").is_err());
         assert!(Model::parse("m", "SELECT * FROM {{ ref('a b') }}").is_err());
     }

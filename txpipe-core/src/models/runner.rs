@@ -23,6 +23,8 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::graph;
+use super::incremental::{fact_version, ModelState};
+use super::incremental_build::{build_incremental, slice_context, IncrementalPlan};
 use super::model::{Materialized, Model};
 use super::project::Project;
 use crate::error::{Error, Result};
@@ -64,6 +66,22 @@ pub struct ModelResult {
     pub duration_ms: u64,
     /// Why it failed or was skipped.
     pub error: Option<String>,
+    /// An incremental model: what was recomputed and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
+}
+
+/// How an incremental model was maintained in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalInfo {
+    /// `incremental` (only the touched dates) or `full`.
+    pub mode: &'static str,
+    /// Why a full build, or which fact table versions were read.
+    pub reason: String,
+    /// The `event_date`s recomputed (incremental mode).
+    pub partitions: Vec<String>,
+    /// The fact table commits that touched them.
+    pub commits: Vec<u64>,
 }
 
 /// Options of a models run.
@@ -79,6 +97,8 @@ pub struct RunOptions {
     /// The daily job compacts the fact and quarantine tables before it
     /// builds the models (so a long-running lake stays fast).
     pub compact: bool,
+    /// Rebuild incremental models in full (dbt's `--full-refresh`).
+    pub full_refresh: bool,
 }
 
 /// A finished build: results, staged marts and the session that can query them.
@@ -89,6 +109,9 @@ pub struct ModelsRun {
     pub results: Vec<ModelResult>,
     staged: Vec<StagedMart>,
     ctx: SessionContext,
+    /// Incremental state to record per model once published (`None`: the
+    /// model is a plain table now; its state is forgotten).
+    states: Vec<(String, Option<ModelState>)>,
 }
 
 /// A mart file built and waiting for the audit.
@@ -137,7 +160,7 @@ pub async fn lake_context(lake: &Lake, partitions: Option<usize>) -> Result<Sess
     Ok(ctx)
 }
 
-fn model_error(model: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn model_error(model: &str, e: impl std::fmt::Display) -> Error {
     Error::Model {
         model: model.to_string(),
         message: e.to_string(),
@@ -185,7 +208,7 @@ pub async fn register_models(
         }
         match m.materialized {
             Materialized::View => register_view(ctx, m, rules).await?,
-            Materialized::Table => {
+            Materialized::Table | Materialized::Incremental => {
                 if !register_mart(ctx, lake, &m.name).await? {
                     missing.insert(m.name.clone());
                 }
@@ -223,6 +246,8 @@ pub async fn build_models(
             )));
         }
     }
+    // Read before the tables are registered: their snapshots are at least this new.
+    let fact_now = fact_version(lake).await?;
     let ctx = lake_context(lake, opts.partitions).await?;
     let order: Vec<String> = project.models.iter().map(|m| m.name.clone()).collect();
     let selected: BTreeSet<String> = if opts.select.is_empty() {
@@ -231,18 +256,33 @@ pub async fn build_models(
         opts.select.iter().cloned().collect()
     };
     let needed = graph::upstream_closure(&project.models, &order, &selected);
+    let plan = IncrementalPlan::new(lake, project, &selected, opts, fact_now).await?;
+    let slice = match &plan.touched {
+        Some(t) => Some(slice_context(lake, opts.partitions, &t.dates).await?),
+        None => None,
+    };
+    let contexts: Vec<&SessionContext> = std::iter::once(&ctx).chain(slice.as_ref()).collect();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut results: Vec<ModelResult> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut staged = Vec::new();
+    let mut states = Vec::new();
     for m in project.models.iter().filter(|m| needed.contains(&m.name)) {
         let build = selected.contains(&m.name);
         if !build {
             // Upstream of the selection: views are set up, tables read as published.
             match m.materialized {
-                Materialized::View => register_view(&ctx, m, &opts.rules).await?,
-                Materialized::Table => {
-                    if !register_mart(&ctx, lake, &m.name).await? {
+                Materialized::View => {
+                    for c in &contexts {
+                        register_view(c, m, &opts.rules).await?;
+                    }
+                }
+                Materialized::Table | Materialized::Incremental => {
+                    let mut found = true;
+                    for c in &contexts {
+                        found &= register_mart(c, lake, &m.name).await?;
+                    }
+                    if !found {
                         return Err(Error::Project(format!(
                             "model {} has not been built yet and the selection reads it; \
                              select it too or run all models",
@@ -256,15 +296,13 @@ pub async fn build_models(
         let started = Instant::now();
         let mut result = ModelResult {
             name: m.name.clone(),
-            materialized: match m.materialized {
-                Materialized::Table => "table",
-                Materialized::View => "view",
-            },
+            materialized: m.materialized.as_str(),
             status: ModelStatus::Ok,
             rows: None,
             bytes: None,
             duration_ms: 0,
             error: None,
+            incremental: None,
         };
         if let Some(bad) = m.refs.iter().find(|r| failed.contains(*r)) {
             result.status = ModelStatus::Skipped;
@@ -272,10 +310,46 @@ pub async fn build_models(
             failed.insert(m.name.clone());
         } else {
             let outcome = match m.materialized {
-                Materialized::View => register_view(&ctx, m, &opts.rules).await.map(|()| None),
-                Materialized::Table => build_table(&ctx, lake, m, &opts.rules, &run_id)
-                    .await
-                    .map(Some),
+                Materialized::View => {
+                    let mut r = Ok(None);
+                    for c in &contexts {
+                        if let Err(e) = register_view(c, m, &opts.rules).await {
+                            r = Err(e);
+                        }
+                    }
+                    r
+                }
+                Materialized::Table => {
+                    states.push((m.name.clone(), None));
+                    let sql = m.render(&opts.rules);
+                    build_table(&ctx, &contexts, lake, m, &sql, &run_id)
+                        .await
+                        .map(Some)
+                }
+                Materialized::Incremental => {
+                    let (built, info) = build_incremental(
+                        &ctx,
+                        slice.as_ref(),
+                        &contexts,
+                        lake,
+                        m,
+                        opts,
+                        &plan,
+                        &run_id,
+                    )
+                    .await?;
+                    result.incremental = Some(info);
+                    if built.is_ok() {
+                        states.push((
+                            m.name.clone(),
+                            fact_now.map(|v| ModelState {
+                                fact_version: v,
+                                fingerprint: m.fingerprint.clone(),
+                            }),
+                        ));
+                    }
+                    built.map(Some)
+                }
             };
             match outcome {
                 Ok(Some(mart)) => {
@@ -303,28 +377,28 @@ pub async fn build_models(
         results,
         staged,
         ctx,
+        states,
     })
 }
 
 /// A built table model: its rows and staged file.
-struct BuiltMart {
+pub(crate) struct BuiltMart {
     rows: u64,
     staged: StagedMart,
 }
 
-/// Computes a table model, stages its Parquet file and registers the result
-/// in memory for the models downstream.
-async fn build_table(
+/// Computes a table model's `sql` in `ctx`, stages its Parquet file and
+/// registers the result in memory in every one of `contexts` for the models
+/// downstream.
+pub(crate) async fn build_table(
     ctx: &SessionContext,
+    contexts: &[&SessionContext],
     lake: &Lake,
     m: &Model,
-    rules: &[String],
+    sql: &str,
     run_id: &str,
 ) -> Result<BuiltMart> {
-    let df = ctx
-        .sql(&m.render(rules))
-        .await
-        .map_err(|e| model_error(&m.name, e))?;
+    let df = ctx.sql(sql).await.map_err(|e| model_error(&m.name, e))?;
     let declared: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches: Vec<RecordBatch> = df.collect().await.map_err(|e| model_error(&m.name, e))?;
     let schema = batches.first().map_or(declared, RecordBatch::schema);
@@ -334,11 +408,14 @@ async fn build_table(
     let stats = delta_stats(&batches);
     let path = format!("_txpipe/staging/{MARTS}/{run_id}/{}.parquet", m.name);
     lake.put(&path, Bytes::from(data)).await?;
-    let table =
-        MemTable::try_new(schema.clone(), vec![batches]).map_err(|e| model_error(&m.name, e))?;
-    let _ = ctx.deregister_table(m.name.as_str());
-    ctx.register_table(m.name.as_str(), Arc::new(table))
-        .map_err(|e| model_error(&m.name, e))?;
+    let table = Arc::new(
+        MemTable::try_new(schema.clone(), vec![batches]).map_err(|e| model_error(&m.name, e))?,
+    );
+    for c in contexts {
+        let _ = c.deregister_table(m.name.as_str());
+        c.register_table(m.name.as_str(), table.clone())
+            .map_err(|e| model_error(&m.name, e))?;
+    }
     Ok(BuiltMart {
         rows,
         staged: StagedMart {
@@ -376,6 +453,15 @@ impl ModelsRun {
             let spec = TableSpec::new(mart.schema.clone());
             replace_with_file(lake, &table, &spec, name, mart.bytes, mart.stats).await?;
             published.push(mart.model);
+        }
+        for (model, state) in std::mem::take(&mut self.states) {
+            if !published.contains(&model) {
+                continue;
+            }
+            match state {
+                Some(s) => s.write(lake, &model).await?,
+                None => ModelState::forget(lake, &model).await?,
+            }
         }
         self.discard(lake).await?;
         Ok(published)

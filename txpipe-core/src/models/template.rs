@@ -1,5 +1,6 @@
 //! The model files' small template language, a dbt-compatible subset:
-//! `{{ ref('model') }}`, `{{ config(materialized='view') }}` and
+//! `{{ ref('model') }}`, `{{ config(materialized='view') }}` (lists as in
+//! `unique_key=['event_date', 'merchant_id']`) and
 //! `{{ rule_hits('fraud_reasons') }}`. Anything else inside `{{ }}` is an error.
 
 use crate::error::{Error, Result};
@@ -55,25 +56,66 @@ fn parse_call(origin: &str, call: &str) -> Result<Piece> {
     }
     let mut args = Vec::new();
     let inner = &call[open + 1..call.len() - 1];
-    for raw in inner.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for raw in split_args(inner).ok_or_else(bad)? {
         let (key, value) = match raw.split_once('=') {
-            Some((k, v)) => (Some(k.trim()), v.trim()),
-            None => (None, raw),
+            Some((k, v)) if !k.contains(['\'', '"', '[']) => (Some(k.trim()), v.trim()),
+            _ => (None, raw.as_str()),
         };
-        let unquoted = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-            .ok_or_else(bad)?;
+        let value = match value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+            // A list of strings: kept comma-separated.
+            Some(list) => split_args(list)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|item| unquote(item).ok_or_else(bad))
+                .collect::<Result<Vec<_>>>()?
+                .join(","),
+            None => unquote(value).ok_or_else(bad)?,
+        };
         args.push(match key {
-            Some(k) => format!("{k}={unquoted}"),
-            None => unquoted.to_string(),
+            Some(k) => format!("{k}={value}"),
+            None => value,
         });
     }
     Ok(Piece::Call {
         name: name.to_string(),
         args,
     })
+}
+
+/// The text between quotes of `'…'` or `"…"`.
+fn unquote(v: &str) -> Option<String> {
+    let v = v.trim();
+    v.strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+        .map(str::to_string)
+}
+
+/// Splits call arguments at the commas outside quotes and brackets
+/// (`None` on an unclosed quote or bracket).
+fn split_args(inner: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let (mut cur, mut quote, mut depth) = (String::new(), None::<char>, 0i32);
+    for c in inner.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[') => depth += 1,
+            (None, ']') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(std::mem::take(&mut cur).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if quote.is_some() || depth != 0 {
+        return None;
+    }
+    out.push(cur.trim().to_string());
+    Some(out.into_iter().filter(|a| !a.is_empty()).collect())
 }
 
 #[cfg(test)]
@@ -103,6 +145,28 @@ mod tests {
                 Piece::Text(" x".into()),
             ]
         );
+    }
+
+    #[test]
+    fn reads_dbt_lists_and_commas_inside_quotes() {
+        let p = parse(
+            "m.sql",
+            "{{ config(materialized='incremental', unique_key=['event_date', \"merchant_id\"], partition_by='event_date') }}",
+        )
+        .unwrap();
+        assert_eq!(
+            p[1],
+            Piece::Call {
+                name: "config".into(),
+                args: vec![
+                    "materialized=incremental".into(),
+                    "unique_key=event_date,merchant_id".into(),
+                    "partition_by=event_date".into()
+                ]
+            }
+        );
+        assert!(parse("m.sql", "{{ config(unique_key=['a', 'b') }}").is_err());
+        assert!(parse("m.sql", "{{ ref('a,b') }}").is_ok());
     }
 
     #[test]
