@@ -46,11 +46,11 @@ for D in "${DAYS[@]}"; do
   cp -r "$lake" "$dir/lake-full"
   inc=$(secs "$TX" models run --lake "$lake")
   full=$(secs "$TX" models run --lake "$dir/lake-full" --full-refresh)
-  rows=$("$PY" -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('$lake/fact_transaction/**/*.parquet')\").fetchall()[0][0])")
+  rows=$("$PY" -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('$lake/fact_transaction/event_date=*/*.parquet')\").fetchall()[0][0])")
   read -r dfull dinc < <("$PY" - "$lake" "$late_start" "$new_day" <<'PY'
 import sys, time, duckdb
 lake, late_start, new_day = sys.argv[1:]
-src = f"read_parquet('{lake}/fact_transaction/**/*.parquet', hive_partitioning = true)"
+src = f"read_parquet('{lake}/fact_transaction/event_date=*/*.parquet', hive_partitioning = true)"
 def blocks(where):
     con = duckdb.connect()
     t = time.perf_counter()
