@@ -3,9 +3,10 @@
 //! log (no watermark guessing: late rows touch their own, older, date).
 //!
 //! Each incremental model keeps `LAKE/_txpipe/incremental/<model>.json`: the
-//! fact table version it was built at and its file's fingerprint. A model that
-//! was never built, whose file changed, or whose commits are no longer in the
-//! log (cleaned up) is rebuilt in full.
+//! fact table version it was built at and the fingerprint of its SQL. A model
+//! that was never built, whose SQL changed (its file, or the rules its
+//! `rule_hits` columns expand to), or whose commits are no longer in the log
+//! (cleaned up) is rebuilt in full.
 
 use std::collections::BTreeSet;
 
@@ -24,7 +25,7 @@ pub const STATE_DIR: &str = "_txpipe/incremental";
 pub struct ModelState {
     /// The fact table version the build read (at least).
     pub fact_version: u64,
-    /// The model file's fingerprint then.
+    /// The fingerprint of the model's SQL then ([`super::Model::fingerprint`]).
     pub fingerprint: String,
 }
 

@@ -61,9 +61,11 @@ impl IncrementalPlan {
                 (false, None) => Err("the lake has no fact table yet".to_string()),
                 (false, Some(_)) => match ModelState::read(lake, &m.name).await? {
                     None => Err("first incremental build (no state)".to_string()),
-                    Some(s) if s.fingerprint != m.fingerprint => {
-                        Err("the model's file changed since its last build".to_string())
-                    }
+                    Some(s) if s.fingerprint != m.fingerprint(&opts.rules) => Err(
+                        "the model's SQL (its file or the rules it expands) changed since its \
+                         last build"
+                            .to_string(),
+                    ),
                     Some(s) => {
                         let log = format!("{}/_delta_log", mart_table(&m.name));
                         if lake.list(&log).await?.is_empty() {

@@ -40,9 +40,6 @@ pub struct Model {
     pub refs: BTreeSet<String>,
     /// `unique_key` of an incremental model (documentation and its test).
     pub unique_key: Vec<String>,
-    /// SHA-256 of the file's text, first 16 hex digits: an incremental model
-    /// whose file changed is rebuilt in full.
-    pub fingerprint: String,
     pieces: Vec<Piece>,
 }
 
@@ -121,16 +118,22 @@ impl Model {
                  table's partition column: a run recomputes the dates its new commits touched)"
             )));
         }
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(sql.as_bytes());
         Ok(Model {
             name: name.to_string(),
             materialized,
             refs,
             unique_key,
-            fingerprint: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
             pieces,
         })
+    }
+
+    /// SHA-256 of the SQL to run with `rules`, first 16 hex digits: an
+    /// incremental model whose SQL changed (its file, or the rules that
+    /// `rule_hits` expands to) is rebuilt in full.
+    pub fn fingerprint(&self, rules: &[String]) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.render(rules).as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The SQL to run: refs become table names, `rule_hits(col)` becomes one

@@ -344,7 +344,7 @@ pub async fn build_models(
                             m.name.clone(),
                             fact_now.map(|v| ModelState {
                                 fact_version: v,
-                                fingerprint: m.fingerprint.clone(),
+                                fingerprint: m.fingerprint(&opts.rules),
                             }),
                         ));
                     }
