@@ -233,3 +233,18 @@ pub fn mart_file(lake: &Path, model: &str) -> Option<PathBuf> {
     );
     files.into_iter().next()
 }
+
+/// Copies the workspace's `sql/` project to `dir` with `sources` appended to
+/// its tests.toml.
+pub fn project_with_sources(dir: &Path, sources: &str) {
+    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    for sub in ["models", "tests"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(sql.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let tests = std::fs::read_to_string(sql.join("tests.toml")).unwrap();
+    std::fs::write(dir.join("tests.toml"), tests + sources).unwrap();
+}

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::helpers::*;
-use crate::models::{mart, project_with_sources, txn, write_dims, C1, C2, M1, M2};
+use crate::models::{mart, txn, write_dims, C1, C2, M1, M2};
 
 /// The incremental marts of the built-in project (the others: [`MARTS`]).
 const INCREMENTAL: &[&str] = &[

@@ -13,6 +13,7 @@ mod demo;
 mod exactly_once;
 mod external_readers;
 mod file_to_lake;
+mod freshness;
 mod incremental;
 mod kafka;
 mod kafka_faults;

@@ -49,6 +49,15 @@ pub fn plain_strings(ctx: &SessionContext) {
         .schema_force_view_types = false;
 }
 
+/// The lake's own tables, as SQL sees them.
+pub const LAKE_TABLES: [&str; 5] = [
+    FACT_TABLE,
+    QUARANTINE_TABLE,
+    DIM_CUSTOMER,
+    DIM_MERCHANT,
+    FX_RATE,
+];
+
 /// Registers every lake table that exists (`fact_transaction`, `quarantine`,
 /// `dim_customer`, `dim_merchant`, `fx_rate`) and returns their names.
 ///
@@ -60,13 +69,7 @@ pub async fn register_lake(ctx: &SessionContext, lake: &Lake) -> Result<Vec<Stri
     plain_strings(ctx);
     lake.register_object_store(ctx);
     let mut registered = Vec::new();
-    for name in [
-        FACT_TABLE,
-        QUARANTINE_TABLE,
-        DIM_CUSTOMER,
-        DIM_MERCHANT,
-        FX_RATE,
-    ] {
+    for name in LAKE_TABLES {
         if register_table(ctx, lake, name, name).await? {
             registered.push(name.to_string());
         }

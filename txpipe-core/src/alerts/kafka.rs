@@ -105,12 +105,12 @@ impl KafkaAlerts {
     pub async fn send(&self, alerts: &[Alert], health: &dyn Fn(bool)) -> Result<()> {
         let started = Instant::now();
         let mut todo: Vec<&Alert> = alerts.iter().collect();
-        let mut warned = false;
+        // Set after the first failed round, until the alerts are out.
         let mut outage = false;
         loop {
             let failed = self.send_once(&todo, outage).await?;
             if failed.is_empty() {
-                if warned {
+                if outage {
                     eprintln!(
                         "txpipe: alerts topic {} acknowledging again after {:.1}s",
                         self.topic,
@@ -130,22 +130,21 @@ impl KafkaAlerts {
                     started.elapsed().as_secs()
                 ))));
             }
-            if !warned {
+            if !outage {
                 eprintln!(
                     "txpipe: alerts topic {}: {} alert(s) not acknowledged ({}); retrying",
                     self.topic,
                     failed.len(),
                     self.scrub.scrub(reason)
                 );
-                warned = true;
                 health(false);
+                outage = true;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             // A fresh producer (a new producer id): after timed-out sends the old
             // one's idempotence sequence may no longer match what the broker kept
             // across its restart (Tansu then answers "unknown broker error").
             self.renew_producer()?;
-            outage = true;
             todo = failed.into_iter().map(|(a, _)| a).collect();
         }
     }

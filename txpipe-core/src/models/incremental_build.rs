@@ -19,11 +19,10 @@ use datafusion::prelude::SessionContext;
 use super::incremental::{touched_since, ModelState, Touched};
 use super::model::{Materialized, Model};
 use super::project::Project;
-use super::runner::{
-    build_table, lake_context, mart_table, model_error, BuiltMart, IncrementalInfo, RunOptions,
-};
+use super::runner::{build_table, mart_table, model_error, BuiltMart, IncrementalInfo, RunOptions};
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::read::LAKE_TABLES;
 use crate::schema::{EVENT_DATE, FACT_TABLE};
 
 /// How each selected incremental model is built in this run.
@@ -123,17 +122,23 @@ fn date_filter(dates: &BTreeSet<String>, negate: bool) -> String {
     }
 }
 
-/// A session over the lake whose `fact_transaction` holds only the rows of
-/// `dates` (a filter on the partition column: other dates are never read).
+/// A session over the same lake tables as `full` (the same snapshots, not
+/// opened again) whose `fact_transaction` holds only the rows of `dates` (a
+/// filter on the partition column: other dates are never read).
 ///
 /// # Errors
-/// The store failed or a table could not be registered.
+/// A table could not be registered.
 pub(crate) async fn slice_context(
-    lake: &Lake,
-    partitions: Option<usize>,
+    full: &SessionContext,
     dates: &BTreeSet<String>,
 ) -> Result<SessionContext> {
-    let ctx = lake_context(lake, partitions).await?;
+    let ctx = SessionContext::new_with_config_rt(full.copied_config(), full.runtime_env());
+    super::functions::register(&ctx);
+    for name in LAKE_TABLES {
+        if full.table_exist(name)? {
+            ctx.register_table(name, full.table_provider(name).await?)?;
+        }
+    }
     if ctx.table_exist(FACT_TABLE)? {
         let df = ctx
             .sql(&format!(

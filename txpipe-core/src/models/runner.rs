@@ -258,7 +258,7 @@ pub async fn build_models(
     let needed = graph::upstream_closure(&project.models, &order, &selected);
     let plan = IncrementalPlan::new(lake, project, &selected, opts, fact_now).await?;
     let slice = match &plan.touched {
-        Some(t) => Some(slice_context(lake, opts.partitions, &t.dates).await?),
+        Some(t) => Some(slice_context(&ctx, &t.dates).await?),
         None => None,
     };
     let contexts: Vec<&SessionContext> = std::iter::once(&ctx).chain(slice.as_ref()).collect();
