@@ -19,6 +19,17 @@ TOOLS="${TXPIPE_TOOLS:-$HOME/.cache/txpipe-tools}"
 
 log() { printf '\n== %s\n' "$*"; }
 
+# Tansu's build (~9 min once) is the longest install: it runs in the
+# background while the downloads below and this workspace's build proceed.
+TANSU_PID=""
+if [ ! -x "$TOOLS/bin/tansu" ]; then
+  log "installing the Tansu broker into $TOOLS (cargo install, once; in the background)"
+  mkdir -p "$TOOLS"
+  cargo install tansu --locked --features dynostore,libsql --root "$TOOLS" \
+    >"$TOOLS/tansu-install.log" 2>&1 &
+  TANSU_PID=$!
+fi
+
 python_deps=(duckdb pyarrow confluent-kafka "moto[s3]" flask flask-cors)
 if ! python3 -c 'import duckdb, pyarrow, confluent_kafka, moto, flask, flask_cors' 2>/dev/null; then
   log "installing ${python_deps[*]} (pip)"
@@ -49,9 +60,17 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-if [ ! -x "$TOOLS/bin/tansu" ]; then
-  log "installing the Tansu broker into $TOOLS (cargo install, once)"
-  cargo install tansu --locked --features dynostore,libsql --root "$TOOLS"
+
+log "building the workspace's tests (debug)"
+cargo test --workspace --locked --no-run "$@"
+
+if [ -n "$TANSU_PID" ]; then
+  log "waiting for the Tansu install"
+  if ! wait "$TANSU_PID"; then
+    tail -n 40 "$TOOLS/tansu-install.log"
+    echo "installing Tansu failed" >&2
+    exit 1
+  fi
 fi
 
 # A free loopback port for this run's broker.

@@ -109,7 +109,7 @@ out["fraud"] = polars.read_delta(fact).filter(polars.col("is_fraud")).height
 print(json.dumps(out))
 "#;
 
-fn delta_counts(lake: &str, tables: &[&str]) -> serde_json::Value {
+pub(crate) fn delta_counts(lake: &str, tables: &[&str]) -> serde_json::Value {
     let out = Command::new(delta_python())
         .arg("-c")
         .arg(DELTA_SCRIPT)
@@ -126,7 +126,7 @@ fn delta_counts(lake: &str, tables: &[&str]) -> serde_json::Value {
 }
 
 /// Rows of a table as txpipe reads it (DataFusion over the Delta snapshot).
-async fn expected_rows(lake: &str, name: &str, valid: u64, bad: u64) -> i64 {
+pub(crate) async fn expected_rows(lake: &str, name: &str, valid: u64, bad: u64) -> i64 {
     match name {
         "fact_transaction" => valid as i64,
         "quarantine" => bad as i64,
@@ -183,7 +183,12 @@ async fn delta_readers_see_exactly_the_committed_rows_also_after_compaction() {
     )
     .unwrap();
 
-    let marts = ["marts/daily_sales_summary", "marts/customer_kpis"];
+    // customer_kpis is one file; int_customer_daily is partitioned by event_date.
+    let marts = [
+        "marts/daily_sales_summary",
+        "marts/customer_kpis",
+        "marts/int_customer_daily",
+    ];
     let mut tables = vec![
         "fact_transaction",
         "quarantine",

@@ -234,6 +234,24 @@ pub fn mart_file(lake: &Path, model: &str) -> Option<PathBuf> {
     files.into_iter().next()
 }
 
+/// Every Parquet file of a published mart, also inside the `event_date=…/`
+/// folders of an incremental mart (not the Delta log).
+pub fn mart_files(lake: &Path, model: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("_delta_log") {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&lake.join("marts").join(model), &mut out);
+    out
+}
+
 /// Copies the workspace's `sql/` project to `dir` with `sources` appended to
 /// its tests.toml.
 pub fn project_with_sources(dir: &Path, sources: &str) {

@@ -4,8 +4,10 @@
 //! each run's record names the dates it recomputed and the commits that
 //! touched them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::external_readers::{delta_counts, expected_rows};
 use crate::helpers::*;
 use crate::models::{mart, txn, write_dims, C1, C2, M1, M2};
 
@@ -92,6 +94,47 @@ fn assert_recomputed(lake: &str, dates: &[&str], commits: usize) {
     }
 }
 
+/// The Parquet files of each `event_date=` partition of a mart.
+fn partition_files(lake: &str, model: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in mart_files(Path::new(lake), model) {
+        let day = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+        let day = day
+            .strip_prefix("event_date=")
+            .expect("partitioned")
+            .to_string();
+        out.entry(day)
+            .or_default()
+            .push(f.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    out
+}
+
+/// `txpipe run` (plus `extra`): its output and the event dates its tests read.
+fn daily_run(lake: &str, extra: &[&str]) -> (String, Option<Vec<String>>) {
+    let mut args = vec!["run", "--lake", lake, "--retries", "0", "--no-compact"];
+    args.extend(extra);
+    let out = run_ok(&args);
+    let runs = Path::new(lake).join("_txpipe/runs");
+    let newest = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("-run-"))
+        .max()
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    assert_eq!(record["status"], "success", "{out}");
+    let dates = record.get("test_dates").map(|d| {
+        d.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    });
+    (out, dates)
+}
+
 fn tx(id: u32, ts: &str, c: &str, m: &str, amount: &str) -> String {
     txn(id, ts, c, m, amount, "USD", 40.0, "credit_card", false)
 }
@@ -150,10 +193,49 @@ async fn incremental_marts_equal_a_full_refresh_after_late_data_retries_and_comp
         "c.jsonl",
         &[tx(7, "2026-11-02T12:00:00Z", C1, M1, "7.77")],
     );
+    let before = partition_files(&lake, "int_customer_daily");
     assert_recomputed(&lake, &["2026-11-02"], 1);
+    let after = partition_files(&lake, "int_customer_daily");
+    for day in ["2026-11-01", "2026-11-03"] {
+        assert_eq!(after[day], before[day], "{day} was not rewritten");
+    }
+    assert!(
+        after["2026-11-02"]
+            .iter()
+            .all(|f| !before["2026-11-02"].contains(f)),
+        "2026-11-02 replaced: {before:?} -> {after:?}"
+    );
+    // The daily job tests only the recomputed dates, everything with --full.
+    ingest(
+        &t,
+        &lake,
+        "c2.jsonl",
+        &[tx(9, "2026-11-03T12:00:00Z", C2, M2, "9.99")],
+    );
+    let (out, dates) = daily_run(&lake, &[]);
+    assert!(
+        out.contains("tests over the 1 event date(s) this run recomputed, 2026-11-03"),
+        "{out}"
+    );
+    assert_eq!(dates, Some(vec!["2026-11-03".to_string()]));
+    let (out, dates) = daily_run(&lake, &["--full"]);
+    assert!(out.contains("tests over every partition"), "{out}");
+    assert_eq!(dates, None);
     // Nothing new: nothing recomputed.
     assert_recomputed(&lake, &[], 0);
     let incremental = snapshot(&lake).await;
+    // Delta readers see the partitioned marts as txpipe does.
+    let tables: Vec<String> = INCREMENTAL.iter().map(|m| format!("marts/{m}")).collect();
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+    let counts = delta_counts(&lake, &tables);
+    for table in tables {
+        let want = expected_rows(&lake, table, 0, 0).await;
+        assert_eq!(
+            counts[table],
+            serde_json::json!([want, want, want]),
+            "{table}"
+        );
+    }
     let daily = mart(
         &lake,
         "daily_sales_summary",
@@ -165,7 +247,7 @@ async fn incremental_marts_equal_a_full_refresh_after_late_data_retries_and_comp
         vec![
             "2026-11-01|3|6101.01",
             "2026-11-02|3|38.12",
-            "2026-11-03|1|33.33"
+            "2026-11-03|2|43.32"
         ],
         "the retry counted once, late rows in their own days"
     );

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use txpipe_core::arrow::datatypes::DataType;
 use txpipe_core::arrow::util::display::{ArrayFormatter, FormatOptions};
 use txpipe_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
 
@@ -141,9 +142,18 @@ pub(crate) fn fixture_lake(t: &TestDir) -> String {
 pub(crate) async fn mart(lake: &str, model: &str, select: &str) -> Vec<String> {
     let ctx = SessionContext::new();
     let folder = format!("{lake}/marts/{model}/");
-    ctx.register_parquet("m", &folder, ParquetReadOptions::default())
-        .await
-        .unwrap();
+    // An incremental mart lives in hive partition folders (event_date=…/).
+    let partitioned = std::fs::read_dir(&folder).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("event_date=")
+    });
+    let mut options = ParquetReadOptions::default();
+    if partitioned {
+        options = options.table_partition_cols(vec![("event_date".into(), DataType::Date32)]);
+    }
+    ctx.register_parquet("m", &folder, options).await.unwrap();
     let batches = ctx.sql(select).await.unwrap().collect().await.unwrap();
     let mut rows = Vec::new();
     let opts = FormatOptions::default().with_null("NULL");

@@ -80,6 +80,7 @@ impl ProjectArgs {
             partitions: None,
             compact: false,
             full_refresh: self.full_refresh,
+            full_tests: false,
         };
         Ok((lake, project, opts))
     }

@@ -29,6 +29,11 @@ pub struct Args {
     /// models (by default small files of streaming ingest are packed first).
     #[arg(long)]
     no_compact: bool,
+    /// Data tests read every partition. By default, after an incremental
+    /// run, tests of tables with an event_date column read only the event
+    /// dates the run recomputed (tables without one are read whole).
+    #[arg(long)]
+    full: bool,
 }
 
 /// Run the daily job on a timetable, in the foreground (Ctrl-C to stop).
@@ -53,6 +58,16 @@ fn print_event(e: DailyEvent<'_>) {
             "  compacted {}: {} -> {} files",
             r.table, r.files_before, r.files_after
         ),
+        DailyEvent::TestScope(None) => println!("  tests over every partition"),
+        DailyEvent::TestScope(Some(dates)) => println!(
+            "  tests over the {} event date(s) this run recomputed{} (--full for all)",
+            dates.len(),
+            match (dates.first(), dates.last()) {
+                (Some(a), Some(b)) if a != b => format!(", {a} .. {b}"),
+                (Some(a), _) => format!(", {a}"),
+                _ => String::new(),
+            }
+        ),
         DailyEvent::Test(t) => print_test(t),
         DailyEvent::Failed(why, Some(wait)) => {
             println!("  failed: {why}; retrying in {:.0}s", wait.as_secs_f64())
@@ -64,6 +79,7 @@ fn print_event(e: DailyEvent<'_>) {
 async fn once(a: &Args) -> anyhow::Result<RunRecord> {
     let (lake, project, mut opts) = a.project.open()?;
     opts.compact = !a.no_compact;
+    opts.full_tests = a.full;
     let policy = RetryPolicy {
         retries: a.retries,
         backoff: Duration::from_secs_f64(a.retry_backoff.max(0.0)),

@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::project::Project;
 use super::run_record::RunRecord;
 use super::runner::{build_models, ModelResult, ModelStatus, RunOptions};
-use super::tester::{run_tests, select_tests, tests_passed, TestResult};
+use super::tester::{narrowed_context, run_tests, select_tests, tests_passed, TestResult};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::schema::{DIM_CUSTOMER, DIM_MERCHANT, FACT_TABLE, FX_RATE};
@@ -38,6 +38,9 @@ pub enum DailyEvent<'a> {
     Attempt(u32),
     /// A model finished.
     Model(&'a ModelResult),
+    /// The tests start: over these event dates only (the ones the run
+    /// recomputed), or over everything (`None`).
+    TestScope(Option<&'a [String]>),
     /// A test finished.
     Test(&'a TestResult),
     /// The fact or quarantine table was compacted before the models.
@@ -72,6 +75,7 @@ async fn attempt(
     on_event: &mut (dyn FnMut(DailyEvent<'_>) + Send),
     models: &mut Vec<ModelResult>,
     tests: &mut Vec<TestResult>,
+    scope: &mut Option<Vec<String>>,
 ) -> Result<()> {
     seed_check(lake).await?;
     if opts.compact {
@@ -112,9 +116,23 @@ async fn attempt(
             .collect()
     };
     let none = std::collections::BTreeSet::new();
-    *tests = run_tests(run.context(), &chosen, &none, &mut |t| {
-        on_event(DailyEvent::Test(t))
-    })
+    // By default the tests read only the event dates this run recomputed;
+    // everything with --full, or when a model was rebuilt in full.
+    *scope = match run.touched_dates() {
+        Some(dates) if !opts.full_tests => Some(dates.iter().cloned().collect()),
+        _ => None,
+    };
+    let narrowed = match run.touched_dates() {
+        Some(dates) if !opts.full_tests => Some(narrowed_context(run.context(), dates).await?),
+        _ => None,
+    };
+    on_event(DailyEvent::TestScope(scope.as_deref()));
+    *tests = run_tests(
+        narrowed.as_ref().unwrap_or(run.context()),
+        &chosen,
+        &none,
+        &mut |t| on_event(DailyEvent::Test(t)),
+    )
     .await;
     // Source freshness is reported, not an audit of the marts: a stale source
     // does not make them wrong and a retry cannot make it fresh (`txpipe test`
@@ -163,13 +181,24 @@ pub async fn daily_run(
     let started_at = Utc::now();
     let mut models = Vec::new();
     let mut tests = Vec::new();
+    let mut scope = None;
     let mut attempts = 0;
     let mut last_error: Option<String>;
     let mut wait = policy.backoff;
     loop {
         attempts += 1;
         on_event(DailyEvent::Attempt(attempts));
-        match attempt(lake, project, opts, on_event, &mut models, &mut tests).await {
+        match attempt(
+            lake,
+            project,
+            opts,
+            on_event,
+            &mut models,
+            &mut tests,
+            &mut scope,
+        )
+        .await
+        {
             Ok(()) => {
                 last_error = None;
                 break;
@@ -193,6 +222,7 @@ pub async fn daily_run(
         attempts,
         models,
         tests,
+        test_dates: scope,
         error: last_error,
         ..RunRecord::finished("run", &project.origin, started_at, ok)
     };

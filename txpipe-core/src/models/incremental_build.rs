@@ -4,26 +4,30 @@
 //!
 //! The recomputed rows come from the model's own SQL run over the fact table
 //! narrowed to the touched `event_date`s (the views in between are inlined, so
-//! the narrowing reaches the Parquet scan and prunes partitions). The new mart
-//! is the old mart without those dates plus the recomputed rows, staged and
-//! published like any table mart (one Delta overwrite commit). Its cost
-//! follows the touched dates and the size of the mart, not the fact table.
+//! the narrowing reaches the Parquet scan and prunes partitions). The mart is
+//! a Delta table partitioned by `event_date`; publishing replaces exactly the
+//! recomputed dates' partitions in one commit (Delta's replaceWhere), and the
+//! models downstream read the old mart without those dates plus the new rows.
+//! Its cost follows the touched dates, not the fact table or the mart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use super::incremental::{touched_since, ModelState, Touched};
 use super::model::{Materialized, Model};
 use super::project::Project;
-use super::runner::{build_table, mart_table, model_error, BuiltMart, IncrementalInfo, RunOptions};
+use super::runner::{
+    build_table, compute, mart_table, model_error, BuiltMart, IncrementalInfo, RunOptions, Staged,
+    StagedMart,
+};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::read::LAKE_TABLES;
 use crate::schema::{EVENT_DATE, FACT_TABLE};
+use crate::sink::replace_where::{date_in_list, partition_columns, Replace};
 
 /// How each selected incremental model is built in this run.
 #[derive(Debug)]
@@ -65,14 +69,14 @@ impl IncrementalPlan {
                          last build"
                             .to_string(),
                     ),
-                    Some(s) => {
-                        let log = format!("{}/_delta_log", mart_table(&m.name));
-                        if lake.list(&log).await?.is_empty() {
-                            Err("its mart does not exist".to_string())
-                        } else {
-                            Ok(s.fact_version)
-                        }
-                    }
+                    Some(s) => match partition_columns(lake, &mart_table(&m.name)).await? {
+                        None => Err("its mart does not exist".to_string()),
+                        Some(p) if p != [EVENT_DATE] => Err(format!(
+                            "its mart is not partitioned by {EVENT_DATE} (built by an earlier \
+                             txpipe)"
+                        )),
+                        Some(_) => Ok(s.fact_version),
+                    },
                 },
             };
             modes.insert(m.name.clone(), mode);
@@ -106,19 +110,13 @@ impl IncrementalPlan {
 }
 
 /// `event_date IN (DATE '…', …)` for `dates` (`FALSE` when there are none);
-/// `NOT IN` when `negate`.
-fn date_filter(dates: &BTreeSet<String>, negate: bool) -> String {
-    // Partition values from the log; keep only what a date can hold.
-    let list: Vec<String> = dates
-        .iter()
-        .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit() || c == '-'))
-        .map(|d| format!("DATE '{d}'"))
-        .collect();
-    match (list.is_empty(), negate) {
-        (true, false) => "FALSE".into(),
-        (true, true) => "TRUE".into(),
-        (false, false) => format!("{EVENT_DATE} IN ({})", list.join(", ")),
-        (false, true) => format!("{EVENT_DATE} NOT IN ({})", list.join(", ")),
+/// its negation when `negate`.
+pub(crate) fn date_filter(dates: &BTreeSet<String>, negate: bool) -> String {
+    match (date_in_list(EVENT_DATE, dates), negate) {
+        (None, false) => "FALSE".into(),
+        (None, true) => "TRUE".into(),
+        (Some(f), false) => f,
+        (Some(f), true) => format!("NOT ({f})"),
     }
 }
 
@@ -203,11 +201,13 @@ pub(crate) async fn build_incremental(
             .filter(|v| *v > after)
             .collect(),
     };
-    let built = merge(full, slice, contexts, lake, m, opts, &touched.dates, run_id).await;
+    let built = merge(full, slice, contexts, lake, m, opts, &touched.dates).await;
     Ok((built, info))
 }
 
-/// The old mart without `dates`, plus `m` recomputed for `dates` in `slice`.
+/// `m` recomputed for `dates` in `slice`, staged to replace exactly those
+/// partitions of its mart. The models downstream see the old mart without
+/// `dates` plus the recomputed rows (a view: nothing else is read or written).
 #[allow(clippy::too_many_arguments)]
 async fn merge(
     full: &SessionContext,
@@ -217,17 +217,15 @@ async fn merge(
     m: &Model,
     opts: &RunOptions,
     dates: &BTreeSet<String>,
-    run_id: &str,
 ) -> Result<BuiltMart> {
     let err = |e: datafusion::error::DataFusionError| model_error(&m.name, e);
-    let df = slice.sql(&m.render(&opts.rules)).await.map_err(err)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let fresh = df.collect().await.map_err(err)?;
+    let (schema, fresh) = compute(slice, m, &m.render(&opts.rules)).await?;
+    let rows = fresh.iter().map(|b| b.num_rows() as u64).sum();
     let (new_name, old_name) = (
         format!("__txpipe_new_{}", m.name),
         format!("__txpipe_old_{}", m.name),
     );
-    let table = MemTable::try_new(schema.clone(), vec![fresh]).map_err(err)?;
+    let table = MemTable::try_new(schema.clone(), vec![fresh.clone()]).map_err(err)?;
     full.register_table(new_name.as_str(), Arc::new(table))
         .map_err(err)?;
     crate::read::register_table(full, lake, &old_name, &mart_table(&m.name))
@@ -243,10 +241,26 @@ async fn merge(
         "SELECT {cols} FROM {old_name} WHERE {} UNION ALL SELECT {cols} FROM {new_name}",
         date_filter(dates, true)
     );
-    let built = build_table(full, contexts, lake, m, &sql, run_id).await;
+    let merged = full.sql(&sql).await.map(|df| df.into_view());
     let _ = full.deregister_table(new_name.as_str());
     let _ = full.deregister_table(old_name.as_str());
-    built
+    let merged = merged.map_err(err)?;
+    for c in contexts {
+        let _ = c.deregister_table(m.name.as_str());
+        c.register_table(m.name.as_str(), merged.clone())
+            .map_err(err)?;
+    }
+    Ok(BuiltMart {
+        rows,
+        staged: StagedMart {
+            model: m.name.clone(),
+            schema,
+            kind: Staged::Partitions {
+                batches: fresh,
+                replace: Replace::Partitions(dates.clone()),
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ pub struct RunRecord {
     pub models: Vec<ModelResult>,
     /// Per test.
     pub tests: Vec<TestResult>,
+    /// `txpipe run`: the event dates the tests read (the ones the run
+    /// recomputed); absent when they read everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_dates: Option<Vec<String>>,
     /// A failure that stopped the run, if any.
     pub error: Option<String>,
 }
@@ -60,6 +64,7 @@ impl RunRecord {
             attempts: 1,
             models: Vec::new(),
             tests: Vec::new(),
+            test_dates: None,
             error: None,
         }
     }

@@ -30,9 +30,11 @@ use super::project::Project;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::read::register_lake;
+use crate::schema::EVENT_DATE;
 use crate::sink::delta::{replace_with_file, TableSpec};
 use crate::sink::file_stats::delta_stats;
 use crate::sink::parquet::encode;
+use crate::sink::replace_where::{replace_partitions, Replace};
 
 /// Folder of the published marts.
 pub const MARTS: &str = "marts";
@@ -90,6 +92,9 @@ pub struct RunOptions {
     /// Models to build (empty: all). Their upstream views are always set up;
     /// upstream tables not selected are read from their published marts.
     pub select: Vec<String>,
+    /// `txpipe run`: data tests read every partition, not only the event
+    /// dates this run recomputed (`--full`).
+    pub full_tests: bool,
     /// Fraud rule names, for `rule_hits()`.
     pub rules: Vec<String>,
     /// Target partitions of DataFusion (default: one per core).
@@ -112,16 +117,36 @@ pub struct ModelsRun {
     /// Incremental state to record per model once published (`None`: the
     /// model is a plain table now; its state is forgotten).
     states: Vec<(String, Option<ModelState>)>,
+    /// The event dates recomputed, when every incremental model of the run
+    /// was maintained incrementally (`None`: something was built in full).
+    touched: Option<BTreeSet<String>>,
 }
 
-/// A mart file built and waiting for the audit.
+/// A mart built and waiting for the audit.
 #[derive(Debug, Clone)]
-struct StagedMart {
-    model: String,
-    path: String,
-    schema: SchemaRef,
-    bytes: u64,
-    stats: String,
+pub(crate) struct StagedMart {
+    pub(crate) model: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) kind: Staged,
+}
+
+/// How a built mart waits for its publication.
+#[derive(Debug, Clone)]
+pub(crate) enum Staged {
+    /// A table model: one Parquet file under the run's staging folder, moved
+    /// into the mart and committed as its whole content.
+    File {
+        path: String,
+        bytes: u64,
+        stats: String,
+    },
+    /// An incremental model (partitioned by `event_date`): rows kept in
+    /// memory until the audit passed, then written as the partitions
+    /// `replace` names, in one commit (Delta's replaceWhere).
+    Partitions {
+        batches: Vec<RecordBatch>,
+        replace: Replace,
+    },
 }
 
 impl std::fmt::Debug for ModelsRun {
@@ -354,7 +379,9 @@ pub async fn build_models(
             match outcome {
                 Ok(Some(mart)) => {
                     result.rows = Some(mart.rows);
-                    result.bytes = Some(mart.staged.bytes);
+                    if let Staged::File { bytes, .. } = &mart.staged.kind {
+                        result.bytes = Some(*bytes);
+                    }
                     staged.push(mart.staged);
                 }
                 Ok(None) => {}
@@ -372,22 +399,46 @@ pub async fn build_models(
         progress(&result);
         results.push(result);
     }
+    let all_incremental = results
+        .iter()
+        .filter_map(|r| r.incremental.as_ref())
+        .all(|i| i.mode == "incremental");
+    let touched = match &plan.touched {
+        Some(t) if all_incremental && !opts.full_refresh => Some(t.dates.clone()),
+        _ => None,
+    };
     Ok(ModelsRun {
         run_id,
         results,
         staged,
         ctx,
         states,
+        touched,
     })
 }
 
-/// A built table model: its rows and staged file.
+/// A built table model: its rows (for an incremental one: the rows
+/// recomputed) and what waits for publication.
 pub(crate) struct BuiltMart {
-    rows: u64,
-    staged: StagedMart,
+    pub(crate) rows: u64,
+    pub(crate) staged: StagedMart,
 }
 
-/// Computes a table model's `sql` in `ctx`, stages its Parquet file and
+/// Runs `sql` in `ctx`: the schema and the rows.
+pub(crate) async fn compute(
+    ctx: &SessionContext,
+    m: &Model,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let df = ctx.sql(sql).await.map_err(|e| model_error(&m.name, e))?;
+    let declared: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<RecordBatch> = df.collect().await.map_err(|e| model_error(&m.name, e))?;
+    let schema = batches.first().map_or(declared, RecordBatch::schema);
+    Ok((schema, batches))
+}
+
+/// Computes a table model's `sql` in `ctx`, stages it (a Parquet file; an
+/// incremental model's rows, to replace its whole partitioned mart) and
 /// registers the result in memory in every one of `contexts` for the models
 /// downstream.
 pub(crate) async fn build_table(
@@ -398,32 +449,41 @@ pub(crate) async fn build_table(
     sql: &str,
     run_id: &str,
 ) -> Result<BuiltMart> {
-    let df = ctx.sql(sql).await.map_err(|e| model_error(&m.name, e))?;
-    let declared: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches: Vec<RecordBatch> = df.collect().await.map_err(|e| model_error(&m.name, e))?;
-    let schema = batches.first().map_or(declared, RecordBatch::schema);
+    let (schema, batches) = compute(ctx, m, sql).await?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let data = encode(&schema, &batches, &mart_properties())?;
-    let bytes = data.len() as u64;
-    let stats = delta_stats(&batches);
-    let path = format!("_txpipe/staging/{MARTS}/{run_id}/{}.parquet", m.name);
-    lake.put(&path, Bytes::from(data)).await?;
     let table = Arc::new(
-        MemTable::try_new(schema.clone(), vec![batches]).map_err(|e| model_error(&m.name, e))?,
+        MemTable::try_new(schema.clone(), vec![batches.clone()])
+            .map_err(|e| model_error(&m.name, e))?,
     );
     for c in contexts {
         let _ = c.deregister_table(m.name.as_str());
         c.register_table(m.name.as_str(), table.clone())
             .map_err(|e| model_error(&m.name, e))?;
     }
+    if m.materialized == Materialized::Incremental {
+        return Ok(BuiltMart {
+            rows,
+            staged: StagedMart {
+                model: m.name.clone(),
+                schema,
+                kind: Staged::Partitions {
+                    batches,
+                    replace: Replace::All,
+                },
+            },
+        });
+    }
+    let data = encode(&schema, &batches, &mart_properties())?;
+    let bytes = data.len() as u64;
+    let stats = delta_stats(&batches);
+    let path = format!("_txpipe/staging/{MARTS}/{run_id}/{}.parquet", m.name);
+    lake.put(&path, Bytes::from(data)).await?;
     Ok(BuiltMart {
         rows,
         staged: StagedMart {
             model: m.name.clone(),
-            path,
             schema,
-            bytes,
-            stats,
+            kind: Staged::File { path, bytes, stats },
         },
     })
 }
@@ -433,6 +493,14 @@ impl ModelsRun {
     /// (tests run here before the marts are published).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The event dates this run recomputed, when every incremental model was
+    /// maintained incrementally (`None`: a model was built in full, or the
+    /// run had no incremental model): the partitions the daily job's data
+    /// tests read by default.
+    pub fn touched_dates(&self) -> Option<&BTreeSet<String>> {
+        self.touched.as_ref()
     }
 
     /// True when every model built.
@@ -448,10 +516,17 @@ impl ModelsRun {
         let mut published = Vec::new();
         for mart in std::mem::take(&mut self.staged) {
             let table = mart_table(&mart.model);
-            let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
-            lake.rename(&mart.path, &format!("{table}/{name}")).await?;
             let spec = TableSpec::new(mart.schema.clone());
-            replace_with_file(lake, &table, &spec, name, mart.bytes, mart.stats).await?;
+            match mart.kind {
+                Staged::File { path, bytes, stats } => {
+                    let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
+                    lake.rename(&path, &format!("{table}/{name}")).await?;
+                    replace_with_file(lake, &table, &spec, name, bytes, stats).await?;
+                }
+                Staged::Partitions { batches, replace } => {
+                    replace_partitions(lake, &table, &spec, EVENT_DATE, batches, &replace).await?;
+                }
+            }
             published.push(mart.model);
         }
         for (model, state) in std::mem::take(&mut self.states) {

@@ -10,6 +10,7 @@ use super::datatest::{DataTest, Severity};
 use super::freshness::{human_age, Freshness, Staleness};
 use super::project::Project;
 use crate::error::{Error, Result};
+use crate::schema::EVENT_DATE;
 
 /// Failing rows shown per test.
 pub const SAMPLE_ROWS: usize = 5;
@@ -196,6 +197,47 @@ async fn failing_rows(ctx: &SessionContext, sql: &str) -> Result<(u64, String)> 
     let sample = df.limit(0, Some(SAMPLE_ROWS))?.collect().await?;
     let text = pretty_format_batches(&sample)?.to_string();
     Ok((n, text))
+}
+
+/// A session over the same tables as `ctx` (lake tables, views and this
+/// run's models), where every table with an `event_date` column holds only
+/// the rows of `dates`: the daily job's tests then read only the partitions
+/// the run recomputed (the filter reaches the Parquet scans and prunes).
+/// Tables without the column are read whole.
+///
+/// # Errors
+/// A table could not be read or registered.
+pub async fn narrowed_context(
+    ctx: &SessionContext,
+    dates: &std::collections::BTreeSet<String>,
+) -> Result<SessionContext> {
+    let config = ctx.copied_config();
+    let opts = config.options();
+    let (catalog, schema) = (
+        opts.catalog.default_catalog.clone(),
+        opts.catalog.default_schema.clone(),
+    );
+    let out = SessionContext::new_with_config_rt(config.clone(), ctx.runtime_env());
+    super::functions::register(&out);
+    let names = ctx
+        .catalog(&catalog)
+        .and_then(|c| c.schema(&schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    let filter = super::incremental_build::date_filter(dates, false);
+    for name in names {
+        let Some(provider) = ctx.table_provider(name.as_str()).await.ok() else {
+            continue;
+        };
+        if provider.schema().field_with_name(EVENT_DATE).is_ok() {
+            let df = ctx.read_table(provider)?;
+            let predicate = df.parse_sql_expr(&filter)?;
+            out.register_table(name.as_str(), df.filter(predicate)?.into_view())?;
+        } else {
+            out.register_table(name.as_str(), provider)?;
+        }
+    }
+    Ok(out)
 }
 
 /// True when no error-severity test failed or errored.

@@ -232,7 +232,7 @@ impl TableSpec {
         })
     }
 
-    fn configuration(&self) -> Vec<(String, String)> {
+    pub(crate) fn configuration(&self) -> Vec<(String, String)> {
         vec![
             (
                 TableProperty::CheckpointInterval.as_ref().to_string(),
@@ -402,7 +402,10 @@ pub async fn replace_with_file(
         .map(|f| Action::Remove(f.remove_action(true)))
         .collect();
     let schema = spec.kernel_schema(rel)?;
-    if snapshot.schema().as_ref() != &schema {
+    let partitioning: Vec<String> = spec.partition.iter().cloned().collect();
+    if snapshot.schema().as_ref() != &schema
+        || snapshot.metadata().partition_columns() != &partitioning
+    {
         let cfg = spec.configuration();
         let metadata = new_metadata(&schema, spec.partition.iter(), cfg).map_err(|e| {
             Error::Config(format!(

@@ -8,6 +8,7 @@ pub mod file_stats;
 pub mod lake_writer;
 pub mod legacy;
 pub mod parquet;
+pub mod replace_where;
 mod roll_forward;
 pub mod stream_lock;
 
