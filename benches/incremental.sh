@@ -6,6 +6,9 @@
 # (330 000 rows) plus 1 000 late rows spread over the five days before it, and time
 #   * `txpipe models run`                 (incremental: only the touched dates)
 #   * `txpipe models run --full-refresh`  (every model from the whole fact table)
+#   * `txpipe run --no-compact`           (the daily job: models, data tests on
+#                                          the touched dates, publish)
+#   * `txpipe run --no-compact --full-refresh --full` (all of it, in full)
 #   * DuckDB computing the two per-day building blocks (merchant x day,
 #     customer x day) over the same Parquet, in full and for the touched dates only
 #     (hand-written incremental SQL, hive partition pruning).
@@ -24,8 +27,8 @@ RULES="$PWD/sql/rules_stateless.toml"
 
 secs() { local s; s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc; }
 
-printf '| days | fact rows | txpipe full run (s) | txpipe incremental (s) | speed-up | DuckDB full building blocks (s) | DuckDB touched dates only (s) |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| days | fact rows | models run full (s) | models run incremental (s) | speed-up | daily job full (s) | daily job incremental (s) | speed-up | DuckDB full building blocks (s) | DuckDB touched dates only (s) |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for D in "${DAYS[@]}"; do
   dir="$WORK/d$D"
   rm -rf "$dir"
@@ -43,9 +46,11 @@ for D in "${DAYS[@]}"; do
   "$TX" ingest --lake "$lake" --from-file "$dir/new/transactions.jsonl" --rules "$RULES" --quiet >/dev/null
   "$TX" ingest --lake "$lake" --from-file "$dir/late/transactions.jsonl" --rules "$RULES" --quiet >/dev/null
   # Copy the lake so both runs start from the same state.
-  cp -r "$lake" "$dir/lake-full"
+  for copy in lake-full lake-run lake-run-full; do cp -r "$lake" "$dir/$copy"; done
   inc=$(secs "$TX" models run --lake "$lake")
   full=$(secs "$TX" models run --lake "$dir/lake-full" --full-refresh)
+  run_inc=$(secs "$TX" run --lake "$dir/lake-run" --no-compact --retries 0)
+  run_full=$(secs "$TX" run --lake "$dir/lake-run-full" --no-compact --retries 0 --full-refresh --full)
   rows=$("$PY" -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('$lake/fact_transaction/event_date=*/*.parquet')\").fetchall()[0][0])")
   read -r dfull dinc < <("$PY" - "$lake" "$late_start" "$new_day" <<'PY'
 import sys, time, duckdb
@@ -65,6 +70,7 @@ inc = blocks(f"WHERE event_date BETWEEN DATE '{late_start}' AND DATE '{new_day}'
 print(f"{full:.3f} {inc:.3f}")
 PY
 )
-  printf '| %s | %s | %.2f | %.2f | %.1fx | %s | %s |\n' "$D" "$rows" "$full" "$inc" "$(echo "$full / $inc" | bc -l)" "$dfull" "$dinc"
+  printf '| %s | %s | %.2f | %.2f | %.1fx | %.2f | %.2f | %.1fx | %s | %s |\n' "$D" "$rows" "$full" "$inc" "$(echo "$full / $inc" | bc -l)" \
+    "$run_full" "$run_inc" "$(echo "$run_full / $run_inc" | bc -l)" "$dfull" "$dinc"
   [ -n "${KEEP:-}" ] || rm -rf "$dir"
 done
