@@ -45,21 +45,24 @@ fn ingest(t: &TestDir, lake: &str, name: &str, lines: &[String]) {
     ]);
 }
 
+/// The newest run record whose file name contains `kind` (`-models-run-`, `-run-`).
+fn newest_record(lake: &str, kind: &str) -> serde_json::Value {
+    let newest = std::fs::read_dir(Path::new(lake).join("_txpipe/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(kind))
+        .max()
+        .unwrap();
+    serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap()
+}
+
 /// `models run` (plus `extra`); returns the run record's entry of each
 /// incremental model: (mode, partitions, commits).
 fn models_run(lake: &str, extra: &[&str]) -> Vec<(String, String, Vec<String>, usize)> {
     let mut args = vec!["models", "run", "--lake", lake];
     args.extend(extra);
     let out = run_ok(&args);
-    let runs = Path::new(lake).join("_txpipe/runs");
-    let newest = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("-models-run-"))
-        .max()
-        .unwrap();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    let record = newest_record(lake, "-models-run-");
     let mut models = Vec::new();
     for m in record["models"].as_array().unwrap() {
         let Some(i) = m.get("incremental") else {
@@ -115,15 +118,7 @@ fn daily_run(lake: &str, extra: &[&str]) -> (String, Option<Vec<String>>) {
     let mut args = vec!["run", "--lake", lake, "--retries", "0", "--no-compact"];
     args.extend(extra);
     let out = run_ok(&args);
-    let runs = Path::new(lake).join("_txpipe/runs");
-    let newest = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("-run-"))
-        .max()
-        .unwrap();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    let record = newest_record(lake, "-run-");
     assert_eq!(record["status"], "success", "{out}");
     let dates = record.get("test_dates").map(|d| {
         d.as_array()

@@ -118,13 +118,15 @@ async fn attempt(
     let none = std::collections::BTreeSet::new();
     // By default the tests read only the event dates this run recomputed;
     // everything with --full, or when a model was rebuilt in full.
-    *scope = match run.touched_dates() {
-        Some(dates) if !opts.full_tests => Some(dates.iter().cloned().collect()),
-        _ => None,
-    };
     let narrowed = match run.touched_dates() {
-        Some(dates) if !opts.full_tests => Some(narrowed_context(run.context(), dates).await?),
-        _ => None,
+        Some(dates) if !opts.full_tests => {
+            *scope = Some(dates.iter().cloned().collect());
+            Some(narrowed_context(run.context(), dates).await?)
+        }
+        _ => {
+            *scope = None;
+            None
+        }
     };
     on_event(DailyEvent::TestScope(scope.as_deref()));
     *tests = run_tests(

@@ -475,6 +475,15 @@ pub async fn committed_files(lake: &Lake, rel: &str) -> Result<Vec<String>> {
     let Some(table) = open(lake, rel).await? else {
         return Ok(Vec::new());
     };
+    snapshot_files(&table, rel)
+}
+
+/// Lake-relative paths of the data files in `table`'s loaded snapshot (the
+/// table at `rel`).
+///
+/// # Errors
+/// The table has no loaded snapshot.
+pub fn snapshot_files(table: &DeltaTable, rel: &str) -> Result<Vec<String>> {
     let snapshot = table.snapshot().map_err(|e| delta_error(rel, e))?;
     let rel = rel.trim_matches('/');
     Ok(snapshot

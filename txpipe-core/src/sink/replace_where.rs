@@ -15,7 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use deltalake_core::operations::write::SchemaMode;
 use deltalake_core::protocol::SaveMode;
 
-use super::delta::{committed_files, delta_error, handle, open, TableSpec};
+use super::delta::{delta_error, handle, open, snapshot_files, TableSpec};
 use crate::error::Result;
 use crate::lake::Lake;
 
@@ -59,10 +59,12 @@ pub async fn replace_partitions(
         // list removes those partitions).
         batches.push(RecordBatch::new_empty(spec.schema.clone()));
     }
-    let before: BTreeSet<String> = committed_files(lake, rel).await?.into_iter().collect();
-    let table = match open(lake, rel).await? {
-        Some(t) => t,
-        None => handle(lake, rel)?,
+    let (table, before) = match open(lake, rel).await? {
+        Some(t) => {
+            let files: BTreeSet<String> = snapshot_files(&t, rel)?.into_iter().collect();
+            (t, files)
+        }
+        None => (handle(lake, rel)?, BTreeSet::new()),
     };
     let props = super::delta::commit_properties(&table);
     let mut write = table
@@ -81,7 +83,7 @@ pub async fn replace_partitions(
     }
     let done = write.await.map_err(|e| delta_error(rel, e))?;
     let version = done.version().and_then(|v| u64::try_from(v).ok());
-    let after: BTreeSet<String> = committed_files(lake, rel).await?.into_iter().collect();
+    let after: BTreeSet<String> = snapshot_files(&done, rel)?.into_iter().collect();
     for gone in before.difference(&after) {
         lake.delete(gone).await?;
     }
