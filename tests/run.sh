@@ -4,8 +4,9 @@
 #   * DuckDB, pyarrow and confluent-kafka from PyPI (independent readers/clients),
 #     and a venv with the Delta readers (DuckDB 1.5.5 + delta extension,
 #     Python deltalake, polars);
-#   * Debian's chromium (headless dashboard test) and, when missing, the OpenSSL
-#     headers librdkafka's TLS/SASL build needs (libssl-dev, pkg-config), with apt-get;
+#   * Debian's chromium (headless dashboard test), psql, pgjdbc and a JDK (the
+#     Postgres endpoint's clients) and, when missing, the OpenSSL headers
+#     librdkafka's TLS/SASL build needs (libssl-dev, pkg-config), with apt-get;
 #   * Tansu, an Apache-2.0 Kafka-compatible broker, via `cargo install` (~9 min once,
 #     kept in ~/.cache/txpipe-tools), started on 127.0.0.1 with SQLite storage;
 #   * moto's S3 server (PyPI moto[s3], flask, flask-cors; it honours the
@@ -38,20 +39,29 @@ fi
 
 # Delta-aware readers in their own venv: DuckDB 1.5.5 with the PyPI delta
 # extension (DuckDB 2.0's `INSTALL delta` downloads at run time), Python
-# deltalake and polars.
+# deltalake and polars; and the Postgres clients BI tools are built on
+# (psycopg 3, SQLAlchemy, pandas) for the Postgres endpoint's tests.
 DELTA_VENV="$TOOLS/delta-venv"
-if ! "$DELTA_VENV/bin/python" -c 'import duckdb, deltalake, polars, duckdb_extensions' 2>/dev/null; then
+if ! "$DELTA_VENV/bin/python" -c 'import duckdb, deltalake, polars, duckdb_extensions, psycopg, sqlalchemy, pandas' 2>/dev/null; then
   log "installing the Delta readers into $DELTA_VENV (pip)"
   mkdir -p "$TOOLS"
   python3 -m venv "$DELTA_VENV"
   "$DELTA_VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" "duckdb-extensions==1.5.5" deltalake polars pyarrow
+    "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" "duckdb-extensions==1.5.5" deltalake polars pyarrow \
+    "psycopg[binary]" sqlalchemy pandas
 fi
 export TXPIPE_DELTA_PYTHON="$DELTA_VENV/bin/python"
 
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || apt_packages+=(pkg-config libssl-dev)
+# Postgres clients for the Postgres endpoint's tests: psql, and pgjdbc (the
+# driver inside Metabase, DBeaver and Tableau) with a JDK to run it; openssl
+# makes the TLS test's certificate.
+command -v psql >/dev/null 2>&1 || apt_packages+=(postgresql-client)
+command -v java >/dev/null 2>&1 || apt_packages+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || apt_packages+=(libpostgresql-jdbc-java)
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   log "installing Debian's ${apt_packages[*]} (apt-get)"
   SUDO=""

@@ -23,6 +23,7 @@ mod kafka_tls;
 mod lake_faults;
 mod live_view;
 mod models;
+mod postgres;
 mod s3_lake;
 mod serve_security;
 mod stateful_rules;

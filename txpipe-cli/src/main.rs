@@ -44,7 +44,8 @@ enum Command {
     Vacuum(cmd::maintain::VacuumArgs),
     /// Precision, recall and alert volume of the fraud flags against labels.
     Quality(cmd::quality::Args),
-    /// Serve the dashboard, /api JSON panels and Prometheus /metrics of a lake.
+    /// Serve the dashboard, /api JSON panels and Prometheus /metrics of a lake
+    /// (and, with --pg-addr, the lake over the Postgres wire protocol).
     Serve(cmd::serve::Args),
     /// Measure decode, rules, Parquet and end-to-end throughput and memory.
     Bench(cmd::bench::Args),

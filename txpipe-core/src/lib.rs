@@ -23,6 +23,7 @@
 //! | dimension tables | [`seed`] |
 //! | synthetic data with labelled fraud scenarios | [`generate`] |
 //! | precision/recall of the rules against labels | [`quality`] |
+//! | the lake over the Postgres wire protocol (BI tools) | [`pg`] |
 //!
 //! ## Example: rules over a batch
 //!
@@ -85,6 +86,7 @@ pub mod lake;
 pub mod maintain;
 pub mod metrics;
 pub mod models;
+pub mod pg;
 pub mod pipeline;
 pub mod process;
 pub mod quality;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use txpipe_core::lake::Lake;
+use txpipe_core::pg::{serve_pg, PgCredentials, PgOptions};
 use txpipe_core::serve::{ServeOptions, Token};
 
 /// Environment variable read for the token when `--token` is not given.
@@ -27,7 +28,18 @@ Security:
   and redirects to /. Without a token only loopback Host names are answered
   (DNS-rebinding guard). More than 32 KiB of headers gets 431, a body over
   64 KiB gets 413. No TLS: put a TLS-terminating proxy in front of a public
-  server.";
+  server.
+
+Postgres protocol (--pg-addr, e.g. 127.0.0.1:5433):
+  psql -h 127.0.0.1 -p 5433 -d txpipe -c '\\dt'
+  Database txpipe, schema public: fact_transaction, quarantine, dim_customer,
+  dim_merchant, fx_rate and every mart by its model name, read-only (writes and
+  DDL get SQLSTATE 25006). Each statement reads the newest committed version of
+  every table it names. Loopback needs no password; any other address needs
+  --pg-user and a password (--pg-password-file, or TXPIPE_PG_PASSWORD), checked
+  with SCRAM-SHA-256. --pg-tls-cert/--pg-tls-key add TLS (sslmode=require).
+  Each statement gets --pg-statement-timeout (57014 when it runs out, result
+  streaming included) and --pg-memory-limit; a cancel request stops it.";
 
 /// Serve the dashboard, JSON panels and Prometheus metrics of a lake.
 ///
@@ -58,6 +70,38 @@ pub struct Args {
     /// port can read the lake's marts and metrics.
     #[arg(long)]
     insecure_public: bool,
+    /// Also serve the lake over the Postgres wire protocol on this address
+    /// (psql, Metabase, Grafana, Superset, DBeaver); see below.
+    #[arg(long, value_name = "ADDR")]
+    pg_addr: Option<String>,
+    /// User name Postgres clients log in with when a password is set.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "txpipe",
+        requires = "pg_addr"
+    )]
+    pg_user: String,
+    /// File whose first line is the Postgres password (SCRAM-SHA-256). Default:
+    /// the TXPIPE_PG_PASSWORD environment variable; neither = no password, which
+    /// only a loopback --pg-addr allows.
+    #[arg(long, value_name = "PATH", requires = "pg_addr")]
+    pg_password_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain for TLS on the Postgres endpoint.
+    #[arg(long, value_name = "PATH", requires_all = ["pg_addr", "pg_tls_key"])]
+    pg_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --pg-tls-cert.
+    #[arg(long, value_name = "PATH", requires = "pg_tls_cert")]
+    pg_tls_key: Option<std::path::PathBuf>,
+    /// Postgres connections served at once; one more is refused with 53300.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pg_max_connections: u32,
+    /// Longest a Postgres statement may run, streaming its result included.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pg_statement_timeout: f64,
+    /// Memory one Postgres statement may hold, in MiB (0 = no limit).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pg_memory_limit: u64,
 }
 
 impl std::fmt::Debug for Args {
@@ -69,7 +113,9 @@ impl std::fmt::Debug for Args {
             .field("topic", &self.topic)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("insecure_public", &self.insecure_public)
-            .finish()
+            .field("pg_addr", &self.pg_addr)
+            .field("pg_user", &self.pg_user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,6 +134,21 @@ fn token(flag: Option<String>) -> anyhow::Result<Option<Token>> {
     Token::new(value)
         .map(Some)
         .with_context(|| format!("checking {from}"))
+}
+
+/// The Postgres endpoint's options from the flags.
+fn pg_options(a: &Args, addr: &str) -> anyhow::Result<PgOptions> {
+    let mut opts = PgOptions::new(addr);
+    opts.credentials = PgCredentials::load(&a.pg_user, a.pg_password_file.as_deref())
+        .context("reading the Postgres password")?;
+    opts.tls = a.pg_tls_cert.clone().zip(a.pg_tls_key.clone());
+    opts.max_connections = a.pg_max_connections as usize;
+    if !(a.pg_statement_timeout.is_finite() && a.pg_statement_timeout > 0.0) {
+        anyhow::bail!("--pg-statement-timeout must be a positive number of seconds");
+    }
+    opts.limits.timeout = std::time::Duration::from_secs_f64(a.pg_statement_timeout);
+    opts.limits.memory = (a.pg_memory_limit > 0).then(|| (a.pg_memory_limit as usize) << 20);
+    Ok(opts)
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -117,10 +178,41 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     } else {
         String::new()
     };
-    println!("dashboard on http://{addr}/ (metrics at /metrics); Ctrl-C to stop{auth}");
+    let pg = match &a.pg_addr {
+        Some(pg_addr) => {
+            let opts = pg_options(&a, pg_addr)?;
+            let pg_lake =
+                Lake::open(&a.lake).with_context(|| format!("opening lake {}", a.lake))?;
+            Some(
+                serve_pg(pg_lake, opts)
+                    .await
+                    .with_context(|| format!("starting the Postgres endpoint on {pg_addr}"))?,
+            )
+        }
+        None => None,
+    };
+    let pg_line = match &pg {
+        Some(s) => format!(
+            "\npostgres on {} (database txpipe{}{}): psql -h {} -p {} -d txpipe",
+            s.addr,
+            if s.authenticated {
+                ", password required"
+            } else {
+                ", no password"
+            },
+            if s.tls { ", TLS offered" } else { "" },
+            s.addr.ip(),
+            s.addr.port()
+        ),
+        None => String::new(),
+    };
+    println!("dashboard on http://{addr}/ (metrics at /metrics); Ctrl-C to stop{auth}{pg_line}");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     serving.server.task.abort();
+    if let Some(s) = pg {
+        s.stop();
+    }
     Ok(())
 }
