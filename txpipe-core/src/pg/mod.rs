@@ -21,6 +21,16 @@
 //!   result (`57014`), a memory pool per statement, cancel requests, and a
 //!   connection limit (`53300`). A failing statement or a malformed message
 //!   ends that statement or connection only.
+//!
+//! ```no_run
+//! # async fn serve() -> txpipe_core::error::Result<()> {
+//! use txpipe_core::{lake::Lake, pg::{serve_pg, PgOptions}};
+//!
+//! let server = serve_pg(Lake::open("/data/lake")?, PgOptions::new("127.0.0.1:5433")).await?;
+//! println!("psql -h {} -p {} -d txpipe", server.addr.ip(), server.addr.port());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod auth;
 pub mod catalog;
