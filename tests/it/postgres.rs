@@ -201,16 +201,38 @@ async fn psql_python_clients_and_pgjdbc_read_the_lake_exactly() {
     );
 
     // The README's Metabase questions (examples/pg_questions.sql) all run.
-    let questions = format!("{}/../examples/pg_questions.sql", env!("CARGO_MANIFEST_DIR"));
+    let questions = format!(
+        "{}/../examples/pg_questions.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-d", "txpipe", "-X"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "-d",
+            "txpipe",
+            "-X",
+        ])
         .args(["-v", "ON_ERROR_STOP=1", "-f", &questions])
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(printed.matches(" rows)").count() + printed.matches(" row)").count(), 8, "{printed}");
-    assert!(printed.contains("(30 rows)"), "one row per day of the daily question:\n{printed}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        printed.matches(" rows)").count() + printed.matches(" row)").count(),
+        8,
+        "{printed}"
+    );
+    assert!(
+        printed.contains("(30 rows)"),
+        "one row per day of the daily question:\n{printed}"
+    );
 
     // psycopg, SQLAlchemy, pandas, DuckDB.
     let marts = marts_in(&lake);
