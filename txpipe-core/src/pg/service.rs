@@ -91,6 +91,20 @@ impl LakeService {
         Ok(DfSessionService::new_with_hooks(ctx, self.hooks.clone()))
     }
 
+    /// What one statement runs with: its deadline, the connection's cancel
+    /// handle and a service with its own memory pool.
+    fn start<C: ClientInfo>(
+        &self,
+        client: &C,
+    ) -> PgWireResult<(
+        Instant,
+        Option<Arc<Arc<ConnectionHandle>>>,
+        DfSessionService,
+    )> {
+        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
+        Ok((self.deadline(client), handle, self.for_statement()?))
+    }
+
     fn deadline<C: ClientInfo>(&self, client: &C) -> Instant {
         let client_limit = client
             .metadata()
@@ -191,9 +205,7 @@ impl SimpleQueryHandler for LakeService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let deadline = self.deadline(client);
-        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
-        let service = self.for_statement()?;
+        let (deadline, handle, service) = self.start(client)?;
         let planned = tokio::time::timeout_at(
             deadline,
             SimpleQueryHandler::do_query(&service, client, query),
@@ -228,9 +240,7 @@ impl ExtendedQueryHandler for LakeService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let deadline = self.deadline(client);
-        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
-        let service = self.for_statement()?;
+        let (deadline, handle, service) = self.start(client)?;
         let planned = tokio::time::timeout_at(
             deadline,
             ExtendedQueryHandler::do_query(&service, client, portal, max_rows),
