@@ -1,5 +1,5 @@
 //! The lake as Delta tables: checkpoints and restart, compaction while an
-//! ingest commits, vacuum, and a damaged log.
+//! ingest commits, Z-order compaction, vacuum, and a damaged log.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -164,6 +164,114 @@ async fn compaction_while_an_ingest_commits_loses_and_duplicates_nothing() {
     let days: BTreeSet<&str> = files.iter().map(|f| f.split('/').nth(1).unwrap()).collect();
     assert_eq!(files.len(), days.len(), "{files:?}");
     assert_eq!(source_offsets(&lake, "fact_transaction").await, fact);
+}
+
+/// The `customer_id` values of one Parquet file, in file order.
+fn customer_ids(file: &std::path::Path) -> Vec<String> {
+    use txpipe_core::arrow::array::AsArray;
+    use txpipe_core::arrow::datatypes::DataType;
+    use txpipe_core::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use txpipe_core::parquet::arrow::ProjectionMask;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
+    let idx = builder
+        .schema()
+        .index_of("customer_id")
+        .expect("customer_id column");
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let mut out = Vec::new();
+    for batch in builder.with_projection(mask).build().unwrap() {
+        let col =
+            txpipe_core::arrow::compute::cast(batch.unwrap().column(0), &DataType::Utf8).unwrap();
+        out.extend(
+            col.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string()),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zorder_compaction_sorts_each_day_by_customer_and_keeps_every_row() {
+    let t = TestDir::new();
+    let (lines, valid, _) = generate(&t.path("gen"), 3_000, 0.01, 29);
+    let lake = t.str("lake");
+    ingest(
+        &lake,
+        &t.str("gen/transactions.jsonl"),
+        &["--batch-rows", "200"],
+    );
+    let before = source_offsets(&lake, "fact_transaction").await;
+    assert_eq!(before.len() as u64, valid);
+    let l = txpipe_core::lake::Lake::open(&lake).unwrap();
+    let files = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
+        .await
+        .unwrap();
+    // Arrival order: some day's file is not sorted by customer before.
+    assert!(
+        files.iter().any(|f| {
+            let ids = customer_ids(&t.path(&format!("lake/{f}")));
+            ids.windows(2).any(|w| w[0] > w[1])
+        }),
+        "the ingest already wrote sorted files: the test would prove nothing"
+    );
+
+    // Errors name the column and the reason; nothing is rewritten.
+    for (column, why) in [
+        ("no_such_column", "no such column"),
+        ("event_date", "partition column"),
+    ] {
+        let out = txpipe()
+            .args([
+                "compact",
+                "--lake",
+                &lake,
+                "--table",
+                "fact_transaction",
+                "--zorder-by",
+                column,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(column) && err.contains(why),
+            "{err}"
+        );
+    }
+    let unchanged = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
+        .await
+        .unwrap();
+    assert_eq!(unchanged, files);
+
+    let out = run_ok(&[
+        "compact",
+        "--lake",
+        &lake,
+        "--table",
+        "fact_transaction",
+        "--zorder-by",
+        "customer_id",
+    ]);
+    assert!(out.contains("fact_transaction:"), "{out}");
+    let after = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
+        .await
+        .unwrap();
+    let days: BTreeSet<&str> = after.iter().map(|f| f.split('/').nth(1).unwrap()).collect();
+    assert_eq!(after.len(), days.len(), "one file per day: {after:?}");
+    for f in &after {
+        let ids = customer_ids(&t.path(&format!("lake/{f}")));
+        assert!(!ids.is_empty(), "{f}");
+        assert!(
+            ids.windows(2).all(|w| w[0] <= w[1]),
+            "{f} is not sorted by customer_id"
+        );
+    }
+    // Every row once, none changed: same offsets, same totals.
+    assert_eq!(source_offsets(&lake, "fact_transaction").await, before);
+    let q = source_offsets(&lake, "quarantine").await;
+    assert_eq!(before.len() + q.len(), lines as usize);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -151,9 +151,15 @@ impl PgServer {
 /// The lake is in txpipe 0.1's format or `pg_catalog` could not be set up.
 pub async fn lake_session(lake: &Lake) -> Result<(Arc<SessionContext>, Arc<LakeSchema>)> {
     refuse_legacy_lake(lake).await?;
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE, SCHEMA)
         .with_information_schema(true);
+    // Late materialisation: a selective filter (a lookup of one customer)
+    // decodes its own columns first and only the matching rows of the others,
+    // instead of every column of every row before filtering.
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.pushdown_filters = true;
+    parquet.reorder_filters = true;
     let ctx = SessionContext::new_with_config(config);
     plain_strings(&ctx);
     lake.register_object_store(&ctx);

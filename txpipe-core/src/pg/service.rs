@@ -76,9 +76,10 @@ impl LakeService {
         let ctx = match self.limits.memory {
             None => Arc::clone(&self.base),
             Some(bytes) => {
-                let base_runtime = self.base.runtime_env();
-                let runtime = RuntimeEnvBuilder::new()
-                    .with_object_store_registry(Arc::clone(&base_runtime.object_store_registry))
+                // The base's object stores, spill files and caches (Parquet
+                // footers and page indexes stay cached across statements),
+                // with a memory pool of this statement's own.
+                let runtime = RuntimeEnvBuilder::from_runtime_env(&self.base.runtime_env())
                     .with_memory_limit(bytes, 1.0)
                     .build_arc()
                     .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
