@@ -71,6 +71,10 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 
+# A clean clone builds everything once: incremental compilation's caches only
+# cost time there (CI sets CI=true; a developer's reruns keep them).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+
 log "building the workspace's tests (debug)"
 cargo test --workspace --locked --no-run "$@"
 
