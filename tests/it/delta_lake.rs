@@ -240,6 +240,16 @@ async fn zorder_compaction_sorts_each_day_by_customer_and_keeps_every_row() {
             "{err}"
         );
     }
+    // Without --table the Z-order would also reach the quarantine (no customer_id).
+    let out = txpipe()
+        .args(["compact", "--lake", &lake, "--zorder-by", "customer_id"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs the table"),
+        "{err}"
+    );
     let unchanged = txpipe_core::sink::delta::committed_files(&l, "fact_transaction")
         .await
         .unwrap();

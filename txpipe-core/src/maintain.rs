@@ -187,6 +187,14 @@ async fn optimize(
 /// conflicting concurrent compaction or overwrite, or the store failed.
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<Vec<CompactReport>> {
     refuse_legacy_lake(lake).await?;
+    // Z-order columns belong to one table (the quarantine has no customer_id):
+    // refused before anything is rewritten rather than after the first table.
+    if !opts.zorder_by.is_empty() && opts.table.is_none() {
+        return Err(Error::Config(format!(
+            "Z-ordering by {} needs the table it applies to (e.g. --table {FACT_TABLE})",
+            opts.zorder_by.join(", ")
+        )));
+    }
     let target = NonZeroU64::new(opts.target_size.max(1 << 20))
         .ok_or_else(|| Error::Config("target size must be positive".into()))?;
     let parsed: Vec<(&str, &str)> = opts
