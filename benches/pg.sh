@@ -6,8 +6,8 @@
 #   * build a lake with the release binary: generate, seed, ingest, `txpipe run`
 #     (the marts), then `txpipe compact --table fact_transaction --zorder-by customer_id`
 #     (the lake's counterpart of PostgreSQL's index below: each day's file sorted by
-#     customer, so min/max statistics and page indexes skip the rest); kept in target/txpipe-bench/pg/nSIZE and reused by later runs
-#     (REBUILD=1 builds it again; the input JSON lines are deleted once ingested);
+#     customer, so min/max statistics and page indexes skip the rest); kept in
+#     target/txpipe-bench/pg/nSIZE and reused by later runs (REBUILD=1 builds it again; the input JSON lines are deleted once ingested);
 #   * start PostgreSQL 15 (/usr/lib/postgresql/15/bin, PGBIN to change) on
 #     127.0.0.1 with a fresh data dir: shared_buffers=1GB, work_mem=64MB,
 #     maintenance_work_mem=1GB, max_parallel_workers_per_gather=2, effective_cache_size=8GB,

@@ -96,11 +96,28 @@ fn default_tables(table: &Option<String>) -> Vec<String> {
     }
 }
 
-fn has_column(table: &DeltaTable, column: &str) -> bool {
-    table
-        .snapshot()
-        .map(|s| s.schema().field(column).is_some())
-        .unwrap_or(false)
+/// Refuses a Z-order column `name` does not have, or one it is partitioned
+/// by (`partitioned`): every file of a partition has one value of it.
+fn check_zorder(
+    table: &DeltaTable,
+    name: &str,
+    partitioned: &[String],
+    zorder_by: &[String],
+) -> Result<()> {
+    let snapshot = table.snapshot().map_err(|e| delta_error(name, e))?;
+    for column in zorder_by {
+        let why = if partitioned.contains(column) {
+            "it is a partition column"
+        } else if snapshot.schema().field(column).is_none() {
+            "no such column"
+        } else {
+            continue;
+        };
+        return Err(Error::Config(format!(
+            "cannot Z-order {name} by '{column}': {why}"
+        )));
+    }
+    Ok(())
 }
 
 fn size_of(table: &deltalake_core::DeltaTable, name: &str) -> Result<(u64, u64)> {
@@ -228,21 +245,8 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<Vec<CompactRe
         if !parsed.is_empty() && filters.is_empty() {
             continue;
         }
+        check_zorder(&table, &name, &columns, &opts.zorder_by)?;
         let (files_before, bytes_before) = size_of(&table, &name)?;
-        if let Some(missing) = opts
-            .zorder_by
-            .iter()
-            .find(|c| !has_column(&table, c) || columns.contains(c))
-        {
-            return Err(Error::Config(format!(
-                "cannot Z-order {name} by '{missing}': {}",
-                if columns.contains(missing) {
-                    "it is a partition column"
-                } else {
-                    "no such column"
-                }
-            )));
-        }
         let (table, metrics) =
             optimize(lake, &name, table, &filters, target, &opts.zorder_by).await?;
         let (files_after, bytes_after) = size_of(&table, &name)?;
