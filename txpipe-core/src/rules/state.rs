@@ -23,13 +23,13 @@ use std::collections::VecDeque;
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::window::{WindowCall, WindowFunc};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 mod aggregate;
 mod value;
@@ -37,10 +37,10 @@ mod value;
 pub(crate) use aggregate::output_type;
 use aggregate::{Acc, Output, Total};
 pub(crate) use value::ValKind;
-use value::{read_val, Key, Val};
+use value::{Column, Key, Val};
 
-/// One earlier row of a key.
-#[derive(Debug)]
+/// One earlier row of a key (its stored values are in [`KeyState::vals`]).
+#[derive(Debug, Clone, Copy)]
 struct Event {
     ts: i64,
     /// Smallest `ts` of this and every later row of the key: a scan from the
@@ -51,7 +51,6 @@ struct Event {
     prefix_max: i64,
     /// Bit `i`: FILTER condition `i` of the key space held on this row.
     bits: u64,
-    vals: Box<[Val]>,
 }
 
 /// An input expression the state stores per row.
@@ -93,6 +92,11 @@ impl PlannedCall {
         self.filter.is_none_or(|b| e.bits & (1 << b) != 0)
     }
 
+    /// The call's argument among a row's stored values.
+    fn arg<'a>(&self, vals: &'a [Val]) -> Option<&'a Val> {
+        self.arg.map(|i| &vals[i])
+    }
+
     fn in_frame(&self, ts: i64, lo: i64, hi: i64) -> bool {
         ts > lo && ts <= hi
     }
@@ -131,16 +135,34 @@ pub struct WindowPlan {
 const TS: usize = 1;
 const SOURCE_PARTITION: usize = 13;
 
+/// A batch's inputs for one key space.
 struct Inputs {
-    keys: Vec<StringArray>,
-    vals: Vec<Vec<ArrayRef>>,
-    bits: Vec<Vec<BooleanArray>>,
+    keys: StringArray,
+    /// The stored values' columns.
+    columns: Vec<Column>,
+    /// The FILTER bits per row.
+    bits: Vec<u64>,
+}
+
+impl Inputs {
+    /// The stored values of `rows`, row after row, gathered in one pass so
+    /// that the rows can then be read in that order from one place.
+    fn records(&self, rows: impl Iterator<Item = usize>) -> Vec<Val> {
+        let mut vals = Vec::with_capacity(self.keys.len() * self.columns.len());
+        for row in rows {
+            vals.extend(self.columns.iter().map(|c| c.val(row)));
+        }
+        vals
+    }
 }
 
 /// One key's rows, in source order, and the running totals of its calls.
 #[derive(Debug)]
 struct KeyState {
     events: VecDeque<Event>,
+    /// The rows' stored values, the space's `vals.len()` per row, row after
+    /// row in the order of `events`: one allocation per key, not per row.
+    vals: VecDeque<Val>,
     totals: Vec<Total>,
     /// Smallest `ts` held (checked per row without touching the rows).
     oldest: i64,
@@ -150,6 +172,7 @@ impl Default for KeyState {
     fn default() -> Self {
         Self {
             events: VecDeque::new(),
+            vals: VecDeque::new(),
             totals: Vec::new(),
             oldest: i64::MAX,
         }
@@ -157,7 +180,13 @@ impl Default for KeyState {
 }
 
 impl KeyState {
-    fn push(&mut self, plan: &WindowPlan, space: usize, e: Event) {
+    /// The argument of call `pc` on row `j`.
+    fn arg(&self, pc: &PlannedCall, j: usize, stride: usize) -> Option<&Val> {
+        pc.arg.map(|i| &self.vals[j * stride + i])
+    }
+
+    /// Appends a row and its stored values (taken out of `vals`).
+    fn push(&mut self, plan: &WindowPlan, space: usize, e: Event, vals: &mut Vec<Val>) {
         if self.totals.is_empty() && !plan.totals[space].is_empty() {
             self.totals = plan.totals[space]
                 .iter()
@@ -165,7 +194,10 @@ impl KeyState {
                 .collect();
         }
         for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
-            t.apply(&plan.calls[c], &e, 1);
+            let pc = &plan.calls[c];
+            if pc.passes(&e) {
+                t.apply(pc.arg(vals), 1);
+            }
         }
         for older in self.events.iter_mut().rev() {
             if older.suffix_min <= e.ts {
@@ -175,17 +207,23 @@ impl KeyState {
         }
         self.oldest = self.oldest.min(e.ts);
         self.events.push_back(e);
+        self.vals.extend(vals.drain(..));
     }
 
     fn pop_expired(&mut self, plan: &WindowPlan, space: usize, floor: i64) {
         if self.oldest > floor {
             return;
         }
+        let stride = plan.spaces[space].vals.len();
         while self.events.front().is_some_and(|e| e.ts <= floor) {
             if let Some(e) = self.events.pop_front() {
                 for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
-                    t.apply(&plan.calls[c], &e, -1);
+                    let pc = &plan.calls[c];
+                    if pc.passes(&e) {
+                        t.apply(pc.arg.map(|i| &self.vals[i]), -1);
+                    }
                 }
+                self.vals.drain(..stride);
             }
         }
         self.oldest = self.events.front().map_or(i64::MAX, |e| e.suffix_min);
@@ -196,20 +234,26 @@ impl KeyState {
     fn retain_after(&mut self, plan: &WindowPlan, space: usize, floor: i64) -> bool {
         self.pop_expired(plan, space, floor);
         if self.events.iter().any(|e| e.ts <= floor) {
-            let kept: Vec<Event> = std::mem::take(&mut self.events)
-                .into_iter()
-                .filter(|e| e.ts > floor)
-                .collect();
+            let stride = plan.spaces[space].vals.len();
+            let events = std::mem::take(&mut self.events);
+            let mut vals = std::mem::take(&mut self.vals);
             self.totals.clear();
             self.oldest = i64::MAX;
-            for mut e in kept {
+            let mut row = Vec::with_capacity(stride);
+            for mut e in events {
+                row.clear();
+                row.extend(vals.drain(..stride));
+                if e.ts <= floor {
+                    continue;
+                }
                 e.prefix_max = self.events.back().map_or(e.ts, |b| b.prefix_max.max(e.ts));
                 e.suffix_min = e.ts;
-                self.push(plan, space, e);
+                self.push(plan, space, e, &mut row);
             }
         }
         if self.events.capacity() > 4 * self.events.len().max(4) {
             self.events.shrink_to_fit();
+            self.vals.shrink_to_fit();
         }
         !self.events.is_empty()
     }
@@ -251,52 +295,66 @@ impl WindowPlan {
         self.calls.is_empty()
     }
 
-    fn inputs(&self, batch: &RecordBatch) -> Result<Inputs> {
+    /// Per key space: the batch's keys, stored values and FILTER bits.
+    fn inputs(&self, batch: &RecordBatch) -> Result<Vec<Inputs>> {
         let n = batch.num_rows();
-        let mut keys = Vec::with_capacity(self.spaces.len());
-        let mut vals = Vec::with_capacity(self.spaces.len());
-        let mut bits = Vec::with_capacity(self.spaces.len());
+        let mut out = Vec::with_capacity(self.spaces.len());
         for space in &self.spaces {
             let key = cast(batch.column(space.key_index), &DataType::Utf8)?;
-            keys.push(key.as_string::<i32>().clone());
-            let mut v = Vec::with_capacity(space.vals.len());
+            let mut columns = Vec::with_capacity(space.vals.len());
             for input in &space.vals {
                 let kind = input.kind.unwrap_or(ValKind::Num);
                 let array = input.expr.evaluate(batch)?.into_array(n)?;
-                v.push(cast(&array, &kind.cast_to())?);
+                columns.push(Column::new(&cast(&array, &kind.cast_to())?));
             }
-            vals.push(v);
-            let mut b = Vec::with_capacity(space.bits.len());
-            for input in &space.bits {
+            let mut bits = vec![0u64; n];
+            for (i, input) in space.bits.iter().enumerate() {
                 let array = input.expr.evaluate(batch)?.into_array(n)?;
-                b.push(super::true_mask(&array, &input.sql, "FILTER ")?);
+                let mask = super::true_mask(&array, &input.sql, "FILTER ")?;
+                for (row, b) in bits.iter_mut().enumerate() {
+                    if mask.value(row) {
+                        *b |= 1 << i;
+                    }
+                }
             }
-            bits.push(b);
+            out.push(Inputs {
+                keys: key.as_string::<i32>().clone(),
+                columns,
+                bits,
+            });
         }
-        Ok(Inputs { keys, vals, bits })
+        Ok(out)
     }
 
-    /// The row's event for space `s` (its stored values and filter bits).
-    fn event(&self, inputs: &Inputs, s: usize, row: usize, ts: i64, prev: Option<&Event>) -> Event {
-        let vals: Vec<Val> = inputs.vals[s].iter().map(|a| read_val(a, row)).collect();
-        let mut bits = 0u64;
-        for (i, b) in inputs.bits[s].iter().enumerate() {
-            if b.value(row) {
-                bits |= 1 << i;
-            }
-        }
+    /// A row's event; its stored values are moved from `record` to `vals`.
+    fn event(
+        record: &mut [Val],
+        bits: u64,
+        ts: i64,
+        prev: Option<&Event>,
+        vals: &mut Vec<Val>,
+    ) -> Event {
+        vals.clear();
+        vals.extend(record.iter_mut().map(std::mem::take));
         Event {
             ts,
             suffix_min: ts,
             prefix_max: prev.map_or(ts, |p| p.prefix_max.max(ts)),
             bits,
-            vals: vals.into_boxed_slice(),
         }
     }
 
     /// Evaluates every window call on `batch` ([`TRANSACTION_SCHEMA`] rows, in
     /// source order) against `state`, then adds the batch's rows to it.
     /// Returns one column per call.
+    ///
+    /// Keys are independent of each other, so the rows are taken key by key
+    /// (each key's rows still in source order): a key's history is looked up
+    /// once per batch and stays in cache while its rows are evaluated, instead
+    /// of being fetched from memory for every row. Only the retention floor
+    /// crosses keys, and it is fixed per row up front from the partition's
+    /// newest earlier row. The outputs are built in key order and put back in
+    /// row order at the end.
     ///
     /// [`TRANSACTION_SCHEMA`]: crate::schema::TRANSACTION_SCHEMA
     ///
@@ -306,127 +364,313 @@ impl WindowPlan {
         let n = batch.num_rows();
         let inputs = self.inputs(batch)?;
         let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
-        let mut outs: Vec<Output> = self
-            .calls
-            .iter()
-            .map(|c| Output::new(&c.output, n))
-            .collect();
-        let mut acc: Vec<Acc> = vec![Acc::default(); self.calls.len()];
-        let mut active: Vec<usize> = Vec::new();
-        for row in 0..n {
-            let t = ts.value(row);
-            let p = state.partition_of(parts.value(row));
-            let ps = state
-                .partitions
-                .entry(p)
-                .or_insert_with(|| PartitionState::new(self));
-            let floor = ps.watermark.saturating_sub(self.horizon);
-            for s in 0..self.spaces.len() {
-                let keys = &inputs.keys[s];
-                for &c in self.direct[s].iter().chain(&self.totals[s]) {
-                    acc[c].clear();
-                }
-                if keys.is_null(row) {
-                    for &c in self.direct[s].iter().chain(&self.totals[s]) {
-                        outs[c].push(&self.calls[c], &acc[c]);
-                    }
-                    continue;
-                }
-                let ks = ps.spaces[s].entry(Key::of(keys.value(row))).or_default();
-                ks.pop_expired(self, s, floor);
-                let current = self.event(&inputs, s, row, t, ks.events.back());
-                // Calls over short frames: scan back from the newest row.
-                active.clear();
-                active.extend(self.direct[s].iter().copied());
-                for e in ks.events.iter().rev() {
-                    if active.is_empty() {
-                        break;
-                    }
-                    active.retain(|&c| {
-                        let pc = &self.calls[c];
-                        let lo = (t - pc.call.preceding).max(floor);
-                        if e.prefix_max <= lo {
-                            return false;
-                        }
-                        if pc.in_frame(e.ts, lo, t + pc.call.following) && pc.passes(e) {
-                            return acc[c].add(pc, e, &current.vals);
-                        }
-                        true
-                    });
-                }
-                // Calls over long frames: totals minus the rows outside the frame.
-                let tcalls = &self.totals[s];
-                if !tcalls.is_empty() {
-                    for (k, &c) in tcalls.iter().enumerate() {
-                        acc[c].start_at_total(&self.calls[c], ks.totals.get(k), &current.vals);
-                    }
-                    let lo_max = tcalls
-                        .iter()
-                        .map(|&c| (t - self.calls[c].call.preceding).max(floor))
-                        .max()
-                        .unwrap_or(floor);
-                    for e in ks.events.iter() {
-                        if e.suffix_min > lo_max {
-                            break;
-                        }
-                        for &c in tcalls {
-                            let pc = &self.calls[c];
-                            if e.ts <= (t - pc.call.preceding).max(floor) {
-                                acc[c].remove(pc, e, &current.vals);
-                            }
-                        }
-                    }
-                    let hi_min = tcalls
-                        .iter()
-                        .map(|&c| t + self.calls[c].call.following)
-                        .min()
-                        .unwrap_or(t);
-                    for e in ks.events.iter().rev() {
-                        if e.prefix_max <= hi_min {
-                            break;
-                        }
-                        for &c in tcalls {
-                            let pc = &self.calls[c];
-                            if e.ts > t + pc.call.following {
-                                acc[c].remove(pc, e, &current.vals);
-                            }
-                        }
+        let (part_of, floors) = self.floors(batch, state);
+        let mut scratch = Scratch {
+            acc: vec![Acc::default(); self.calls.len()],
+            active: Vec::new(),
+            current: Vec::new(),
+        };
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
+        for (s, inputs) in inputs.iter().enumerate() {
+            let keys = &inputs.keys;
+            let stride = self.spaces[s].vals.len();
+            let calls: Vec<usize> = self.direct[s]
+                .iter()
+                .chain(&self.totals[s])
+                .copied()
+                .collect();
+            let mut outs: Vec<Output> = calls
+                .iter()
+                .map(|&c| Output::new(&self.calls[c].output, n))
+                .collect();
+            let groups = KeyGroups::of(keys, &part_of);
+            // Everything a row reads, gathered in key order.
+            let mut records = inputs.records(groups.order.iter().map(|&r| r as usize));
+            let rows: Vec<(i64, i64, u64)> = groups
+                .order
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    (ts.value(r), floors[r], inputs.bits[r])
+                })
+                .collect();
+            let mut at = 0;
+            for (first, group) in groups.iter() {
+                let ps = state
+                    .partitions
+                    .entry(part_of[first])
+                    .or_insert_with(|| PartitionState::new(self));
+                let ks = ps.spaces[s].entry(Key::of(keys.value(first))).or_default();
+                for _ in group {
+                    let (t, floor, bits) = rows[at];
+                    let record = &mut records[at * stride..(at + 1) * stride];
+                    ks.pop_expired(self, s, floor);
+                    let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
+                    self.row(s, ks, e, floor, &mut scratch);
+                    at += 1;
+                    for (out, &c) in outs.iter_mut().zip(&calls) {
+                        out.push(&self.calls[c], &scratch.acc[c]);
                     }
                 }
-                for &c in self.direct[s].iter().chain(&self.totals[s]) {
-                    outs[c].push(&self.calls[c], &acc[c]);
-                }
-                ks.push(self, s, current);
             }
-            ps.watermark = ps.watermark.max(t);
+            // Rows without a key: an empty frame.
+            for &c in &calls {
+                scratch.acc[c].clear();
+            }
+            for _ in groups.order.len()..n {
+                for (out, &c) in outs.iter_mut().zip(&calls) {
+                    out.push(&self.calls[c], &scratch.acc[c]);
+                }
+            }
+            let back = groups.row_positions(keys);
+            for (out, &c) in outs.into_iter().zip(&calls) {
+                columns[c] = Some(take(&out.finish()?, &back, None)?);
+            }
         }
         state.rows_since_sweep += n as u64;
         if state.rows_since_sweep >= SWEEP_EVERY {
             state.sweep(self);
         }
-        outs.into_iter().map(Output::finish).collect()
+        columns
+            .into_iter()
+            .enumerate()
+            .map(|(c, column)| {
+                column.ok_or_else(|| {
+                    Error::Config(format!(
+                        "window call {} has no key space",
+                        self.calls[c].call.text
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Evaluates the calls of space `s` for row `e` of key `ks` (its stored
+    /// values in `scratch.current`; rows behind `floor` already dropped) into
+    /// `scratch.acc`, then adds the row to the key's history.
+    fn row(&self, s: usize, ks: &mut KeyState, e: Event, floor: i64, scratch: &mut Scratch) {
+        let Scratch {
+            acc,
+            active,
+            current,
+        } = scratch;
+        let t = e.ts;
+        for &c in self.direct[s].iter().chain(&self.totals[s]) {
+            acc[c].clear();
+        }
+        let stride = self.spaces[s].vals.len();
+        // Calls over short frames: scan back from the newest row.
+        active.clear();
+        active.extend(self.direct[s].iter().copied());
+        for (j, older) in ks.events.iter().enumerate().rev() {
+            if active.is_empty() {
+                break;
+            }
+            active.retain(|&c| {
+                let pc = &self.calls[c];
+                let lo = (t - pc.call.preceding).max(floor);
+                if older.prefix_max <= lo {
+                    return false;
+                }
+                if pc.in_frame(older.ts, lo, t + pc.call.following) && pc.passes(older) {
+                    return acc[c].add(pc, ks.arg(pc, j, stride), current);
+                }
+                true
+            });
+        }
+        // Calls over long frames: totals minus the rows outside the frame.
+        let tcalls = &self.totals[s];
+        if !tcalls.is_empty() {
+            for (k, &c) in tcalls.iter().enumerate() {
+                acc[c].start_at_total(&self.calls[c], ks.totals.get(k), current);
+            }
+            let lo_max = tcalls
+                .iter()
+                .map(|&c| (t - self.calls[c].call.preceding).max(floor))
+                .max()
+                .unwrap_or(floor);
+            // (`oldest` is the front's `suffix_min`: most rows need not touch the front.)
+            let front = if ks.oldest <= lo_max {
+                ks.events.len()
+            } else {
+                0
+            };
+            for (j, older) in ks.events.iter().enumerate().take(front) {
+                if older.suffix_min > lo_max {
+                    break;
+                }
+                for &c in tcalls {
+                    let pc = &self.calls[c];
+                    if older.ts <= (t - pc.call.preceding).max(floor) && pc.passes(older) {
+                        acc[c].remove(pc, ks.arg(pc, j, stride), current);
+                    }
+                }
+            }
+            let hi_min = tcalls
+                .iter()
+                .map(|&c| t + self.calls[c].call.following)
+                .min()
+                .unwrap_or(t);
+            for (j, older) in ks.events.iter().enumerate().rev() {
+                if older.prefix_max <= hi_min {
+                    break;
+                }
+                for &c in tcalls {
+                    let pc = &self.calls[c];
+                    if older.ts > t + pc.call.following && pc.passes(older) {
+                        acc[c].remove(pc, ks.arg(pc, j, stride), current);
+                    }
+                }
+            }
+        }
+        ks.push(self, s, e, current);
+    }
+
+    /// Per row: its state partition, and its retention floor (the newest
+    /// `transaction_ts` of the partition's earlier rows minus the horizon).
+    /// Advances each partition's watermark past the batch.
+    fn floors(&self, batch: &RecordBatch, state: &mut WindowState) -> (Vec<i32>, Vec<i64>) {
+        let n = batch.num_rows();
+        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
+        let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
+        let mut part_of = Vec::with_capacity(n);
+        let mut floors = Vec::with_capacity(n);
+        // (partition, running watermark) of the partitions met in this batch.
+        let mut marks: Vec<(i32, i64)> = Vec::new();
+        let mut at = 0;
+        for row in 0..n {
+            let p = state.partition_of(parts.value(row));
+            if marks.get(at).is_none_or(|m| m.0 != p) {
+                at = match marks.iter().position(|m| m.0 == p) {
+                    Some(i) => i,
+                    None => {
+                        let ps = state
+                            .partitions
+                            .entry(p)
+                            .or_insert_with(|| PartitionState::new(self));
+                        marks.push((p, ps.watermark));
+                        marks.len() - 1
+                    }
+                };
+            }
+            let mark = &mut marks[at].1;
+            floors.push(mark.saturating_sub(self.horizon));
+            part_of.push(p);
+            *mark = (*mark).max(ts.value(row));
+        }
+        for (p, mark) in marks {
+            if let Some(ps) = state.partitions.get_mut(&p) {
+                ps.watermark = mark;
+            }
+        }
+        (part_of, floors)
     }
 
     /// Adds rows that landed earlier to a partition's state without
     /// evaluating anything: how a restart rebuilds the state from the lake.
     fn absorb(&self, batch: &RecordBatch, ps: &mut PartitionState) -> Result<()> {
+        let n = batch.num_rows();
         let inputs = self.inputs(batch)?;
+        let mut records: Vec<Vec<Val>> = inputs.iter().map(|i| i.records(0..n)).collect();
         let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        for row in 0..batch.num_rows() {
+        let mut vals = Vec::new();
+        for row in 0..n {
             let t = ts.value(row);
-            for s in 0..self.spaces.len() {
-                let keys = &inputs.keys[s];
-                if keys.is_null(row) {
+            for (s, inputs) in inputs.iter().enumerate() {
+                if inputs.keys.is_null(row) {
                     continue;
                 }
-                let ks = ps.spaces[s].entry(Key::of(keys.value(row))).or_default();
-                let e = self.event(&inputs, s, row, t, ks.events.back());
-                ks.push(self, s, e);
+                let stride = self.spaces[s].vals.len();
+                let record = &mut records[s][row * stride..(row + 1) * stride];
+                let ks = ps.spaces[s]
+                    .entry(Key::of(inputs.keys.value(row)))
+                    .or_default();
+                let e = Self::event(record, inputs.bits[row], t, ks.events.back(), &mut vals);
+                ks.push(self, s, e, &mut vals);
             }
             ps.watermark = ps.watermark.max(t);
         }
         Ok(())
+    }
+}
+
+/// Buffers reused from row to row.
+struct Scratch {
+    acc: Vec<Acc>,
+    active: Vec<usize>,
+    current: Vec<Val>,
+}
+
+/// A batch's rows grouped by (partition, key), each group in source order.
+struct KeyGroups {
+    /// Row indices of the rows with a key, group after group.
+    order: Vec<u32>,
+    /// Where each group starts in `order` (one more entry than groups).
+    starts: Vec<usize>,
+}
+
+impl KeyGroups {
+    /// Groups the rows of non-null `keys` by (partition, key).
+    fn of(keys: &StringArray, part_of: &[i32]) -> Self {
+        let n = keys.len();
+        let mut ids: HashMap<(i32, &str), u32> = HashMap::with_capacity(n / 4);
+        let mut group_of: Vec<u32> = Vec::with_capacity(n);
+        let mut sizes: Vec<usize> = Vec::new();
+        for row in 0..n {
+            if keys.is_null(row) {
+                group_of.push(u32::MAX);
+                continue;
+            }
+            let next = sizes.len() as u32;
+            let g = *ids.entry((part_of[row], keys.value(row))).or_insert(next);
+            if g == next {
+                sizes.push(0);
+            }
+            sizes[g as usize] += 1;
+            group_of.push(g);
+        }
+        let mut starts = Vec::with_capacity(sizes.len() + 1);
+        let mut total = 0;
+        for size in &sizes {
+            starts.push(total);
+            total += size;
+        }
+        starts.push(total);
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; total];
+        for (row, &g) in group_of.iter().enumerate() {
+            if g != u32::MAX {
+                let at = &mut fill[g as usize];
+                order[*at] = row as u32;
+                *at += 1;
+            }
+        }
+        Self { order, starts }
+    }
+
+    /// Each group's first row and its rows in source order.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[u32])> {
+        self.starts.windows(2).map(|w| {
+            let rows = &self.order[w[0]..w[1]];
+            (rows[0] as usize, rows)
+        })
+    }
+
+    /// Per row, its position among outputs built group after group and then
+    /// the rows without a key (in source order).
+    fn row_positions(&self, keys: &StringArray) -> UInt32Array {
+        let mut back = vec![0u32; keys.len()];
+        for (at, &row) in self.order.iter().enumerate() {
+            back[row as usize] = at as u32;
+        }
+        let mut at = self.order.len() as u32;
+        for (row, pos) in back.iter_mut().enumerate() {
+            if keys.is_null(row) {
+                *pos = at;
+                at += 1;
+            }
+        }
+        UInt32Array::from(back)
     }
 }
 
@@ -562,17 +806,13 @@ impl WindowState {
                         s.bytes += t.len() as u64;
                     }
                     s.bytes += (events.capacity() * std::mem::size_of::<Event>()) as u64;
+                    s.bytes += (ks.vals.capacity() * std::mem::size_of::<Val>()) as u64;
                     s.bytes += (ks.totals.len() * std::mem::size_of::<Total>()) as u64;
-                    // Per row: its values, and its text as the newest row's
-                    // (shared text counted once per sharer).
-                    if let Some(e) = events.back() {
-                        let mut per_row = e.vals.len() * std::mem::size_of::<Val>() + 16;
-                        for v in e.vals.iter() {
-                            if let Val::Text(t) = v {
-                                per_row += (t.len() + 16) / Arc::strong_count(t);
-                            }
+                    // Text that is not inline (shared text counted once per sharer).
+                    for v in &ks.vals {
+                        if let Val::Text(t) = v {
+                            s.bytes += ((t.len() + 16) / Arc::strong_count(t)) as u64;
                         }
-                        s.bytes += (per_row * events.len()) as u64;
                     }
                 }
             }

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::DataType;
 
 use super::value::{Val, ValKind};
-use super::{Event, PlannedCall};
+use super::PlannedCall;
 use crate::error::Result;
 use crate::rules::window::WindowFunc;
 
@@ -30,12 +30,9 @@ impl Total {
         }
     }
 
-    /// Adds (`sign` 1) or removes (`sign` −1) row `e`.
-    pub(super) fn apply(&mut self, pc: &PlannedCall, e: &Event, sign: i64) {
-        if !pc.passes(e) {
-            return;
-        }
-        let v = pc.arg.map(|i| &e.vals[i]);
+    /// Adds (`sign` 1) or removes (`sign` −1) a row that passes the call's
+    /// FILTER, whose argument is `v`.
+    pub(super) fn apply(&mut self, v: Option<&Val>, sign: i64) {
         match self {
             Total::Count(n) => {
                 if !matches!(v, Some(Val::Null)) {
@@ -114,12 +111,9 @@ impl Acc {
         }
     }
 
-    /// Takes out a row that is outside the frame (totals only).
-    pub(super) fn remove(&mut self, pc: &PlannedCall, e: &Event, current: &[Val]) {
-        if !pc.passes(e) {
-            return;
-        }
-        let v = pc.arg.map(|i| &e.vals[i]);
+    /// Takes out a row that is outside the frame and passes the call's
+    /// FILTER, whose argument is `v` (totals only).
+    pub(super) fn remove(&mut self, pc: &PlannedCall, v: Option<&Val>, current: &[Val]) {
         match pc.call.func {
             WindowFunc::Count if !matches!(v, Some(Val::Null)) => self.count -= 1,
             WindowFunc::Count => {}
@@ -142,8 +136,7 @@ impl Acc {
 
     /// Adds a frame row met scanning back from the newest (direct calls);
     /// false when the call needs no older rows.
-    pub(super) fn add(&mut self, pc: &PlannedCall, e: &Event, current: &[Val]) -> bool {
-        let v = pc.arg.map(|i| &e.vals[i]);
+    pub(super) fn add(&mut self, pc: &PlannedCall, v: Option<&Val>, current: &[Val]) -> bool {
         match pc.call.func {
             WindowFunc::Count => {
                 if !matches!(v, Some(Val::Null)) {
@@ -222,7 +215,7 @@ impl Output {
         match data_type {
             DataType::Int64 => Self::Int(Vec::with_capacity(n)),
             DataType::Timestamp(_, _) => Self::Time(Vec::with_capacity(n)),
-            DataType::Utf8 => Self::Text(StringBuilder::with_capacity(n, n * 16)),
+            DataType::Utf8 => Self::Text(StringBuilder::with_capacity(n, n * 36)),
             _ => Self::Float(Vec::with_capacity(n)),
         }
     }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, TimeUnit, TimestampMicrosecondType,
 };
@@ -63,8 +65,9 @@ impl ValKind {
 }
 
 /// One stored value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) enum Val {
+    #[default]
     Null,
     Num(f64),
     Fixed(i64),
@@ -94,13 +97,44 @@ impl PartialEq for Val {
     }
 }
 
+/// Lower-case hex digits' values; 0xFF for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The value of lower-case hex `digits` (at most 16), or `None`.
+fn hex(digits: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    let mut bad = 0u8;
+    for &c in digits {
+        let d = HEX[usize::from(c)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0x0F);
+    }
+    (bad & 0x80 == 0).then_some(v)
+}
+
 /// The bits of a canonical lower-case UUID (`8-4-4-4-12` hex), the form
 /// the decoder gives ids: formatting them back gives the same text.
 fn uuid_bits(s: &str) -> Option<u128> {
-    if s.len() != 36 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+    let b = s.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
+    let hi = (hex(&b[0..8])? << 32) | (hex(&b[9..13])? << 16) | hex(&b[14..18])?;
+    let lo = (hex(&b[19..23])? << 48) | hex(&b[24..36])?;
+    Some((u128::from(hi) << 64) | u128::from(lo))
 }
 
 pub(super) fn text_val(s: &str) -> Val {
@@ -152,20 +186,66 @@ impl Key {
     }
 }
 
-/// One stored value of `array` at `row` (cast as its [`ValKind`] says).
-pub(super) fn read_val(array: &ArrayRef, row: usize) -> Val {
-    if array.is_null(row) {
-        return Val::Null;
+/// A batch column the state reads stored values from, downcast once per
+/// batch (cast as its [`ValKind`] says).
+pub(super) enum Column {
+    Num(Float64Array),
+    Fixed(Decimal128Array),
+    Time(TimestampMicrosecondArray),
+    Text(StringArray),
+}
+
+impl Column {
+    pub(super) fn new(array: &ArrayRef) -> Self {
+        match array.data_type() {
+            DataType::Float64 => Self::Num(array.as_primitive::<Float64Type>().clone()),
+            DataType::Decimal128(_, _) => {
+                Self::Fixed(array.as_primitive::<Decimal128Type>().clone())
+            }
+            DataType::Timestamp(_, _) => {
+                Self::Time(array.as_primitive::<TimestampMicrosecondType>().clone())
+            }
+            _ => Self::Text(array.as_string::<i32>().clone()),
+        }
     }
-    match array.data_type() {
-        DataType::Float64 => Val::Num(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Decimal128(_, _) => {
-            let v = array.as_primitive::<Decimal128Type>().value(row);
-            i64::try_from(v).map_or(Val::Num(v as f64), Val::Fixed)
+
+    /// The stored value of `row`.
+    pub(super) fn val(&self, row: usize) -> Val {
+        match self {
+            Self::Num(a) if a.is_valid(row) => Val::Num(a.value(row)),
+            Self::Fixed(a) if a.is_valid(row) => {
+                let v = a.value(row);
+                i64::try_from(v).map_or(Val::Num(v as f64), Val::Fixed)
+            }
+            Self::Time(a) if a.is_valid(row) => Val::Time(a.value(row)),
+            Self::Text(a) if a.is_valid(row) => text_val(a.value(row)),
+            _ => Val::Null,
         }
-        DataType::Timestamp(_, _) => {
-            Val::Time(array.as_primitive::<TimestampMicrosecondType>().value(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A UUID's canonical text is kept as its bits and formatted back
+        /// unchanged; any other text is not taken for a UUID.
+        #[test]
+        fn uuid_text_round_trips(bits: u128, flip in 0usize..36, other in any::<u8>()) {
+            let text = uuid::Uuid::from_u128(bits).hyphenated().to_string();
+            prop_assert_eq!(uuid_bits(&text), Some(bits));
+            let v = text_val(&text);
+            prop_assert_eq!(v.with_text(str::to_owned), Some(text.clone()));
+            let mut bytes = text.clone().into_bytes();
+            bytes[flip] = other;
+            if let Ok(changed) = String::from_utf8(bytes) {
+                let canonical = uuid::Uuid::try_parse(&changed)
+                    .is_ok_and(|u| u.hyphenated().to_string() == changed);
+                prop_assert_eq!(uuid_bits(&changed).is_some(), canonical);
+                prop_assert_eq!(text_val(&changed).with_text(str::to_owned), Some(changed));
+            }
         }
-        _ => text_val(array.as_string::<i32>().value(row)),
     }
 }
