@@ -18,12 +18,10 @@
 //! it is what bounds the state. Everything here depends only on the rows and
 //! their order, never on how they were cut into batches.
 
-use std::collections::VecDeque;
-
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
@@ -32,10 +30,14 @@ use super::window::{WindowCall, WindowFunc};
 use crate::error::{Error, Result};
 
 mod aggregate;
+mod groups;
+mod key;
 mod value;
 
 pub(crate) use aggregate::output_type;
 use aggregate::{Acc, Output, Total};
+use groups::KeyGroups;
+use key::KeyState;
 pub(crate) use value::ValKind;
 use value::{Column, Key, Val};
 
@@ -153,109 +155,6 @@ impl Inputs {
             vals.extend(self.columns.iter().map(|c| c.val(row)));
         }
         vals
-    }
-}
-
-/// One key's rows, in source order, and the running totals of its calls.
-#[derive(Debug)]
-struct KeyState {
-    events: VecDeque<Event>,
-    /// The rows' stored values, the space's `vals.len()` per row, row after
-    /// row in the order of `events`: one allocation per key, not per row.
-    vals: VecDeque<Val>,
-    totals: Vec<Total>,
-    /// Smallest `ts` held (checked per row without touching the rows).
-    oldest: i64,
-}
-
-impl Default for KeyState {
-    fn default() -> Self {
-        Self {
-            events: VecDeque::new(),
-            vals: VecDeque::new(),
-            totals: Vec::new(),
-            oldest: i64::MAX,
-        }
-    }
-}
-
-impl KeyState {
-    /// The argument of call `pc` on row `j`.
-    fn arg(&self, pc: &PlannedCall, j: usize, stride: usize) -> Option<&Val> {
-        pc.arg.map(|i| &self.vals[j * stride + i])
-    }
-
-    /// Appends a row and its stored values (taken out of `vals`).
-    fn push(&mut self, plan: &WindowPlan, space: usize, e: Event, vals: &mut Vec<Val>) {
-        if self.totals.is_empty() && !plan.totals[space].is_empty() {
-            self.totals = plan.totals[space]
-                .iter()
-                .map(|&c| Total::new(&plan.calls[c]))
-                .collect();
-        }
-        for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
-            let pc = &plan.calls[c];
-            if pc.passes(&e) {
-                t.apply(pc.arg(vals), 1);
-            }
-        }
-        for older in self.events.iter_mut().rev() {
-            if older.suffix_min <= e.ts {
-                break;
-            }
-            older.suffix_min = e.ts;
-        }
-        self.oldest = self.oldest.min(e.ts);
-        self.events.push_back(e);
-        self.vals.extend(vals.drain(..));
-    }
-
-    fn pop_expired(&mut self, plan: &WindowPlan, space: usize, floor: i64) {
-        if self.oldest > floor {
-            return;
-        }
-        let stride = plan.spaces[space].vals.len();
-        while self.events.front().is_some_and(|e| e.ts <= floor) {
-            if let Some(e) = self.events.pop_front() {
-                for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
-                    let pc = &plan.calls[c];
-                    if pc.passes(&e) {
-                        t.apply(pc.arg.map(|i| &self.vals[i]), -1);
-                    }
-                }
-                self.vals.drain(..stride);
-            }
-        }
-        self.oldest = self.events.front().map_or(i64::MAX, |e| e.suffix_min);
-    }
-
-    /// Drops every row at or below `floor` (wherever it is) and rebuilds the
-    /// totals and scan bounds; false when nothing is left.
-    fn retain_after(&mut self, plan: &WindowPlan, space: usize, floor: i64) -> bool {
-        self.pop_expired(plan, space, floor);
-        if self.events.iter().any(|e| e.ts <= floor) {
-            let stride = plan.spaces[space].vals.len();
-            let events = std::mem::take(&mut self.events);
-            let mut vals = std::mem::take(&mut self.vals);
-            self.totals.clear();
-            self.oldest = i64::MAX;
-            let mut row = Vec::with_capacity(stride);
-            for mut e in events {
-                row.clear();
-                row.extend(vals.drain(..stride));
-                if e.ts <= floor {
-                    continue;
-                }
-                e.prefix_max = self.events.back().map_or(e.ts, |b| b.prefix_max.max(e.ts));
-                e.suffix_min = e.ts;
-                self.push(plan, space, e, &mut row);
-            }
-        }
-        if self.events.capacity() > 4 * self.events.len().max(4) {
-            self.events.shrink_to_fit();
-            self.vals.shrink_to_fit();
-        }
-        !self.events.is_empty()
     }
 }
 
@@ -599,79 +498,6 @@ struct Scratch {
     acc: Vec<Acc>,
     active: Vec<usize>,
     current: Vec<Val>,
-}
-
-/// A batch's rows grouped by (partition, key), each group in source order.
-struct KeyGroups {
-    /// Row indices of the rows with a key, group after group.
-    order: Vec<u32>,
-    /// Where each group starts in `order` (one more entry than groups).
-    starts: Vec<usize>,
-}
-
-impl KeyGroups {
-    /// Groups the rows of non-null `keys` by (partition, key).
-    fn of(keys: &StringArray, part_of: &[i32]) -> Self {
-        let n = keys.len();
-        let mut ids: HashMap<(i32, &str), u32> = HashMap::with_capacity(n / 4);
-        let mut group_of: Vec<u32> = Vec::with_capacity(n);
-        let mut sizes: Vec<usize> = Vec::new();
-        for row in 0..n {
-            if keys.is_null(row) {
-                group_of.push(u32::MAX);
-                continue;
-            }
-            let next = sizes.len() as u32;
-            let g = *ids.entry((part_of[row], keys.value(row))).or_insert(next);
-            if g == next {
-                sizes.push(0);
-            }
-            sizes[g as usize] += 1;
-            group_of.push(g);
-        }
-        let mut starts = Vec::with_capacity(sizes.len() + 1);
-        let mut total = 0;
-        for size in &sizes {
-            starts.push(total);
-            total += size;
-        }
-        starts.push(total);
-        let mut fill = starts.clone();
-        let mut order = vec![0u32; total];
-        for (row, &g) in group_of.iter().enumerate() {
-            if g != u32::MAX {
-                let at = &mut fill[g as usize];
-                order[*at] = row as u32;
-                *at += 1;
-            }
-        }
-        Self { order, starts }
-    }
-
-    /// Each group's first row and its rows in source order.
-    fn iter(&self) -> impl Iterator<Item = (usize, &[u32])> {
-        self.starts.windows(2).map(|w| {
-            let rows = &self.order[w[0]..w[1]];
-            (rows[0] as usize, rows)
-        })
-    }
-
-    /// Per row, its position among outputs built group after group and then
-    /// the rows without a key (in source order).
-    fn row_positions(&self, keys: &StringArray) -> UInt32Array {
-        let mut back = vec![0u32; keys.len()];
-        for (at, &row) in self.order.iter().enumerate() {
-            back[row as usize] = at as u32;
-        }
-        let mut at = self.order.len() as u32;
-        for (row, pos) in back.iter_mut().enumerate() {
-            if keys.is_null(row) {
-                *pos = at;
-                at += 1;
-            }
-        }
-        UInt32Array::from(back)
-    }
 }
 
 /// Rows between two sweeps of expired keys.
