@@ -20,13 +20,17 @@ TOOLS="${TXPIPE_TOOLS:-$HOME/.cache/txpipe-tools}"
 
 log() { printf '\n== %s\n' "$*"; }
 
-# Tansu's build (~9 min once) is the longest install: it runs in the
-# background while the downloads below and this workspace's build proceed.
+# Tansu's build is the longest install: it runs in the background while the
+# downloads below and this workspace's build proceed, and competes with that
+# build for the same cores. It is built with the SQLite storage only (the
+# tests' broker) and at opt-level 1: a test broker needs no more, and the
+# build costs far less CPU than release's opt-level 3.
 TANSU_PID=""
 if [ ! -x "$TOOLS/bin/tansu" ]; then
   log "installing the Tansu broker into $TOOLS (cargo install, once; in the background)"
   mkdir -p "$TOOLS"
-  cargo install tansu --locked --features dynostore,libsql --root "$TOOLS" \
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install tansu --locked --features libsql --root "$TOOLS" \
     >"$TOOLS/tansu-install.log" 2>&1 &
   TANSU_PID=$!
 fi

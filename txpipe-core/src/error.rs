@@ -71,7 +71,8 @@ pub enum Error {
     /// file (named in the message), a failed commit, the store.
     #[error("delta table {table}: {source}")]
     Delta {
-        /// The table (lake-relative folder).
+        /// The table: its location (folder or URL) where known, else its
+        /// lake-relative folder.
         table: String,
         /// What delta-rs said.
         #[source]

@@ -35,7 +35,10 @@ use deltalake_core::protocol::DeltaOperation;
 use deltalake_core::DeltaTableError;
 use url::Url;
 
-use super::delta::{delta_error, handle, open_or_create, TableSpec, DEFAULT_CHECKPOINT_INTERVAL};
+use super::delta::{
+    delta_error, delta_error_at, handle, open_or_create, table_location, TableSpec,
+    DEFAULT_CHECKPOINT_INTERVAL,
+};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
@@ -66,6 +69,8 @@ const MAX_APPEND_ATTEMPTS: u32 = 200;
 /// One Delta table as a streaming appender sees it.
 pub struct AppendLog {
     name: String,
+    /// Where the table is (folder or URL), named in its errors.
+    location: String,
     /// The kernel snapshot the table was opened at (answers `txn` versions
     /// the log tail read since does not have).
     base: SnapshotRef,
@@ -200,7 +205,7 @@ impl AppendLog {
             || log_store
                 .read_commit_entry(0)
                 .await
-                .map_err(|e| delta_error(rel, e))?
+                .map_err(|e| delta_error_at(lake, rel, e))?
                 .is_some();
         if !has_log {
             return Ok(None);
@@ -208,17 +213,18 @@ impl AppendLog {
         let engine = log_store.engine(None);
         let url = log_store
             .transaction_url(None)
-            .map_err(|e| delta_error(rel, e))?;
+            .map_err(|e| delta_error_at(lake, rel, e))?;
         let base = match snapshot_at(&engine, &url, None).await {
             Ok(s) => s,
             // A damaged log: delta-rs' loader names the file.
             Err(e) => {
                 super::delta::open(lake, rel).await?;
-                return Err(delta_error(rel, e));
+                return Err(delta_error_at(lake, rel, e));
             }
         };
         let mut log = Self {
             name: rel.to_string(),
+            location: table_location(lake, rel),
             version: base.version(),
             base: base.clone(),
             engine,
@@ -486,7 +492,7 @@ impl AppendLog {
     }
 
     fn error(&self, e: DeltaTableError) -> Error {
-        delta_error(&self.name, e)
+        delta_error(&self.location, e)
     }
 
     /// Writes a checkpoint at `version` when the table's interval says so

@@ -91,6 +91,23 @@ pub fn delta_error(table: &str, e: DeltaTableError) -> Error {
     }
 }
 
+/// Wraps a delta-rs error with where the table is (its folder, or its URL on
+/// an object store): delta-rs' own message does not always name a file, e.g.
+/// when the disk is full.
+pub fn delta_error_at(lake: &Lake, rel: &str, e: DeltaTableError) -> Error {
+    delta_error(&table_location(lake, rel), e)
+}
+
+/// Where the table at `rel` is, for messages: a local folder ending in `/`,
+/// or the table's URL.
+pub fn table_location(lake: &Lake, rel: &str) -> String {
+    let rel = rel.trim_matches('/');
+    match lake.local_root() {
+        Some(root) => format!("{}/", root.join(rel).display()),
+        None => table_url(lake, rel).map_or_else(|_| rel.to_string(), |u| u.to_string()),
+    }
+}
+
 /// URL of a table folder (`rel` relative to the lake root), ending in `/`.
 ///
 /// # Errors
@@ -108,7 +125,7 @@ pub fn handle(lake: &Lake, rel: &str) -> Result<DeltaTable> {
     let url = table_url(lake, rel)?;
     DeltaTableBuilder::from_url(url.clone())
         .and_then(|b| b.with_storage_backend(lake.store().clone(), url).build())
-        .map_err(|e| delta_error(rel, e))
+        .map_err(|e| delta_error_at(lake, rel, e))
 }
 
 /// Opens the Delta table at `rel` at its newest version; `None` when the
@@ -130,7 +147,7 @@ pub async fn open(lake: &Lake, rel: &str) -> Result<Option<DeltaTable>> {
         Err(DeltaTableError::NotATable(_)) => Ok(None),
         Err(e) => Err(match diagnose_log(lake, rel).await {
             Some(what) => Error::CommitLog(format!("table {rel}: {what} (delta-rs: {e})")),
-            None => delta_error(rel, e),
+            None => delta_error_at(lake, rel, e),
         }),
     }
 }
@@ -273,7 +290,7 @@ pub async fn open_or_create(lake: &Lake, rel: &str, spec: &TableSpec) -> Result<
         // Lost a race with another creator: the table is there now.
         Err(e) => match open(lake, rel).await? {
             Some(t) => Ok(t),
-            None => Err(delta_error(rel, e)),
+            None => Err(delta_error_at(lake, rel, e)),
         },
     }
 }
@@ -291,7 +308,10 @@ pub async fn add_missing_columns(lake: &Lake, rel: &str, spec: &TableSpec) -> Re
         let Some(table) = open(lake, rel).await? else {
             return Ok(Vec::new());
         };
-        let have = table.snapshot().map_err(|e| delta_error(rel, e))?.schema();
+        let have = table
+            .snapshot()
+            .map_err(|e| delta_error_at(lake, rel, e))?
+            .schema();
         let mut missing = Vec::new();
         for f in want.fields() {
             match have.field(f.name()) {
@@ -328,7 +348,7 @@ pub async fn add_missing_columns(lake: &Lake, rel: &str, spec: &TableSpec) -> Re
             // Someone else changed the table meanwhile (perhaps adding the
             // same columns): look again.
             Err(_) if attempt < 2 => continue,
-            Err(e) => return Err(delta_error(rel, e)),
+            Err(e) => return Err(delta_error_at(lake, rel, e)),
         }
     }
     Ok(Vec::new())
@@ -395,7 +415,7 @@ pub async fn replace_with_file(
     stats: String,
 ) -> Result<u64> {
     let mut table = open_or_create(lake, rel, spec).await?;
-    let snapshot = table.snapshot().map_err(|e| delta_error(rel, e))?;
+    let snapshot = table.snapshot().map_err(|e| delta_error_at(lake, rel, e))?;
     let mut actions: Vec<Action> = snapshot
         .log_data()
         .iter()
@@ -427,7 +447,7 @@ pub async fn replace_with_file(
             },
         )
         .await
-        .map_err(|e| delta_error(rel, e))?;
+        .map_err(|e| delta_error_at(lake, rel, e))?;
     let version = done.version();
     table.state = Some(done.snapshot());
     // Everything in the folder but the new file and the log is gone now.
@@ -450,7 +470,7 @@ pub async fn read_table(lake: &Lake, rel: &str) -> Result<Vec<RecordBatch>> {
     let Some(table) = open(lake, rel).await? else {
         return Ok(Vec::new());
     };
-    let snapshot = table.snapshot().map_err(|e| delta_error(rel, e))?;
+    let snapshot = table.snapshot().map_err(|e| delta_error_at(lake, rel, e))?;
     let mut out = Vec::new();
     for f in snapshot.log_data().iter() {
         let path = format!("{}/{}", rel.trim_matches('/'), f.path());

@@ -15,7 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use deltalake_core::operations::write::SchemaMode;
 use deltalake_core::protocol::SaveMode;
 
-use super::delta::{delta_error, handle, open, snapshot_files, TableSpec};
+use super::delta::{delta_error_at, handle, open, snapshot_files, TableSpec};
 use crate::error::Result;
 use crate::lake::Lake;
 
@@ -81,7 +81,7 @@ pub async fn replace_partitions(
             None => return Ok(None),
         },
     }
-    let done = write.await.map_err(|e| delta_error(rel, e))?;
+    let done = write.await.map_err(|e| delta_error_at(lake, rel, e))?;
     let version = done.version().and_then(|v| u64::try_from(v).ok());
     let after: BTreeSet<String> = snapshot_files(&done, rel)?.into_iter().collect();
     for gone in before.difference(&after) {
@@ -98,6 +98,6 @@ pub async fn partition_columns(lake: &Lake, rel: &str) -> Result<Option<Vec<Stri
     let Some(table) = open(lake, rel).await? else {
         return Ok(None);
     };
-    let snapshot = table.snapshot().map_err(|e| delta_error(rel, e))?;
+    let snapshot = table.snapshot().map_err(|e| delta_error_at(lake, rel, e))?;
     Ok(Some(snapshot.metadata().partition_columns().to_vec()))
 }

@@ -221,7 +221,9 @@ impl Output {
     }
 
     pub(super) fn push(&mut self, pc: &PlannedCall, acc: &Acc) {
-        let scale = pc.arg_kind.map_or(1.0, ValKind::scale);
+        // (Only sums, averages and float outputs of decimals need the scale:
+        // not computed for the counts, which are most calls.)
+        let scale = || pc.arg_kind.map_or(1.0, ValKind::scale);
         let value: Option<&Val> = match pc.call.func {
             WindowFunc::Count | WindowFunc::CountEqual => {
                 if let Self::Int(v) = self {
@@ -233,7 +235,7 @@ impl Output {
                 if let Self::Float(v) = self {
                     // Floats are summed in source order (they were met newest first).
                     let sum = if acc.floats.is_empty() {
-                        acc.fixed as f64 / scale
+                        acc.fixed as f64 / scale()
                     } else {
                         acc.floats.iter().rev().sum::<f64>()
                     };
@@ -250,7 +252,7 @@ impl Output {
             WindowFunc::LastValue => acc.last.as_ref(),
         };
         match (self, value) {
-            (Self::Float(v), Some(x)) => v.push(x.as_f64(scale)),
+            (Self::Float(v), Some(x)) => v.push(x.as_f64(scale())),
             (Self::Float(v), None) => v.push(None),
             (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
             (Self::Time(v), _) => v.push(None),
