@@ -512,3 +512,32 @@ pub fn snapshot_files(table: &DeltaTable, rel: &str) -> Result<Vec<String>> {
         .map(|f| format!("{rel}/{}", f.path()))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// delta-rs' message does not always name a file (a full disk did not):
+    /// the error names where the table is, whatever delta-rs said.
+    #[test]
+    fn delta_errors_name_the_table_location() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).expect("lake");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical path");
+        let said = DeltaTableError::Generic("No space left on device (os error 28)".into());
+        let text = delta_error_at(&lake, "/quarantine/", said).to_string();
+        let expected = format!("delta table {}/quarantine/: ", root.display());
+        assert!(text.starts_with(&expected), "{text}");
+        assert!(
+            text.ends_with("No space left on device (os error 28)"),
+            "{text}"
+        );
+
+        let memory = Lake::open("memory://").expect("lake");
+        let said = DeltaTableError::Generic("gone".into());
+        let text = delta_error_at(&memory, "fact_transaction", said).to_string();
+        let url = table_url(&memory, "fact_transaction").expect("url");
+        assert!(text.starts_with(&format!("delta table {url}: ")), "{text}");
+        assert!(url.as_str().ends_with("/fact_transaction/"), "{url}");
+    }
+}
