@@ -115,6 +115,20 @@ impl Lake {
         self.local_root.as_deref()
     }
 
+    /// Where `rel` is, for messages: its absolute path in a local lake, else
+    /// its URL under the lake's without user, password, query or fragment
+    /// (where a store's credentials could be written).
+    pub fn describe(&self, rel: &str) -> String {
+        let rel = rel.trim_matches('/');
+        match &self.local_root {
+            Some(root) => root.join(rel).display().to_string(),
+            None => self
+                .url
+                .join(rel)
+                .map_or_else(|_| rel.to_string(), without_credentials),
+        }
+    }
+
     /// The store path of `rel` (relative to the lake root).
     pub fn path(&self, rel: &str) -> Path {
         let rel = rel.trim_matches('/');
@@ -257,11 +271,8 @@ impl Lake {
         to: Option<&str>,
         e: object_store::Error,
     ) -> Error {
-        let target = |rel: &str| match &self.local_root {
-            Some(root) => root.join(rel.trim_matches('/')).display().to_string(),
-            None => rel.to_string(),
-        };
         if self.local_root.is_some() {
+            let target = |rel: &str| self.describe(rel);
             if let Some(io) = io_cause(&e) {
                 let cause = match io.raw_os_error() {
                     Some(code) => std::io::Error::from_raw_os_error(code),
@@ -297,6 +308,15 @@ impl Lake {
     }
 }
 
+/// A URL's text without user, password, query and fragment.
+fn without_credentials(mut url: Url) -> String {
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
+}
+
 /// The wording of a local lake's failed operation.
 fn local_action(action: &str) -> &'static str {
     match action {
@@ -326,6 +346,19 @@ fn io_cause(e: &object_store::Error) -> Option<&std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Credentials written into a store URL never reach a message.
+    #[test]
+    fn table_locations_leave_out_credentials() {
+        let url = Url::parse("s3://AKIDEXAMPLE:s3cr3t@bucket/lake/fact_transaction/?sig=t0ken#f")
+            .expect("url");
+        assert_eq!(
+            without_credentials(url),
+            "s3://bucket/lake/fact_transaction/"
+        );
+        let plain = Url::parse("gs://bucket/lake/quarantine/").expect("url");
+        assert_eq!(without_credentials(plain), "gs://bucket/lake/quarantine/");
+    }
 
     #[tokio::test]
     async fn local_and_memory_lakes_round_trip() {

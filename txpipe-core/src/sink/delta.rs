@@ -98,24 +98,10 @@ pub fn delta_error_at(lake: &Lake, rel: &str, e: DeltaTableError) -> Error {
     delta_error(&table_location(lake, rel), e)
 }
 
-/// Where the table at `rel` is, for messages: a local folder ending in `/`,
-/// or the table's URL without user, password, query or fragment (where a
-/// store's credentials could be written).
+/// Where the table at `rel` is, for messages: a local folder or a URL
+/// (without credentials), ending in `/`.
 pub fn table_location(lake: &Lake, rel: &str) -> String {
-    let rel = rel.trim_matches('/');
-    match lake.local_root() {
-        Some(root) => format!("{}/", root.join(rel).display()),
-        None => table_url(lake, rel).map_or_else(|_| rel.to_string(), without_credentials),
-    }
-}
-
-/// A URL's text without user, password, query and fragment.
-fn without_credentials(mut url: Url) -> String {
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.set_query(None);
-    url.set_fragment(None);
-    url.to_string()
+    format!("{}/", lake.describe(rel))
 }
 
 /// URL of a table folder (`rel` relative to the lake root), ending in `/`.
@@ -549,18 +535,5 @@ mod tests {
         let url = table_url(&memory, "fact_transaction").expect("url");
         assert!(text.starts_with(&format!("delta table {url}: ")), "{text}");
         assert!(url.as_str().ends_with("/fact_transaction/"), "{url}");
-    }
-
-    /// Credentials written into a store URL never reach a message.
-    #[test]
-    fn table_locations_leave_out_credentials() {
-        let url = Url::parse("s3://AKIDEXAMPLE:s3cr3t@bucket/lake/fact_transaction/?sig=t0ken#f")
-            .expect("url");
-        assert_eq!(
-            without_credentials(url),
-            "s3://bucket/lake/fact_transaction/"
-        );
-        let plain = Url::parse("gs://bucket/lake/quarantine/").expect("url");
-        assert_eq!(without_credentials(plain), "gs://bucket/lake/quarantine/");
     }
 }
