@@ -85,21 +85,7 @@ fn built_lake(t: &TestDir, count: u64) -> String {
 }
 
 fn psql(port: u16, sql: &str) -> Output {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-d",
-            "txpipe",
-            "-U",
-            "txpipe",
-        ])
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-A", "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .expect("psql (Debian postgresql-client; tests/run.sh installs it)")
+    psql_session(port, &[sql])
 }
 
 fn psql_ok(port: u16, sql: &str) -> String {
@@ -416,7 +402,50 @@ async fn runaway_cancelled_oversized_and_broken_queries_end_alone() {
     assert_eq!(memory["sqlstate"], "53200", "{memory}");
     let count = psql_ok(s.port, "SELECT count(*) FROM fact_transaction");
     assert!(count.lines().nth(1).unwrap().parse::<u64>().unwrap() > 1_900);
+
+    // Statements reuse idle sessions: a SET in one (DataFusion's runtime or
+    // SQL settings) must not reach the next, in the same connection or not.
+    let out = psql_session(
+        s.port,
+        &[
+            "SET datafusion.runtime.memory_limit = '64G'",
+            "SET datafusion.sql_parser.enable_ident_normalization = false",
+            "SELECT 1 AS Foo",
+            "SELECT cardinality(array_agg(a.transaction_id)) \
+             FROM fact_transaction a CROSS JOIN fact_transaction b",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("foo\n1\n"), "{stdout}");
+    assert!(!out.status.success(), "the memory limit held: {stdout}");
+    assert!(stderr.contains("Resources exhausted"), "{stderr}");
+    let after = psql_ok(s.port, "SELECT 2 AS Bar");
+    assert!(after.starts_with("bar\n2\n"), "{after}");
     healthy(&s);
+}
+
+/// `psql` running `statements` one after another in one session (each its
+/// own simple query), stopping at the first error.
+fn psql_session(port: u16, statements: &[&str]) -> Output {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-d",
+        "txpipe",
+        "-U",
+        "txpipe",
+    ])
+    .args(["-X", "-v", "ON_ERROR_STOP=1", "-A"])
+    .env("PGCONNECT_TIMEOUT", "10");
+    for sql in statements {
+        cmd.args(["-c", sql]);
+    }
+    cmd.output()
+        .expect("psql (Debian postgresql-client; tests/run.sh installs it)")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod catalog_queries;
 pub mod functions;
 pub mod readonly;
+mod rows;
 pub mod service;
 pub mod tls;
 mod typmod;

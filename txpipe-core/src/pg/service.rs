@@ -6,20 +6,34 @@
 //! its Postgres compatibility rewrites, `pg_catalog`, hooks, encoding); this
 //! layer adds what a shared server needs on top: its statement timeout only
 //! covers planning, and all connections share one session (one memory pool).
+//!
+//! A statement's service is leased from a pool of idle ones: building one
+//! (datafusion-postgres tokenizes its rewrite table, DataFusion copies the
+//! session state) was most of a small query's time. A lease goes back to the
+//! pool only when its memory pool is empty again and no statement changed its
+//! session (`SET`), so a statement never runs with another's settings or
+//! reservations.
 
 use std::fmt::Debug;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::common::ParamValues;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream};
+use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, SendableRowStream};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -29,6 +43,8 @@ use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream};
 use tokio::time::Instant;
+
+use super::rows::text_rows;
 
 /// Per-statement bounds.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +63,117 @@ const CLIENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 /// SQLSTATE `query_canceled`.
 const QUERY_CANCELED: &str = "57014";
 
+/// Idle statement services kept for reuse.
+const MAX_IDLE: usize = 16;
+
 /// The handler behind both query protocols.
 pub(crate) struct LakeService {
     /// Shared session: catalog, settings, the extended protocol's planner.
     base: Arc<SessionContext>,
-    shared: DfSessionService,
-    hooks: Vec<Arc<dyn QueryHook>>,
+    shared: Arc<DfSessionService>,
+    hooks: Arc<Vec<Arc<dyn QueryHook>>>,
+    /// The simple protocol's parser, with datafusion-postgres' rewrites.
+    parser: PostgresCompatibilityParser,
     limits: QueryLimits,
+    /// Statement services (each with a memory pool of its own) not in use.
+    idle: Arc<Mutex<Vec<Pooled>>>,
+}
+
+/// A statement service with its own memory pool.
+struct Pooled {
+    service: Arc<DfSessionService>,
+    ctx: Arc<SessionContext>,
+    hooks: Arc<Vec<Arc<dyn QueryHook>>>,
+    /// Set when a statement may have changed the session's settings.
+    changed: Arc<AtomicBool>,
+}
+
+/// What one statement runs with; a pooled one goes back to the idle list
+/// when the lease is dropped, if it is as clean as it was built.
+pub(crate) struct Lease {
+    /// The extended protocol's execution.
+    service: Arc<DfSessionService>,
+    /// The simple protocol's: session and hooks.
+    ctx: Arc<SessionContext>,
+    hooks: Arc<Vec<Arc<dyn QueryHook>>>,
+    pooled: Option<(Pooled, Arc<Mutex<Vec<Pooled>>>)>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some((pooled, idle)) = self.pooled.take() else {
+            return;
+        };
+        let clean = !pooled.changed.load(Ordering::Acquire)
+            && pooled.ctx.runtime_env().memory_pool.reserved() == 0;
+        if clean {
+            if let Ok(mut idle) = idle.lock() {
+                if idle.len() < MAX_IDLE {
+                    idle.push(pooled);
+                }
+            }
+        }
+    }
+}
+
+/// A hook that handles nothing and marks its session changed when a
+/// statement other than a query or transaction control reaches it (`SET`
+/// reaches DataFusion's session config or runtime).
+struct ChangeWatch {
+    changed: Arc<AtomicBool>,
+}
+
+impl ChangeWatch {
+    fn see(&self, statement: &Statement) {
+        let harmless = matches!(
+            statement,
+            Statement::Query(_)
+                | Statement::Explain { .. }
+                | Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::ShowVariable { .. }
+        );
+        if !harmless {
+            self.changed.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for ChangeWatch {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.see(statement);
+        None
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // Parsing runs on the shared service; the execution below is what
+        // touches the statement's session.
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.see(statement);
+        None
+    }
 }
 
 impl LakeService {
@@ -63,19 +183,34 @@ impl LakeService {
         limits: QueryLimits,
     ) -> Self {
         LakeService {
-            shared: DfSessionService::new_with_hooks(Arc::clone(&base), hooks.clone()),
+            shared: Arc::new(DfSessionService::new_with_hooks(
+                Arc::clone(&base),
+                hooks.clone(),
+            )),
             base,
-            hooks,
+            hooks: Arc::new(hooks),
+            parser: PostgresCompatibilityParser::new(),
             limits,
+            idle: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// A service over the same catalog and settings with a memory pool of
-    /// its own (one per statement).
-    fn for_statement(&self) -> PgWireResult<DfSessionService> {
-        let ctx = match self.limits.memory {
-            None => Arc::clone(&self.base),
-            Some(bytes) => {
+    /// The service a statement runs with: without a memory limit the shared
+    /// one, else one over the same catalog and settings with a memory pool of
+    /// its own, from the idle pool or new.
+    fn for_statement(&self) -> PgWireResult<Lease> {
+        let Some(bytes) = self.limits.memory else {
+            return Ok(Lease {
+                service: Arc::clone(&self.shared),
+                ctx: Arc::clone(&self.base),
+                hooks: Arc::clone(&self.hooks),
+                pooled: None,
+            });
+        };
+        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let pooled = match reused {
+            Some(p) => p,
+            None => {
                 // The base's object stores, spill files and caches (Parquet
                 // footers and page indexes stay cached across statements),
                 // with a memory pool of this statement's own.
@@ -86,10 +221,29 @@ impl LakeService {
                 let state = SessionStateBuilder::new_from_existing(self.base.state())
                     .with_runtime_env(runtime)
                     .build();
-                Arc::new(SessionContext::new_with_state(state))
+                let ctx = Arc::new(SessionContext::new_with_state(state));
+                let changed = Arc::new(AtomicBool::new(false));
+                let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ChangeWatch {
+                    changed: Arc::clone(&changed),
+                })];
+                hooks.extend(self.hooks.iter().cloned());
+                Pooled {
+                    service: Arc::new(DfSessionService::new_with_hooks(
+                        Arc::clone(&ctx),
+                        hooks.clone(),
+                    )),
+                    ctx,
+                    hooks: Arc::new(hooks),
+                    changed,
+                }
             }
         };
-        Ok(DfSessionService::new_with_hooks(ctx, self.hooks.clone()))
+        Ok(Lease {
+            service: Arc::clone(&pooled.service),
+            ctx: Arc::clone(&pooled.ctx),
+            hooks: Arc::clone(&pooled.hooks),
+            pooled: Some((pooled, Arc::clone(&self.idle))),
+        })
     }
 
     /// What one statement runs with: its deadline, the connection's cancel
@@ -97,13 +251,53 @@ impl LakeService {
     fn start<C: ClientInfo>(
         &self,
         client: &C,
-    ) -> PgWireResult<(
-        Instant,
-        Option<Arc<Arc<ConnectionHandle>>>,
-        DfSessionService,
-    )> {
+    ) -> PgWireResult<(Instant, Option<Arc<Arc<ConnectionHandle>>>, Lease)> {
         let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
         Ok((self.deadline(client), handle, self.for_statement()?))
+    }
+
+    /// The simple protocol as datafusion-postgres runs it (parse with its
+    /// rewrites, hooks, then DataFusion), with our row encoder for results.
+    async fn simple<C>(
+        &self,
+        lease: &Lease,
+        client: &mut C,
+        query: &str,
+    ) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self.parser.parse(query).map_err(api)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut results = Vec::with_capacity(statements.len());
+        'statement: for statement in statements {
+            for hook in lease.hooks.iter() {
+                if let Some(result) = hook
+                    .handle_simple_query(&statement, &lease.ctx, client)
+                    .await
+                {
+                    results.push(result?);
+                    continue 'statement;
+                }
+            }
+            let df = lease.ctx.sql(&statement.to_string()).await.map_err(api)?;
+            let fields = Arc::new(arrow_schema_to_pg_fields(
+                df.schema().as_arrow(),
+                &Format::UnifiedText,
+                None,
+            )?);
+            let batches = df.execute_stream().await.map_err(api)?;
+            results.push(Response::Query(QueryResponse::new(
+                Arc::clone(&fields),
+                text_rows(fields, batches),
+            )));
+        }
+        Ok(results)
     }
 
     fn deadline<C: ClientInfo>(&self, client: &C) -> Instant {
@@ -116,6 +310,10 @@ impl LakeService {
         let limit = client_limit.map_or(self.limits.timeout, |c| c.min(self.limits.timeout));
         Instant::now() + limit
     }
+}
+
+fn api(e: impl std::error::Error + Send + Sync + 'static) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
 }
 
 fn timeout_error() -> PgWireError {
@@ -156,6 +354,9 @@ fn stopper(
 struct Bounded {
     rows: Option<SendableRowStream>,
     stop: BoxFuture<'static, PgWireError>,
+    /// The statement's service, released once the rows are gone (dropped
+    /// after `rows`: fields drop in order).
+    _lease: Option<Lease>,
 }
 
 impl Stream for Bounded {
@@ -183,6 +384,7 @@ fn bound(
     response: Response,
     deadline: Instant,
     handle: Option<Arc<Arc<ConnectionHandle>>>,
+    lease: Option<Lease>,
 ) -> Response {
     match response {
         Response::Query(mut q) => {
@@ -190,6 +392,7 @@ fn bound(
             q.data_rows = Box::pin(Bounded {
                 rows: Some(rows),
                 stop: stopper(deadline, handle),
+                _lease: lease,
             });
             Response::Query(q)
         }
@@ -206,16 +409,26 @@ impl SimpleQueryHandler for LakeService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (deadline, handle, service) = self.start(client)?;
-        let planned = tokio::time::timeout_at(
-            deadline,
-            SimpleQueryHandler::do_query(&service, client, query),
-        )
-        .await
-        .map_err(|_| timeout_error())??;
+        let (deadline, handle, lease) = self.start(client)?;
+        let planned = tokio::time::timeout_at(deadline, self.simple(&lease, client, query))
+            .await
+            .map_err(|_| timeout_error())??;
+        // Results stream one after another: the last query's keeps the lease.
+        let last_query = planned
+            .iter()
+            .rposition(|r| matches!(r, Response::Query(_)));
+        let mut lease = Some(lease);
         Ok(planned
             .into_iter()
-            .map(|r| bound(r, deadline, handle.clone()))
+            .enumerate()
+            .map(|(i, r)| {
+                let keep = if Some(i) == last_query {
+                    lease.take()
+                } else {
+                    None
+                };
+                bound(r, deadline, handle.clone(), keep)
+            })
             .collect())
     }
 }
@@ -241,13 +454,13 @@ impl ExtendedQueryHandler for LakeService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (deadline, handle, service) = self.start(client)?;
+        let (deadline, handle, lease) = self.start(client)?;
         let planned = tokio::time::timeout_at(
             deadline,
-            ExtendedQueryHandler::do_query(&service, client, portal, max_rows),
+            ExtendedQueryHandler::do_query(&*lease.service, client, portal, max_rows),
         )
         .await
         .map_err(|_| timeout_error())??;
-        Ok(bound(planned, deadline, handle))
+        Ok(bound(planned, deadline, handle, Some(lease)))
     }
 }
