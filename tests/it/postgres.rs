@@ -356,6 +356,7 @@ async fn writes_and_ddl_are_refused_and_leave_the_lake_untouched() {
     let lake = built_lake(&t, 1_000);
     let before = lake_files(&lake);
     let s = pg_serve(&lake, &t.path(""), &[], &[]);
+    newest_rows_are_exact(s.port);
     let seen = py("bounds.py", &["readonly", "127.0.0.1", &s.port.to_string()]);
     assert_eq!(seen["refused"].as_object().unwrap().len(), 9, "{seen}");
     let out = psql(s.port, "DROP TABLE fact_transaction");
@@ -568,4 +569,37 @@ async fn a_password_tls_and_the_non_loopback_rule() {
     let s_err = std::fs::read_to_string(&s.stderr).unwrap();
     assert!(!s_err.contains(PASSWORD), "{s_err}");
     healthy(&s);
+}
+
+/// The newest rows of the busiest customer through `ORDER BY … LIMIT` (the
+/// TopK over Parquet, our row encoder) equal all of its rows sorted here.
+fn newest_rows_are_exact(port: u16) {
+    let busiest = psql_ok(
+        port,
+        "SELECT customer_id FROM fact_transaction GROUP BY customer_id \
+         ORDER BY count(*) DESC, customer_id LIMIT 1",
+    );
+    let customer = busiest.lines().nth(1).unwrap().to_string();
+    let rows = |sql: &str| -> Vec<String> {
+        psql_ok(port, sql)
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with('('))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut all = rows(&format!(
+        "SELECT transaction_ts, transaction_id FROM fact_transaction WHERE customer_id = '{customer}'"
+    ));
+    assert!(
+        all.len() >= 3,
+        "the busiest customer has {} rows",
+        all.len()
+    );
+    all.sort_by(|a, b| b.cmp(a));
+    let newest = rows(&format!(
+        "SELECT transaction_ts, transaction_id FROM fact_transaction WHERE customer_id = '{customer}' \
+         ORDER BY transaction_ts DESC, transaction_id DESC LIMIT 3"
+    ));
+    assert_eq!(newest, all[..3].to_vec());
 }

@@ -195,8 +195,22 @@ impl<'a> Column<'a> {
             Column::I16(a) => put_int(buf, a.value(row)),
             Column::I32(a) => put_int(buf, a.value(row)),
             Column::I64(a) => put_int(buf, a.value(row)),
-            Column::F32(a, digits) => buf.put_slice(digits.format_f32(a.value(row)).as_bytes()),
-            Column::F64(a, digits) => buf.put_slice(digits.format_f64(a.value(row)).as_bytes()),
+            Column::F32(a, digits) => {
+                let v = a.value(row);
+                if shortest(digits) && v.is_finite() && v != 0.0 {
+                    buf.put_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                } else {
+                    buf.put_slice(digits.format_f32(v).as_bytes());
+                }
+            }
+            Column::F64(a, digits) => {
+                let v = a.value(row);
+                if shortest(digits) && v.is_finite() && v != 0.0 {
+                    buf.put_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                } else {
+                    buf.put_slice(digits.format_f64(v).as_bytes());
+                }
+            }
             Column::Decimal(a, scale) => put_decimal(buf, a.value(row), *scale),
             Column::Utf8(a) => buf.put_slice(a.value(row).as_bytes()),
             Column::LargeUtf8(a) => buf.put_slice(a.value(row).as_bytes()),
@@ -231,6 +245,14 @@ impl Fallback<'_> {
         buf.put_slice(&encoder.take_row().data);
         Ok(())
     }
+}
+
+/// Whether pgwire writes a float as ryu's shortest round-trip text
+/// (`extra_float_digits` ≥ 1, the default): then ryu is called here directly
+/// for finite non-zero values; zero, NaN, infinities and fewer digits go
+/// through pgwire's own formatting.
+fn shortest(digits: &ExtraFloatDigits) -> bool {
+    digits.0 >= 1
 }
 
 fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {
@@ -313,8 +335,8 @@ fn put_digits(buf: &mut BytesMut, mut v: u32, width: usize) {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{
-        BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
-        StringBuilder, TimestampMicrosecondArray,
+        BooleanArray, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array, ListBuilder,
+        StringArray, StringBuilder, TimestampMicrosecondArray,
     };
     use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
     use datafusion_postgres::pgwire::api::portal::Format;
@@ -459,6 +481,7 @@ mod tests {
                     -800_000_i32..3_000_000,
                     -80_000_000_000_000_000_i64..300_000_000_000_000_000,
                     any::<f64>(),
+                    any::<f32>(),
                 ),
                 1..40,
             ),
@@ -468,6 +491,7 @@ mod tests {
             let days: Vec<i32> = rows.iter().map(|r| r.1).collect();
             let micros: Vec<i64> = rows.iter().map(|r| r.2).collect();
             let floats: Vec<f64> = rows.iter().map(|r| r.3).collect();
+            let singles: Vec<f32> = rows.iter().map(|r| r.4).collect();
             let b = batch(vec![
                 (
                     "d",
@@ -485,6 +509,7 @@ mod tests {
                 ),
                 ("naive", Arc::new(TimestampMicrosecondArray::from(micros)) as ArrayRef),
                 ("f", Arc::new(Float64Array::from(floats)) as ArrayRef),
+                ("f32", Arc::new(Float32Array::from(singles)) as ArrayRef),
             ]);
             let (ours, theirs) = both(&b);
             prop_assert_eq!(ours, theirs);
