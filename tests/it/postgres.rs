@@ -423,6 +423,18 @@ async fn runaway_cancelled_oversized_and_broken_queries_end_alone() {
     assert!(stderr.contains("Resources exhausted"), "{stderr}");
     let after = psql_ok(s.port, "SELECT 2 AS Bar");
     assert!(after.starts_with("bar\n2\n"), "{after}");
+    // A client's own settings do reach the rows (and stay with its connection).
+    let german = psql_session(
+        s.port,
+        &[
+            "SET datestyle = 'German'",
+            "SELECT CAST('2024-01-02' AS DATE) AS d",
+        ],
+    );
+    let german = String::from_utf8_lossy(&german.stdout).to_string();
+    assert!(german.contains("d\n02.01.2024\n"), "{german}");
+    let iso = psql_ok(s.port, "SELECT CAST('2024-01-02' AS DATE) AS d");
+    assert!(iso.starts_with("d\n2024-01-02\n"), "{iso}");
     healthy(&s);
 }
 

@@ -97,7 +97,9 @@ enum Column<'a> {
     I64(&'a PrimitiveArray<Int64Type>),
     F32(&'a PrimitiveArray<Float32Type>, ExtraFloatDigits),
     F64(&'a PrimitiveArray<Float64Type>, ExtraFloatDigits),
-    Decimal(&'a Decimal128Array, u32),
+    /// Within rust_decimal's range (scale ≤ 28, |value| < 2^96), which
+    /// arrow-pg goes through; other values take its path and its error.
+    Decimal(&'a Decimal128Array, u32, Fallback<'a>),
     Utf8(&'a GenericStringArray<i32>),
     LargeUtf8(&'a GenericStringArray<i64>),
     Utf8View(&'a StringViewArray),
@@ -144,16 +146,18 @@ impl<'a> Column<'a> {
             DataType::Int64 => Column::I64(array.as_primitive()),
             DataType::Float32 => Column::F32(array.as_primitive(), digits()),
             DataType::Float64 => Column::F64(array.as_primitive(), digits()),
-            DataType::Decimal128(_, scale) if *scale >= 0 => {
-                Column::Decimal(array.as_primitive(), u32::from(scale.unsigned_abs()))
-            }
+            DataType::Decimal128(_, scale) if (0..=28).contains(scale) => Column::Decimal(
+                array.as_primitive(),
+                u32::from(scale.unsigned_abs()),
+                fallback,
+            ),
             DataType::Utf8 => Column::Utf8(array.as_string()),
             DataType::LargeUtf8 => Column::LargeUtf8(array.as_string()),
             DataType::Utf8View => Column::Utf8View(array.as_string_view()),
             DataType::Date32 if iso => Column::Date(array.as_primitive(), fallback),
             DataType::Timestamp(TimeUnit::Microsecond, zone) if iso => match zone.as_deref() {
                 None => Column::TimestampMicros(array.as_primitive(), false, fallback),
-                Some("UTC" | "+00:00" | "Z" | "Etc/UTC") => {
+                Some("UTC" | "+00:00") => {
                     Column::TimestampMicros(array.as_primitive(), true, fallback)
                 }
                 Some(_) => Column::Other(fallback),
@@ -176,7 +180,7 @@ impl<'a> Column<'a> {
             Column::I64(a) => *a,
             Column::F32(a, _) => *a,
             Column::F64(a, _) => *a,
-            Column::Decimal(a, _) => *a,
+            Column::Decimal(a, _, _) => *a,
             Column::Utf8(a) => *a,
             Column::LargeUtf8(a) => *a,
             Column::Utf8View(a) => *a,
@@ -211,7 +215,14 @@ impl<'a> Column<'a> {
                     buf.put_slice(digits.format_f64(v).as_bytes());
                 }
             }
-            Column::Decimal(a, scale) => put_decimal(buf, a.value(row), *scale),
+            Column::Decimal(a, scale, fallback) => {
+                let v = a.value(row);
+                if v.unsigned_abs() >= 1 << 96 {
+                    buf.truncate(at);
+                    return fallback.write(row, buf);
+                }
+                put_decimal(buf, v, *scale);
+            }
             Column::Utf8(a) => buf.put_slice(a.value(row).as_bytes()),
             Column::LargeUtf8(a) => buf.put_slice(a.value(row).as_bytes()),
             Column::Utf8View(a) => buf.put_slice(a.value(row).as_bytes()),
@@ -340,13 +351,26 @@ mod tests {
     };
     use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
     use datafusion_postgres::pgwire::api::portal::Format;
+    use datafusion_postgres::pgwire::types::format::FormatOptions;
     use proptest::prelude::*;
 
     /// Our rows and arrow-pg's rows for `batch`, as bytes per row.
     fn both(batch: &RecordBatch) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        both_with(batch, None)
+    }
+
+    /// [`both`] for a client with these format settings.
+    fn both_with(
+        batch: &RecordBatch,
+        options: Option<FormatOptions>,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let fields = Arc::new(
-            arrow_schema_to_pg_fields(batch.schema().as_ref(), &Format::UnifiedText, None)
-                .expect("pg fields"),
+            arrow_schema_to_pg_fields(
+                batch.schema().as_ref(),
+                &Format::UnifiedText,
+                options.map(Arc::new),
+            )
+            .expect("pg fields"),
         );
         let ours = encode_batch(&fields, batch)
             .expect("encodes")
@@ -448,6 +472,15 @@ mod tests {
         ]);
         let (ours, theirs) = both(&b);
         assert_eq!(ours, theirs);
+        // Clients' other DateStyles and float digits go arrow-pg's way too.
+        for (style, digits) in [("German", 0), ("SQL, DMY", 1), ("Postgres, MDY", -3)] {
+            let mut options = FormatOptions::default();
+            options.date_style = style.to_string();
+            options.extra_float_digits = digits;
+            let (o, t) = both_with(&b, Some(options));
+            assert_eq!(o, t, "{style}");
+            assert_ne!(o, ours, "{style} changes the text");
+        }
         // And what that is, for one value of each kind: length-prefixed text.
         let first = String::from_utf8_lossy(&ours[0]).to_string();
         for text in [
@@ -458,6 +491,31 @@ mod tests {
             assert!(first.contains(text), "{first:?} lacks {text}");
         }
         assert!(String::from_utf8_lossy(&ours[1]).contains("-0.05"));
+    }
+
+    #[test]
+    fn decimals_beyond_rust_decimal_fail_as_in_arrow_pg() {
+        for (value, scale) in [(10_i128.pow(30), 0), (5, 30)] {
+            let b = batch(vec![(
+                "d",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(value)])
+                        .with_precision_and_scale(38, scale)
+                        .expect("decimal"),
+                ) as ArrayRef,
+            )]);
+            let fields = Arc::new(
+                arrow_schema_to_pg_fields(b.schema().as_ref(), &Format::UnifiedText, None)
+                    .expect("pg fields"),
+            );
+            let ours = encode_batch(&fields, &b)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let theirs: Result<Vec<DataRow>, _> = encode_recordbatch(fields, b).collect();
+            let theirs = theirs.map(|_| ()).map_err(|e| e.to_string());
+            assert!(ours.is_err(), "{value} scale {scale}: {ours:?}");
+            assert_eq!(ours, theirs);
+        }
     }
 
     #[test]

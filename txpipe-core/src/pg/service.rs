@@ -27,7 +27,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::HookClient;
@@ -39,6 +39,7 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream};
@@ -116,6 +117,17 @@ impl Drop for Lease {
     }
 }
 
+/// `SET` variables datafusion-postgres keeps in the connection's metadata.
+const CLIENT_SETTINGS: [&str; 7] = [
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
+
 /// A hook that handles nothing and marks its session changed when a
 /// statement other than a query or transaction control reaches it (`SET`
 /// reaches DataFusion's session config or runtime).
@@ -125,15 +137,20 @@ struct ChangeWatch {
 
 impl ChangeWatch {
     fn see(&self, statement: &Statement) {
-        let harmless = matches!(
-            statement,
+        let harmless = match statement {
             Statement::Query(_)
-                | Statement::Explain { .. }
-                | Statement::StartTransaction { .. }
-                | Statement::Commit { .. }
-                | Statement::Rollback { .. }
-                | Statement::ShowVariable { .. }
-        );
+            | Statement::Explain { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::ShowVariable { .. } => true,
+            // Settings datafusion-postgres keeps per connection (drivers
+            // send them on connect); any other SET may reach DataFusion.
+            Statement::Set(Set::SingleAssignment { variable, .. }) => {
+                CLIENT_SETTINGS.contains(&variable.to_string().to_ascii_lowercase().as_str())
+            }
+            _ => false,
+        };
         if !harmless {
             self.changed.store(true, Ordering::Release);
         }
@@ -207,7 +224,14 @@ impl LakeService {
                 pooled: None,
             });
         };
-        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        // A context whose last statement's tasks still hold memory is
+        // dropped rather than shared (their abort is asynchronous).
+        let reused = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .filter(|p| p.ctx.runtime_env().memory_pool.reserved() == 0);
         let pooled = match reused {
             Some(p) => p,
             None => {
@@ -286,10 +310,13 @@ impl LakeService {
                 }
             }
             let df = lease.ctx.sql(&statement.to_string()).await.map_err(api)?;
+            // The client's DateStyle, bytea_output, extra_float_digits… as
+            // datafusion-postgres passes them.
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
             let fields = Arc::new(arrow_schema_to_pg_fields(
                 df.schema().as_arrow(),
                 &Format::UnifiedText,
-                None,
+                Some(options),
             )?);
             let batches = df.execute_stream().await.map_err(api)?;
             results.push(Response::Query(QueryResponse::new(
