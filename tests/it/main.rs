@@ -24,6 +24,7 @@ mod lake_faults;
 mod live_view;
 mod models;
 mod postgres;
+mod postgres_auth;
 mod s3_lake;
 mod serve_security;
 mod stateful_rules;

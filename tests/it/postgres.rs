@@ -10,16 +10,14 @@ use std::process::{Child, Command, Output, Stdio};
 use crate::external_readers::delta_python;
 use crate::helpers::*;
 
-const PASSWORD: &str = "pg-Secret-42-xyzzy";
-
 /// A running `txpipe serve --pg-addr …`, killed on drop.
-struct PgServe {
+pub(crate) struct PgServe {
     child: Child,
     /// The dashboard's host:port.
-    http: String,
+    pub(crate) http: String,
     /// The Postgres endpoint's port.
-    port: u16,
-    stderr: std::path::PathBuf,
+    pub(crate) port: u16,
+    pub(crate) stderr: std::path::PathBuf,
 }
 
 impl Drop for PgServe {
@@ -29,7 +27,7 @@ impl Drop for PgServe {
     }
 }
 
-fn pg_serve(lake: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> PgServe {
+pub(crate) fn pg_serve(lake: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> PgServe {
     let stderr = dir.join(format!("serve-{}.err", uuid::Uuid::new_v4()));
     let default_pg: &[&str] = if extra.contains(&"--pg-addr") {
         &[]
@@ -74,7 +72,7 @@ fn pg_serve(lake: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> PgS
 }
 
 /// A lake with generated data, seeded, ingested and through `txpipe run`.
-fn built_lake(t: &TestDir, count: u64) -> String {
+pub(crate) fn built_lake(t: &TestDir, count: u64) -> String {
     generate(&t.path("in"), count, 0.01, 33);
     let lake = t.str("lake");
     run_ok(&["seed", "--lake", &lake, "--dir", &t.str("in")]);
@@ -98,13 +96,13 @@ fn psql_ok(port: u16, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn script(name: &str) -> String {
+pub(crate) fn script(name: &str) -> String {
     format!("{}/../tests/it/pg/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs a script of tests/it/pg with the Delta readers' Python and returns
 /// its JSON output.
-fn py(name: &str, args: &[&str]) -> serde_json::Value {
+pub(crate) fn py(name: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(delta_python())
         .arg(script(name))
         .args(args)
@@ -120,7 +118,7 @@ fn py(name: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
-fn healthy(s: &PgServe) {
+pub(crate) fn healthy(s: &PgServe) {
     let (code, body) = http_get(&s.http, "/healthz");
     assert_eq!(
         (code, body.trim()),
@@ -459,128 +457,6 @@ fn psql_session(port: u16, statements: &[&str]) -> Output {
     }
     cmd.output()
         .expect("psql (Debian postgresql-client; tests/run.sh installs it)")
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_password_tls_and_the_non_loopback_rule() {
-    let t = TestDir::new();
-    let lake = built_lake(&t, 500);
-
-    // Any other address than loopback needs a password.
-    let out = txpipe()
-        .args([
-            "serve",
-            "--lake",
-            &lake,
-            "--addr",
-            "127.0.0.1:0",
-            "--pg-addr",
-            "0.0.0.0:0",
-        ])
-        .env_remove("TXPIPE_PG_PASSWORD")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("0.0.0.0"), "{err}");
-
-    // A certificate for localhost, made here.
-    let (cert, key) = (t.path("cert.pem"), t.path("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    std::fs::write(t.path("pw"), format!("{PASSWORD}\n")).unwrap();
-
-    // A bad key is an error at start, not a silent plaintext server.
-    let out = txpipe()
-        .args([
-            "serve",
-            "--lake",
-            &lake,
-            "--addr",
-            "127.0.0.1:0",
-            "--pg-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--pg-tls-cert")
-        .arg(&cert)
-        .arg("--pg-tls-key")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
-
-    let s = pg_serve(
-        &lake,
-        &t.path(""),
-        &[
-            "--pg-addr",
-            "0.0.0.0:0",
-            "--pg-user",
-            "analyst",
-            "--pg-password-file",
-            &t.str("pw"),
-            "--pg-tls-cert",
-            &t.str("cert.pem"),
-            "--pg-tls-key",
-            &t.str("key.pem"),
-        ],
-        &[],
-    );
-    let seen = py(
-        "bounds.py",
-        &[
-            "auth",
-            "127.0.0.1",
-            &s.port.to_string(),
-            "analyst",
-            PASSWORD,
-            &t.str("cert.pem"),
-        ],
-    );
-    assert!(seen["results"]["right password"].as_u64().unwrap() > 0);
-    assert_eq!(seen["results"]["tls"][0], true);
-
-    // pgjdbc with SCRAM.
-    let url = format!("jdbc:postgresql://127.0.0.1:{}/txpipe", s.port);
-    let out = Command::new("java")
-        .args(["-cp", "/usr/share/java/postgresql.jar"])
-        .arg(script("PgJdbcCheck.java"))
-        .args([url.as_str(), "analyst", PASSWORD])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgjdbc with SCRAM: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // The password appears nowhere the server writes.
-    let (_, metrics) = http_get(&s.http, "/metrics");
-    assert!(!metrics.contains(PASSWORD));
-    let s_err = std::fs::read_to_string(&s.stderr).unwrap();
-    assert!(!s_err.contains(PASSWORD), "{s_err}");
-    healthy(&s);
 }
 
 /// The newest rows of the busiest customer through `ORDER BY … LIMIT` (the

@@ -30,9 +30,11 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::ClientInfo;
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::QueryHook;
+
+use super::api;
 
 /// The rewrite for `statement`, when it reads `pg_catalog` and holds a
 /// scalar subquery; `None` otherwise. Each scalar subquery becomes NULL —
@@ -117,10 +119,6 @@ async fn plan(
     // The analyzer is where such plans fail.
     state.optimize(&plan)?;
     Ok(plan)
-}
-
-fn api(e: datafusion::error::DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
 }
 
 fn non_executable(e: &datafusion::error::DataFusionError) -> bool {

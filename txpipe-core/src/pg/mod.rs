@@ -244,6 +244,12 @@ pub async fn serve_pg(lake: Lake, opts: PgOptions) -> Result<PgServer> {
     })
 }
 
+/// An error from below the protocol (DataFusion, the SQL parser) as the
+/// client sees it.
+pub(crate) fn api(e: impl std::error::Error + Send + Sync + 'static) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
 async fn bind(text: &str, addrs: &[SocketAddr]) -> Result<TcpListener> {
     let mut last = None;
     for a in addrs {

@@ -30,6 +30,7 @@ use datafusion_postgres::pgwire::types::format::date_style::DateStyle;
 use datafusion_postgres::pgwire::types::format::float_digits::ExtraFloatDigits;
 use futures::{Stream, StreamExt};
 
+use super::api;
 use crate::decode::timestamp::civil_from_days;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -48,7 +49,7 @@ pub(crate) fn text_rows(
                     Ok(rows) => rows.into_iter().map(Ok).collect(),
                     Err(e) => vec![Err(e)],
                 },
-                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+                Err(e) => vec![Err(api(e))],
             };
             futures::stream::iter(rows)
         })
@@ -88,7 +89,13 @@ pub(crate) fn encode_batch(
 }
 
 /// A column downcast once, with how its values are written.
-enum Column<'a> {
+struct Column<'a> {
+    array: &'a ArrayRef,
+    kind: Kind<'a>,
+}
+
+/// How a column's values are written.
+enum Kind<'a> {
     Null,
     Bool(&'a BooleanArray),
     I8(&'a PrimitiveArray<Int8Type>),
@@ -123,6 +130,80 @@ struct Fallback<'a> {
 
 impl<'a> Column<'a> {
     fn new(array: &'a ArrayRef, field: &'a Field, info: &FieldInfo) -> Self {
+        Column {
+            array,
+            kind: Kind::new(array, field, info),
+        }
+    }
+
+    fn write(&self, row: usize, buf: &mut BytesMut) -> PgWireResult<()> {
+        match &self.kind {
+            Kind::Other(fallback) => return fallback.write(row, buf),
+            Kind::Null => {
+                buf.put_i32(-1);
+                return Ok(());
+            }
+            _ if self.array.is_null(row) => {
+                buf.put_i32(-1);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let at = buf.len();
+        buf.put_i32(0);
+        match &self.kind {
+            Kind::Bool(a) => buf.put_u8(if a.value(row) { b't' } else { b'f' }),
+            Kind::I8(a) => put_int(buf, a.value(row)),
+            Kind::I16(a) => put_int(buf, a.value(row)),
+            Kind::I32(a) => put_int(buf, a.value(row)),
+            Kind::I64(a) => put_int(buf, a.value(row)),
+            Kind::F32(a, digits) => {
+                let v = a.value(row);
+                put_float(buf, v, v.is_finite() && v != 0.0, digits, || {
+                    digits.format_f32(v)
+                });
+            }
+            Kind::F64(a, digits) => {
+                let v = a.value(row);
+                put_float(buf, v, v.is_finite() && v != 0.0, digits, || {
+                    digits.format_f64(v)
+                });
+            }
+            Kind::Decimal(a, scale, fallback) => {
+                let v = a.value(row);
+                if v.unsigned_abs() >= 1 << 96 {
+                    buf.truncate(at);
+                    return fallback.write(row, buf);
+                }
+                put_decimal(buf, v, *scale);
+            }
+            Kind::Utf8(a) => buf.put_slice(a.value(row).as_bytes()),
+            Kind::LargeUtf8(a) => buf.put_slice(a.value(row).as_bytes()),
+            Kind::Utf8View(a) => buf.put_slice(a.value(row).as_bytes()),
+            Kind::Date(a, fallback) => {
+                if !put_date(buf, i64::from(a.value(row))) {
+                    buf.truncate(at);
+                    return fallback.write(row, buf);
+                }
+            }
+            Kind::TimestampMicros(a, zoned, fallback) => {
+                if !put_timestamp(buf, a.value(row), *zoned) {
+                    buf.truncate(at);
+                    return fallback.write(row, buf);
+                }
+            }
+            Kind::Null | Kind::Other(_) => {}
+        }
+        let len = buf.len() - at - 4;
+        let len = i32::try_from(len)
+            .map_err(|_| PgWireError::ApiError(format!("a value of {len} bytes").into()))?;
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+}
+
+impl<'a> Kind<'a> {
+    fn new(array: &'a ArrayRef, field: &'a Field, info: &FieldInfo) -> Self {
         let fallback = Fallback {
             array,
             field,
@@ -132,119 +213,38 @@ impl<'a> Column<'a> {
         // internal "char", vectors: `pg.*` metadata) keep arrow-pg's encoding.
         let special = field.metadata().keys().any(|k| k.starts_with("pg."));
         if info.format() != FieldFormat::Text || special {
-            return Column::Other(fallback);
+            return Kind::Other(fallback);
         }
         let options = info.format_options();
         let iso = DateStyle::new(&options.date_style).date_format_str() == "%Y-%m-%d";
         let digits = || ExtraFloatDigits(options.extra_float_digits);
         match field.data_type() {
-            DataType::Null => Column::Null,
-            DataType::Boolean => Column::Bool(array.as_boolean()),
-            DataType::Int8 => Column::I8(array.as_primitive()),
-            DataType::Int16 => Column::I16(array.as_primitive()),
-            DataType::Int32 => Column::I32(array.as_primitive()),
-            DataType::Int64 => Column::I64(array.as_primitive()),
-            DataType::Float32 => Column::F32(array.as_primitive(), digits()),
-            DataType::Float64 => Column::F64(array.as_primitive(), digits()),
-            DataType::Decimal128(_, scale) if (0..=28).contains(scale) => Column::Decimal(
+            DataType::Null => Kind::Null,
+            DataType::Boolean => Kind::Bool(array.as_boolean()),
+            DataType::Int8 => Kind::I8(array.as_primitive()),
+            DataType::Int16 => Kind::I16(array.as_primitive()),
+            DataType::Int32 => Kind::I32(array.as_primitive()),
+            DataType::Int64 => Kind::I64(array.as_primitive()),
+            DataType::Float32 => Kind::F32(array.as_primitive(), digits()),
+            DataType::Float64 => Kind::F64(array.as_primitive(), digits()),
+            DataType::Decimal128(_, scale) if (0..=28).contains(scale) => Kind::Decimal(
                 array.as_primitive(),
                 u32::from(scale.unsigned_abs()),
                 fallback,
             ),
-            DataType::Utf8 => Column::Utf8(array.as_string()),
-            DataType::LargeUtf8 => Column::LargeUtf8(array.as_string()),
-            DataType::Utf8View => Column::Utf8View(array.as_string_view()),
-            DataType::Date32 if iso => Column::Date(array.as_primitive(), fallback),
+            DataType::Utf8 => Kind::Utf8(array.as_string()),
+            DataType::LargeUtf8 => Kind::LargeUtf8(array.as_string()),
+            DataType::Utf8View => Kind::Utf8View(array.as_string_view()),
+            DataType::Date32 if iso => Kind::Date(array.as_primitive(), fallback),
             DataType::Timestamp(TimeUnit::Microsecond, zone) if iso => match zone.as_deref() {
-                None => Column::TimestampMicros(array.as_primitive(), false, fallback),
+                None => Kind::TimestampMicros(array.as_primitive(), false, fallback),
                 Some("UTC" | "+00:00") => {
-                    Column::TimestampMicros(array.as_primitive(), true, fallback)
+                    Kind::TimestampMicros(array.as_primitive(), true, fallback)
                 }
-                Some(_) => Column::Other(fallback),
+                Some(_) => Kind::Other(fallback),
             },
-            _ => Column::Other(fallback),
+            _ => Kind::Other(fallback),
         }
-    }
-
-    fn write(&self, row: usize, buf: &mut BytesMut) -> PgWireResult<()> {
-        let array: &dyn Array = match self {
-            Column::Null => {
-                buf.put_i32(-1);
-                return Ok(());
-            }
-            Column::Other(f) => return f.write(row, buf),
-            Column::Bool(a) => *a,
-            Column::I8(a) => *a,
-            Column::I16(a) => *a,
-            Column::I32(a) => *a,
-            Column::I64(a) => *a,
-            Column::F32(a, _) => *a,
-            Column::F64(a, _) => *a,
-            Column::Decimal(a, _, _) => *a,
-            Column::Utf8(a) => *a,
-            Column::LargeUtf8(a) => *a,
-            Column::Utf8View(a) => *a,
-            Column::Date(a, _) => *a,
-            Column::TimestampMicros(a, _, _) => *a,
-        };
-        if array.is_null(row) {
-            buf.put_i32(-1);
-            return Ok(());
-        }
-        let at = buf.len();
-        buf.put_i32(0);
-        match self {
-            Column::Bool(a) => buf.put_u8(if a.value(row) { b't' } else { b'f' }),
-            Column::I8(a) => put_int(buf, a.value(row)),
-            Column::I16(a) => put_int(buf, a.value(row)),
-            Column::I32(a) => put_int(buf, a.value(row)),
-            Column::I64(a) => put_int(buf, a.value(row)),
-            Column::F32(a, digits) => {
-                let v = a.value(row);
-                if shortest(digits) && v.is_finite() && v != 0.0 {
-                    buf.put_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-                } else {
-                    buf.put_slice(digits.format_f32(v).as_bytes());
-                }
-            }
-            Column::F64(a, digits) => {
-                let v = a.value(row);
-                if shortest(digits) && v.is_finite() && v != 0.0 {
-                    buf.put_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-                } else {
-                    buf.put_slice(digits.format_f64(v).as_bytes());
-                }
-            }
-            Column::Decimal(a, scale, fallback) => {
-                let v = a.value(row);
-                if v.unsigned_abs() >= 1 << 96 {
-                    buf.truncate(at);
-                    return fallback.write(row, buf);
-                }
-                put_decimal(buf, v, *scale);
-            }
-            Column::Utf8(a) => buf.put_slice(a.value(row).as_bytes()),
-            Column::LargeUtf8(a) => buf.put_slice(a.value(row).as_bytes()),
-            Column::Utf8View(a) => buf.put_slice(a.value(row).as_bytes()),
-            Column::Date(a, fallback) => {
-                if !put_date(buf, i64::from(a.value(row))) {
-                    buf.truncate(at);
-                    return fallback.write(row, buf);
-                }
-            }
-            Column::TimestampMicros(a, zoned, fallback) => {
-                if !put_timestamp(buf, a.value(row), *zoned) {
-                    buf.truncate(at);
-                    return fallback.write(row, buf);
-                }
-            }
-            Column::Null | Column::Other(_) => {}
-        }
-        let len = buf.len() - at - 4;
-        let len = i32::try_from(len)
-            .map_err(|_| PgWireError::ApiError(format!("a value of {len} bytes").into()))?;
-        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        Ok(())
     }
 }
 
@@ -258,12 +258,21 @@ impl Fallback<'_> {
     }
 }
 
-/// Whether pgwire writes a float as ryu's shortest round-trip text
-/// (`extra_float_digits` ≥ 1, the default): then ryu is called here directly
-/// for finite non-zero values; zero, NaN, infinities and fewer digits go
-/// through pgwire's own formatting.
-fn shortest(digits: &ExtraFloatDigits) -> bool {
-    digits.0 >= 1
+/// A float as pgwire writes it: ryu's shortest round-trip text when
+/// `extra_float_digits` ≥ 1 (the default) and the value is finite and not
+/// zero (`plain`), called here directly; otherwise pgwire's own text (`pg`).
+fn put_float<F: ryu::Float, S: AsRef<str>>(
+    buf: &mut BytesMut,
+    v: F,
+    plain: bool,
+    digits: &ExtraFloatDigits,
+    pg: impl FnOnce() -> S,
+) {
+    if digits.0 >= 1 && plain {
+        buf.put_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        buf.put_slice(pg().as_ref().as_bytes());
+    }
 }
 
 fn put_int(buf: &mut BytesMut, v: impl itoa::Integer) {

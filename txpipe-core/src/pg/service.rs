@@ -45,6 +45,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream};
 use tokio::time::Instant;
 
+use super::api;
 use super::rows::text_rows;
 
 /// Per-statement bounds.
@@ -71,46 +72,68 @@ const MAX_IDLE: usize = 16;
 pub(crate) struct LakeService {
     /// Shared session: catalog, settings, the extended protocol's planner.
     base: Arc<SessionContext>,
-    shared: Arc<DfSessionService>,
-    hooks: Arc<Vec<Arc<dyn QueryHook>>>,
+    shared: Session,
+    hooks: Vec<Arc<dyn QueryHook>>,
     /// The simple protocol's parser, with datafusion-postgres' rewrites.
     parser: PostgresCompatibilityParser,
     limits: QueryLimits,
-    /// Statement services (each with a memory pool of its own) not in use.
-    idle: Arc<Mutex<Vec<Pooled>>>,
+    /// Statement sessions (each with a memory pool of its own) not in use.
+    idle: Arc<Mutex<Vec<Session>>>,
 }
 
-/// A statement service with its own memory pool.
-struct Pooled {
-    service: Arc<DfSessionService>,
-    ctx: Arc<SessionContext>,
-    hooks: Arc<Vec<Arc<dyn QueryHook>>>,
-    /// Set when a statement may have changed the session's settings.
-    changed: Arc<AtomicBool>,
-}
-
-/// What one statement runs with; a pooled one goes back to the idle list
-/// when the lease is dropped, if it is as clean as it was built.
-pub(crate) struct Lease {
+/// What a statement runs with.
+#[derive(Clone)]
+struct Session {
     /// The extended protocol's execution.
     service: Arc<DfSessionService>,
     /// The simple protocol's: session and hooks.
     ctx: Arc<SessionContext>,
     hooks: Arc<Vec<Arc<dyn QueryHook>>>,
-    pooled: Option<(Pooled, Arc<Mutex<Vec<Pooled>>>)>,
+    /// Set by [`ChangeWatch`] when a statement may have changed the
+    /// session's settings; `None` for the shared session, never pooled.
+    changed: Option<Arc<AtomicBool>>,
+}
+
+impl Session {
+    fn new(ctx: Arc<SessionContext>, hooks: Vec<Arc<dyn QueryHook>>) -> Self {
+        Session {
+            service: Arc::new(DfSessionService::new_with_hooks(
+                Arc::clone(&ctx),
+                hooks.clone(),
+            )),
+            ctx,
+            hooks: Arc::new(hooks),
+            changed: None,
+        }
+    }
+
+    /// Whether it can serve another statement: a pooled session no
+    /// statement changed, whose memory pool is empty (a finished statement's
+    /// tasks are aborted asynchronously).
+    fn reusable(&self) -> bool {
+        self.changed
+            .as_ref()
+            .is_some_and(|c| !c.load(Ordering::Acquire))
+            && self.ctx.runtime_env().memory_pool.reserved() == 0
+    }
+}
+
+/// A statement's session; a pooled one goes back to the idle list when the
+/// lease is dropped, if it is as clean as it was built.
+pub(crate) struct Lease {
+    session: Session,
+    idle: Option<Arc<Mutex<Vec<Session>>>>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some((pooled, idle)) = self.pooled.take() else {
+        let Some(idle) = &self.idle else {
             return;
         };
-        let clean = !pooled.changed.load(Ordering::Acquire)
-            && pooled.ctx.runtime_env().memory_pool.reserved() == 0;
-        if clean {
+        if self.session.reusable() {
             if let Ok(mut idle) = idle.lock() {
                 if idle.len() < MAX_IDLE {
-                    idle.push(pooled);
+                    idle.push(self.session.clone());
                 }
             }
         }
@@ -200,40 +223,33 @@ impl LakeService {
         limits: QueryLimits,
     ) -> Self {
         LakeService {
-            shared: Arc::new(DfSessionService::new_with_hooks(
-                Arc::clone(&base),
-                hooks.clone(),
-            )),
+            shared: Session::new(Arc::clone(&base), hooks.clone()),
             base,
-            hooks: Arc::new(hooks),
+            hooks,
             parser: PostgresCompatibilityParser::new(),
             limits,
             idle: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// The service a statement runs with: without a memory limit the shared
+    /// The session a statement runs with: without a memory limit the shared
     /// one, else one over the same catalog and settings with a memory pool of
     /// its own, from the idle pool or new.
     fn for_statement(&self) -> PgWireResult<Lease> {
         let Some(bytes) = self.limits.memory else {
             return Ok(Lease {
-                service: Arc::clone(&self.shared),
-                ctx: Arc::clone(&self.base),
-                hooks: Arc::clone(&self.hooks),
-                pooled: None,
+                session: self.shared.clone(),
+                idle: None,
             });
         };
-        // A context whose last statement's tasks still hold memory is
-        // dropped rather than shared (their abort is asynchronous).
         let reused = self
             .idle
             .lock()
             .ok()
             .and_then(|mut idle| idle.pop())
-            .filter(|p| p.ctx.runtime_env().memory_pool.reserved() == 0);
-        let pooled = match reused {
-            Some(p) => p,
+            .filter(Session::reusable);
+        let session = match reused {
+            Some(s) => s,
             None => {
                 // The base's object stores, spill files and caches (Parquet
                 // footers and page indexes stay cached across statements),
@@ -241,32 +257,24 @@ impl LakeService {
                 let runtime = RuntimeEnvBuilder::from_runtime_env(&self.base.runtime_env())
                     .with_memory_limit(bytes, 1.0)
                     .build_arc()
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    .map_err(api)?;
                 let state = SessionStateBuilder::new_from_existing(self.base.state())
                     .with_runtime_env(runtime)
                     .build();
-                let ctx = Arc::new(SessionContext::new_with_state(state));
                 let changed = Arc::new(AtomicBool::new(false));
                 let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ChangeWatch {
                     changed: Arc::clone(&changed),
                 })];
                 hooks.extend(self.hooks.iter().cloned());
-                Pooled {
-                    service: Arc::new(DfSessionService::new_with_hooks(
-                        Arc::clone(&ctx),
-                        hooks.clone(),
-                    )),
-                    ctx,
-                    hooks: Arc::new(hooks),
-                    changed,
+                Session {
+                    changed: Some(changed),
+                    ..Session::new(Arc::new(SessionContext::new_with_state(state)), hooks)
                 }
             }
         };
         Ok(Lease {
-            service: Arc::clone(&pooled.service),
-            ctx: Arc::clone(&pooled.ctx),
-            hooks: Arc::clone(&pooled.hooks),
-            pooled: Some((pooled, Arc::clone(&self.idle))),
+            session,
+            idle: Some(Arc::clone(&self.idle)),
         })
     }
 
@@ -300,16 +308,21 @@ impl LakeService {
         }
         let mut results = Vec::with_capacity(statements.len());
         'statement: for statement in statements {
-            for hook in lease.hooks.iter() {
+            for hook in lease.session.hooks.iter() {
                 if let Some(result) = hook
-                    .handle_simple_query(&statement, &lease.ctx, client)
+                    .handle_simple_query(&statement, &lease.session.ctx, client)
                     .await
                 {
                     results.push(result?);
                     continue 'statement;
                 }
             }
-            let df = lease.ctx.sql(&statement.to_string()).await.map_err(api)?;
+            let df = lease
+                .session
+                .ctx
+                .sql(&statement.to_string())
+                .await
+                .map_err(api)?;
             // The client's DateStyle, bytea_output, extra_float_digits… as
             // datafusion-postgres passes them.
             let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
@@ -337,10 +350,6 @@ impl LakeService {
         let limit = client_limit.map_or(self.limits.timeout, |c| c.min(self.limits.timeout));
         Instant::now() + limit
     }
-}
-
-fn api(e: impl std::error::Error + Send + Sync + 'static) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
 }
 
 fn timeout_error() -> PgWireError {
@@ -466,7 +475,7 @@ impl ExtendedQueryHandler for LakeService {
     type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.shared.query_parser()
+        self.shared.service.query_parser()
     }
 
     async fn do_query<C>(
@@ -484,7 +493,7 @@ impl ExtendedQueryHandler for LakeService {
         let (deadline, handle, lease) = self.start(client)?;
         let planned = tokio::time::timeout_at(
             deadline,
-            ExtendedQueryHandler::do_query(&*lease.service, client, portal, max_rows),
+            ExtendedQueryHandler::do_query(&*lease.session.service, client, portal, max_rows),
         )
         .await
         .map_err(|_| timeout_error())??;
