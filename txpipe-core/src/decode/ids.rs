@@ -2,14 +2,34 @@
 
 use std::borrow::Cow;
 
+/// 1 for the bytes `0-9a-f`, 0 for all others.
+const LOWER_HEX: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = 1;
+        c += 1;
+    }
+    let mut c = b'a';
+    while c <= b'f' {
+        t[c as usize] = 1;
+        c += 1;
+    }
+    t
+};
+
 /// True for `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lower-case hex digits.
 fn is_canonical_lower(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-        })
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return false;
+    }
+    // Without a branch per byte: the digits' flags are and-ed together.
+    [&b[0..8], &b[9..13], &b[14..18], &b[19..23], &b[24..36]]
+        .iter()
+        .flat_map(|part| part.iter())
+        .fold(1u8, |ok, &c| ok & LOWER_HEX[usize::from(c)])
+        == 1
 }
 
 /// Returns the canonical lower-case hyphenated form of a UUID, borrowing when
@@ -45,6 +65,16 @@ mod tests {
         );
         assert_eq!(canonical_uuid("not-a-uuid"), None);
         assert_eq!(canonical_uuid(""), None);
+        assert_eq!(canonical_uuid("67e55044-10b1-426f-9247-bb680e5fe0cg"), None);
+        assert_eq!(
+            canonical_uuid("67e55044-10b1-426f-9247-bb680e5fe0c8 "),
+            None
+        );
+        assert_eq!(
+            canonical_uuid("67e55044x10b1-426f-9247-bb680e5fe0c8"),
+            None,
+            "a separator that is not a hyphen"
+        );
     }
 
     proptest! {

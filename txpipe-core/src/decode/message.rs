@@ -210,7 +210,7 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// The contract's fields as they appeared: `None` = absent, `Some(Null)` = null.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct RawTransaction<'a> {
     pub transaction_id: Option<Scalar<'a>>,
     pub transaction_ts: Option<Scalar<'a>>,

@@ -14,6 +14,7 @@
 
 mod ids;
 mod message;
+mod scan;
 pub mod timestamp;
 
 use std::borrow::Cow;
@@ -433,7 +434,11 @@ impl TransactionDecoder {
             self.quarantine.push(payload, reason, partition, offset);
             return;
         }
-        let typed = message::parse(payload).and_then(|raw| type_row(raw, &self.fx));
+        let raw = match scan::parse(payload) {
+            Some(raw) => Ok(raw),
+            None => message::parse(payload),
+        };
+        let typed = raw.and_then(|raw| type_row(raw, &self.fx));
         match typed {
             Ok(row) => self.rows.push(&row, partition, offset),
             Err(reason) => self.quarantine.push(payload, &reason, partition, offset),
