@@ -2,6 +2,7 @@
 //! it fire, as JSON text (`{"rule":{"feature":value,…},…}`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
@@ -74,10 +75,12 @@ impl<'a> Evidence<'a> {
                 };
                 if x.is_finite() {
                     let rounded = (x * 100.0).round() / 100.0;
-                    out.push_str(
-                        &serde_json::Number::from_f64(rounded)
-                            .map_or("null".into(), |n| n.to_string()),
-                    );
+                    match serde_json::Number::from_f64(rounded) {
+                        Some(n) => {
+                            let _ = write!(out, "{n}");
+                        }
+                        None => out.push_str("null"),
+                    }
                 } else if x > 0.0 {
                     out.push_str("\"Infinity\"");
                 } else {
@@ -85,13 +88,53 @@ impl<'a> Evidence<'a> {
                 }
             }
             d if d.is_integer() || matches!(d, DataType::Decimal128(_, _) | DataType::Boolean) => {
-                out.push_str(&f.value(row).to_string())
+                let _ = write!(out, "{}", f.value(row));
             }
+            DataType::Utf8 => push_str(out, array.as_string::<i32>().value(row)),
             _ => push_str(out, &f.value(row).to_string()),
         }
     }
 }
 
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
 fn push_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+    out.push('"');
+    let mut plain = 0;
+    for (i, c) in s.bytes().enumerate() {
+        let escape = match c {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{c:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Strings are written exactly as serde_json writes them.
+        #[test]
+        fn strings_escape_like_serde_json(s in "(\\PC|[\\x00-\\x1f\"\\\\\\x7f])*") {
+            let mut out = String::new();
+            super::push_str(&mut out, &s);
+            prop_assert_eq!(out, serde_json::Value::String(s.clone()).to_string());
+        }
+    }
 }

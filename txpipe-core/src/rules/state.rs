@@ -22,7 +22,7 @@ use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -306,24 +306,16 @@ impl WindowPlan {
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
                     self.row(s, ks, e, floor, &mut scratch);
+                    let row = groups.order[at] as usize;
                     at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
-                        out.push(&self.calls[c], &scratch.acc[c]);
+                        out.set(&self.calls[c], &scratch.acc[c], row);
                     }
                 }
             }
-            // Rows without a key: an empty frame.
-            for &c in &calls {
-                scratch.acc[c].clear();
-            }
-            for _ in groups.order.len()..n {
-                for (out, &c) in outs.iter_mut().zip(&calls) {
-                    out.push(&self.calls[c], &scratch.acc[c]);
-                }
-            }
-            let back = groups.row_positions(keys);
+            // (Rows without a key keep the outputs' empty-frame values.)
             for (out, &c) in outs.into_iter().zip(&calls) {
-                columns[c] = Some(take(&out.finish()?, &back, None)?);
+                columns[c] = Some(out.finish()?);
             }
         }
         state.rows_since_sweep += n as u64;
