@@ -328,6 +328,75 @@ mod tests {
         assert!(resumed.next_batch(limits(10)).unwrap().is_none());
     }
 
+    /// The lines of `text` as the source must give them: split at `\n`, a
+    /// `\r` before it dropped, a last line without a terminator kept as is.
+    fn reference_lines(text: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = text.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect();
+        if text.is_empty() || text.ends_with(b"\n") {
+            lines.pop();
+        }
+        let last = lines.len().saturating_sub(1);
+        let ends_open = !text.is_empty() && !text.ends_with(b"\n");
+        for (i, l) in lines.iter_mut().enumerate() {
+            if !(ends_open && i == last) && l.ends_with(b"\r") {
+                l.pop();
+            }
+        }
+        lines
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// Any file, read in blocks of any size and batches of any size,
+        /// gives its lines in order, and resuming at any batch's position
+        /// gives the rest.
+        #[test]
+        fn lines_and_positions_match_a_plain_split(
+            parts in proptest::collection::vec(
+                (0usize..3, 0usize..400_000, proptest::prelude::any::<u8>()), 0..8),
+            tail in proptest::prelude::any::<bool>(),
+            rows in 1usize..50,
+        ) {
+            let mut text = Vec::new();
+            for (term, len, fill) in parts {
+                text.extend(std::iter::repeat_n(b'a' + fill % 26, len % 7 + if len > 300_000 { len } else { 0 }));
+                text.extend_from_slice([&b"\n"[..], b"\r\n", b"\n\n"][term]);
+            }
+            if tail {
+                text.extend_from_slice(b"end\r");
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.jsonl");
+            std::fs::write(&path, &text).unwrap();
+            let p = path.to_str().unwrap();
+            let want = reference_lines(&text);
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut src = FileSource::open(p, None, stop.clone()).unwrap();
+            let mut got = Vec::new();
+            let mut positions = Vec::new();
+            while let Some(b) = src.next_batch(limits(rows)).unwrap() {
+                for i in 0..b.len() {
+                    got.push(b.payload(i).to_vec());
+                }
+                positions.push((got.len(), b.positions[&0]));
+            }
+            proptest::prop_assert_eq!(got.len(), want.len());
+            proptest::prop_assert!(got == want);
+            let end = positions.last().map_or(Some(0), |p| p.1.next_byte);
+            proptest::prop_assert_eq!(end, Some(text.len() as u64));
+            if let Some(&(done, pos)) = positions.get(positions.len() / 2) {
+                let mut resumed = FileSource::open(p, Some(pos), stop).unwrap();
+                let mut rest = Vec::new();
+                while let Some(b) = resumed.next_batch(limits(1000)).unwrap() {
+                    for i in 0..b.len() {
+                        rest.push(b.payload(i).to_vec());
+                    }
+                }
+                proptest::prop_assert!(rest == want[done..]);
+            }
+        }
+    }
+
     #[test]
     fn truncated_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
