@@ -283,31 +283,26 @@ impl WindowPlan {
                 .map(|&c| Output::new(&self.calls[c].output, n))
                 .collect();
             let groups = KeyGroups::of(keys, &part_of);
-            // Everything a row reads, gathered in key order.
-            let mut records = inputs.records(groups.order.iter().map(|&r| r as usize));
-            let rows: Vec<(i64, i64, u64)> = groups
-                .order
-                .iter()
-                .map(|&r| {
-                    let r = r as usize;
-                    (ts.value(r), floors[r], inputs.bits[r])
-                })
+            // Everything a row reads, row by row in source order (the
+            // columns read front to back, text parsed once); each row's
+            // record is then fetched in one place, in key order.
+            let mut records = inputs.records(0..n);
+            let rows: Vec<(i64, i64, u64)> = (0..n)
+                .map(|r| (ts.value(r), floors[r], inputs.bits[r]))
                 .collect();
-            let mut at = 0;
             for (first, group) in groups.iter() {
                 let ps = state
                     .partitions
                     .entry(part_of[first])
                     .or_insert_with(|| PartitionState::new(self));
                 let ks = ps.spaces[s].entry(Key::of(keys.value(first))).or_default();
-                for _ in group {
-                    let (t, floor, bits) = rows[at];
-                    let record = &mut records[at * stride..(at + 1) * stride];
+                for &row in group {
+                    let row = row as usize;
+                    let (t, floor, bits) = rows[row];
+                    let record = &mut records[row * stride..(row + 1) * stride];
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
                     self.row(s, ks, e, floor, &mut scratch);
-                    let row = groups.order[at] as usize;
-                    at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
                         out.set(&self.calls[c], &scratch.acc[c], row);
                     }
