@@ -22,7 +22,7 @@ use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -283,34 +283,47 @@ impl WindowPlan {
                 .map(|&c| Output::new(&self.calls[c].output, n))
                 .collect();
             let groups = KeyGroups::of(keys, &part_of);
-            // Everything a row reads, row by row in source order (the
-            // columns read front to back, text parsed once); each row's
-            // record is then fetched in one place, in key order.
-            let mut records = inputs.records(0..n);
-            let rows: Vec<(i64, i64, u64)> = (0..n)
-                .map(|r| (ts.value(r), floors[r], inputs.bits[r]))
+            // Everything a row reads, gathered in key order.
+            let mut records = inputs.records(groups.order.iter().map(|&r| r as usize));
+            let rows: Vec<(i64, i64, u64)> = groups
+                .order
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    (ts.value(r), floors[r], inputs.bits[r])
+                })
                 .collect();
+            let mut at = 0;
             for (first, group) in groups.iter() {
                 let ps = state
                     .partitions
                     .entry(part_of[first])
                     .or_insert_with(|| PartitionState::new(self));
                 let ks = ps.spaces[s].entry(Key::of(keys.value(first))).or_default();
-                for &row in group {
-                    let row = row as usize;
-                    let (t, floor, bits) = rows[row];
-                    let record = &mut records[row * stride..(row + 1) * stride];
+                for _ in group {
+                    let (t, floor, bits) = rows[at];
+                    let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
                     self.row(s, ks, e, floor, &mut scratch);
+                    at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
-                        out.set(&self.calls[c], &scratch.acc[c], row);
+                        out.push(&self.calls[c], &scratch.acc[c]);
                     }
                 }
             }
-            // (Rows without a key keep the outputs' empty-frame values.)
+            // Rows without a key: an empty frame.
+            for &c in &calls {
+                scratch.acc[c].clear();
+            }
+            for _ in groups.order.len()..n {
+                for (out, &c) in outs.iter_mut().zip(&calls) {
+                    out.push(&self.calls[c], &scratch.acc[c]);
+                }
+            }
+            let back = groups.row_positions(keys);
             for (out, &c) in outs.into_iter().zip(&calls) {
-                columns[c] = Some(out.finish()?);
+                columns[c] = Some(take(&out.finish()?, &back, None)?);
             }
         }
         state.rows_since_sweep += n as u64;

@@ -202,36 +202,32 @@ impl Acc {
     }
 }
 
-/// Builds one call's output column, written at each row's position (rows
-/// are evaluated key by key, not in row order). Rows never written keep an
-/// empty frame's value: 0 for counts, NULL for the rest.
+/// Builds one call's output column.
 pub(super) enum Output {
     Int(Vec<i64>),
     Float(Vec<Option<f64>>),
     Time(Vec<Option<i64>>),
-    /// Text values are kept as stored and written out in row order at the end.
-    Text(Vec<Option<Val>>),
+    Text(StringBuilder),
 }
 
 impl Output {
     pub(super) fn new(data_type: &DataType, n: usize) -> Self {
         match data_type {
-            DataType::Int64 => Self::Int(vec![0; n]),
-            DataType::Timestamp(_, _) => Self::Time(vec![None; n]),
-            DataType::Utf8 => Self::Text(vec![None; n]),
-            _ => Self::Float(vec![None; n]),
+            DataType::Int64 => Self::Int(Vec::with_capacity(n)),
+            DataType::Timestamp(_, _) => Self::Time(Vec::with_capacity(n)),
+            DataType::Utf8 => Self::Text(StringBuilder::with_capacity(n, n * 36)),
+            _ => Self::Float(Vec::with_capacity(n)),
         }
     }
 
-    /// Writes call `pc`'s value for `row` from its aggregate.
-    pub(super) fn set(&mut self, pc: &PlannedCall, acc: &Acc, row: usize) {
+    pub(super) fn push(&mut self, pc: &PlannedCall, acc: &Acc) {
         // (Only sums, averages and float outputs of decimals need the scale:
         // not computed for the counts, which are most calls.)
         let scale = || pc.arg_kind.map_or(1.0, ValKind::scale);
         let value: Option<&Val> = match pc.call.func {
             WindowFunc::Count | WindowFunc::CountEqual => {
                 if let Self::Int(v) = self {
-                    v[row] = acc.count;
+                    v.push(acc.count);
                 }
                 return;
             }
@@ -243,11 +239,11 @@ impl Output {
                     } else {
                         acc.floats.iter().rev().sum::<f64>()
                     };
-                    v[row] = match (acc.count, pc.call.func) {
+                    v.push(match (acc.count, pc.call.func) {
                         (0, _) => None,
                         (_, WindowFunc::Sum) => Some(sum),
                         (c, _) => Some(sum / c as f64),
-                    };
+                    });
                 }
                 return;
             }
@@ -256,10 +252,17 @@ impl Output {
             WindowFunc::LastValue => acc.last.as_ref(),
         };
         match (self, value) {
-            (Self::Float(v), Some(x)) => v[row] = x.as_f64(scale()),
-            (Self::Time(v), Some(Val::Time(x))) => v[row] = Some(*x),
-            (Self::Text(v), Some(x)) => v[row] = Some(x.clone()),
-            _ => {}
+            (Self::Float(v), Some(x)) => v.push(x.as_f64(scale())),
+            (Self::Float(v), None) => v.push(None),
+            (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
+            (Self::Time(v), _) => v.push(None),
+            (Self::Text(b), Some(v)) => {
+                if v.with_text(|t| b.append_value(t)).is_none() {
+                    b.append_null();
+                }
+            }
+            (Self::Text(b), None) => b.append_null(),
+            (Self::Int(v), _) => v.push(0),
         }
     }
 
@@ -268,20 +271,7 @@ impl Output {
             Self::Int(v) => Arc::new(Int64Array::from(v)),
             Self::Float(v) => Arc::new(Float64Array::from(v)),
             Self::Time(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")),
-            Self::Text(v) => {
-                let mut b = StringBuilder::with_capacity(v.len(), v.len() * 36);
-                for x in &v {
-                    match x {
-                        Some(x) => {
-                            if x.with_text(|t| b.append_value(t)).is_none() {
-                                b.append_null();
-                            }
-                        }
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            Self::Text(mut b) => Arc::new(b.finish()),
         })
     }
 }
