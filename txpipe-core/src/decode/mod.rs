@@ -6,8 +6,10 @@
 //! [`TRANSACTION_SCHEMA`]) and one of
 //! quarantined records (schema [`QUARANTINE_SCHEMA`]).
 //!
-//! Each payload is parsed by a streaming, zero-copy serde visitor straight into
-//! Arrow column builders: no `serde_json::Value`, no intermediate tape. Unlike
+//! Each payload is parsed straight into Arrow column builders: no
+//! `serde_json::Value`, no intermediate tape. The common flat message is read
+//! by a one-pass scanner (`scan`); anything else by a streaming, zero-copy
+//! serde visitor (`message`), which gives the same fields. Unlike
 //! arrow-json's decoder, one bad message never fails the batch: it goes to the
 //! quarantine with a reason naming the field, and every pushed message ends up
 //! in exactly one of the two outputs.

@@ -299,7 +299,8 @@ mod tests {
 
     proptest! {
         /// Whenever the fast path answers, serde_json gives the same fields
-        /// (floats to the bit); on well-formed flat objects it does answer.
+        /// (floats to the bit). (That it does answer on plain objects is
+        /// `takes_plain_objects`.)
         #[test]
         fn agrees_with_serde(
             fields in prop::collection::vec((fragment(), fragment()), 0..6),
@@ -323,7 +324,7 @@ mod tests {
                     prop_assert!(slow.is_some(), "fast path took what serde refuses: {}", m);
                     let slow = slow.unwrap();
                     prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{}", m);
-                    // Debug prints floats round-trip exactly, but not -0.0 vs 0.0 apart:
+                    // (Debug already prints floats exactly; the bits, to be sure.)
                     for (a, b) in [(&fast.amount, &slow.amount), (&fast.latitude, &slow.latitude)] {
                         if let (Some(Scalar::Float(a)), Some(Scalar::Float(b))) = (a, b) {
                             prop_assert_eq!(a.to_bits(), b.to_bits(), "{}", m);
