@@ -9,7 +9,7 @@
 //! Columns whose type has no min/max in the protocol (booleans, binary,
 //! lists) only get a null count; nested columns are left out.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
@@ -130,6 +130,44 @@ fn timestamp_micros(us: i64) -> Option<Value> {
     ))
 }
 
+/// The first eight bytes of `s`, big-endian, zero-padded: ordered as `s` is
+/// whenever they differ.
+fn prefix(s: &str) -> u64 {
+    let b = s.as_bytes();
+    if let Some(head) = b.first_chunk::<8>() {
+        return u64::from_be_bytes(*head);
+    }
+    let mut p = [0u8; 8];
+    for (i, &c) in b.iter().enumerate() {
+        p[i] = c;
+    }
+    u64::from_be_bytes(p)
+}
+
+/// Smallest and largest non-null string in one pass. Values are compared by
+/// their first eight bytes as one integer and only in full when those are
+/// equal: ids are unique within a few bytes, so most comparisons need no
+/// `memcmp` (arrow's `min_string`/`max_string` take a pass each, with one per
+/// value).
+fn string_min_max(a: &StringArray) -> Option<(&str, &str)> {
+    let mut values = a.iter().flatten();
+    let first = values.next()?;
+    let (mut lo, mut hi) = (first, first);
+    let (mut lo_key, mut hi_key) = (prefix(first), prefix(first));
+    for v in values {
+        let key = prefix(v);
+        if key < lo_key || (key == lo_key && v < lo) {
+            lo = v;
+            lo_key = key;
+        }
+        if key > hi_key || (key == hi_key && v > hi) {
+            hi = v;
+            hi_key = key;
+        }
+    }
+    Some((lo, hi))
+}
+
 /// Min and max of one column's non-null values, in stat form.
 fn column_min_max(c: &ArrayRef) -> Option<(Value, Value)> {
     if c.null_count() == c.len() {
@@ -192,11 +230,8 @@ fn column_min_max(c: &ArrayRef) -> Option<(Value, Value)> {
             ))
         }
         DataType::Utf8 => {
-            let a = c.as_string::<i32>();
-            Some((
-                Value::String(compute::min_string(a)?.to_string()),
-                Value::String(compute::max_string(a)?.to_string()),
-            ))
+            let (lo, hi) = string_min_max(c.as_string::<i32>())?;
+            Some((Value::String(lo.to_string()), Value::String(hi.to_string())))
         }
         DataType::LargeUtf8 => {
             let a = c.as_string::<i64>();
@@ -218,6 +253,19 @@ fn column_min_max(c: &ArrayRef) -> Option<(Value, Value)> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// The one-pass string min/max equals arrow's kernels (shared
+        /// prefixes, short strings, non-ASCII, NULLs included).
+        #[test]
+        fn string_min_max_equals_arrows(values in proptest::collection::vec(
+            proptest::option::of("(id-|ida|é|a\\x00)?[a-c0-9é\\x00]{0,10}"), 0..40)) {
+            let a = super::StringArray::from(values);
+            let want = datafusion::arrow::compute::min_string(&a)
+                .zip(datafusion::arrow::compute::max_string(&a));
+            proptest::prop_assert_eq!(super::string_min_max(&a), want);
+        }
+    }
+
     use std::sync::Arc;
 
     use datafusion::arrow::array::{
