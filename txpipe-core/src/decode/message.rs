@@ -162,7 +162,7 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
 
 /// The keys of the message contract; anything else is ignored.
 #[derive(Clone, Copy)]
-enum Key {
+pub(crate) enum Key {
     TransactionId,
     TransactionTs,
     CustomerId,
@@ -177,16 +177,10 @@ enum Key {
     Other,
 }
 
-struct KeyVisitor;
-
-impl Visitor<'_> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(match v {
+impl Key {
+    /// The key a field name stands for.
+    pub(crate) fn of(name: &str) -> Self {
+        match name {
             "transaction_id" => Key::TransactionId,
             "transaction_ts" => Key::TransactionTs,
             "customer_id" => Key::CustomerId,
@@ -199,7 +193,20 @@ impl Visitor<'_> for KeyVisitor {
             "payment_method" => Key::PaymentMethod,
             "is_foreign" => Key::IsForeign,
             _ => Key::Other,
-        })
+        }
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(Key::of(v))
     }
 }
 
@@ -225,6 +232,26 @@ pub(crate) struct RawTransaction<'a> {
     pub is_foreign: Option<Scalar<'a>>,
 }
 
+impl<'a> RawTransaction<'a> {
+    /// Where the value of `key` goes; `None` for keys outside the contract.
+    pub(crate) fn slot(&mut self, key: Key) -> Option<&mut Option<Scalar<'a>>> {
+        Some(match key {
+            Key::TransactionId => &mut self.transaction_id,
+            Key::TransactionTs => &mut self.transaction_ts,
+            Key::CustomerId => &mut self.customer_id,
+            Key::MerchantId => &mut self.merchant_id,
+            Key::Amount => &mut self.amount,
+            Key::Currency => &mut self.currency,
+            Key::Latitude => &mut self.latitude,
+            Key::Longitude => &mut self.longitude,
+            Key::DeviceId => &mut self.device_id,
+            Key::PaymentMethod => &mut self.payment_method,
+            Key::IsForeign => &mut self.is_foreign,
+            Key::Other => return None,
+        })
+    }
+}
+
 struct TransactionVisitor;
 
 impl<'de> Visitor<'de> for TransactionVisitor {
@@ -237,24 +264,12 @@ impl<'de> Visitor<'de> for TransactionVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut t = RawTransaction::default();
         while let Some(key) = map.next_key::<Key>()? {
-            let slot = match key {
-                Key::TransactionId => &mut t.transaction_id,
-                Key::TransactionTs => &mut t.transaction_ts,
-                Key::CustomerId => &mut t.customer_id,
-                Key::MerchantId => &mut t.merchant_id,
-                Key::Amount => &mut t.amount,
-                Key::Currency => &mut t.currency,
-                Key::Latitude => &mut t.latitude,
-                Key::Longitude => &mut t.longitude,
-                Key::DeviceId => &mut t.device_id,
-                Key::PaymentMethod => &mut t.payment_method,
-                Key::IsForeign => &mut t.is_foreign,
-                Key::Other => {
+            match t.slot(key) {
+                Some(slot) => *slot = Some(map.next_value()?),
+                None => {
                     map.next_value::<Skip>()?;
-                    continue;
                 }
-            };
-            *slot = Some(map.next_value()?);
+            }
         }
         Ok(t)
     }

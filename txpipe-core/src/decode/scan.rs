@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use super::message::{RawTransaction, Scalar};
+use super::message::{Key, RawTransaction, Scalar};
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -37,6 +37,7 @@ const POW10: [f64; 16] = [
 struct Scanner<'a> {
     /// The whole message, checked to be UTF-8 once.
     text: &'a str,
+    /// Its bytes.
     b: &'a [u8],
     at: usize,
 }
@@ -96,34 +97,13 @@ impl<'a> Scanner<'a> {
         let neg = self.eat(b'-').is_some();
         let int_start = self.at;
         let mut m: u64 = 0;
-        while let Some(&c) = self.b.get(self.at) {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            m = m * 10 + u64::from(c - b'0');
-            self.at += 1;
-            if self.at - int_start > 18 {
-                return None;
-            }
-        }
-        let int_digits = self.at - int_start;
+        let int_digits = self.digits(&mut m, 18)?;
         if int_digits == 0 || (int_digits > 1 && self.b[int_start] == b'0') {
             return None;
         }
         let mut frac_digits = 0;
         if self.eat(b'.').is_some() {
-            let frac_start = self.at;
-            while let Some(&c) = self.b.get(self.at) {
-                if !c.is_ascii_digit() {
-                    break;
-                }
-                m = m * 10 + u64::from(c - b'0');
-                self.at += 1;
-                if int_digits + (self.at - frac_start) > 15 {
-                    return None;
-                }
-            }
-            frac_digits = self.at - frac_start;
+            frac_digits = self.digits(&mut m, 15 - int_digits.min(15))?;
             if frac_digits == 0 {
                 return None;
             }
@@ -140,6 +120,23 @@ impl<'a> Scanner<'a> {
         }
         let v = m as f64 / POW10[frac_digits];
         Some(Scalar::Float(if neg { -v } else { v }))
+    }
+
+    /// Appends the decimal digits here to `m`; how many there were, or
+    /// `None` past `most` of them.
+    fn digits(&mut self, m: &mut u64, most: usize) -> Option<usize> {
+        let start = self.at;
+        while let Some(&c) = self.b.get(self.at) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            *m = *m * 10 + u64::from(c - b'0');
+            self.at += 1;
+            if self.at - start > most {
+                return None;
+            }
+        }
+        Some(self.at - start)
     }
 
     fn literal(&mut self, word: &[u8], value: Scalar<'a>) -> Option<Scalar<'a>> {
@@ -177,7 +174,6 @@ pub(super) fn parse(payload: &[u8]) -> Option<RawTransaction<'_>> {
         at: 0,
     };
     let mut t = RawTransaction::default();
-    let mut ignored = None;
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -189,21 +185,9 @@ pub(super) fn parse(payload: &[u8]) -> Option<RawTransaction<'_>> {
             s.eat(b':')?;
             s.ws();
             let value = s.value()?;
-            let slot = match key {
-                "transaction_id" => &mut t.transaction_id,
-                "transaction_ts" => &mut t.transaction_ts,
-                "customer_id" => &mut t.customer_id,
-                "merchant_id" => &mut t.merchant_id,
-                "amount" => &mut t.amount,
-                "currency" => &mut t.currency,
-                "latitude" => &mut t.latitude,
-                "longitude" => &mut t.longitude,
-                "device_id" => &mut t.device_id,
-                "payment_method" => &mut t.payment_method,
-                "is_foreign" => &mut t.is_foreign,
-                _ => &mut ignored,
-            };
-            *slot = Some(value);
+            if let Some(slot) = t.slot(Key::of(key)) {
+                *slot = Some(value);
+            }
             s.ws();
             if s.eat(b',').is_some() {
                 s.ws();
