@@ -2,18 +2,18 @@
 
 use std::borrow::Cow;
 
-/// 1 for the bytes `0-9a-f`, 0 for all others.
-const LOWER_HEX: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut c = b'0';
-    while c <= b'9' {
-        t[c as usize] = 1;
-        c += 1;
+/// Lower-case hex digits' values; 0xFF for every other byte.
+pub(crate) const LOWER_HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    let mut c = b'a';
-    while c <= b'f' {
-        t[c as usize] = 1;
-        c += 1;
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
     }
     t
 };
@@ -24,12 +24,14 @@ fn is_canonical_lower(s: &str) -> bool {
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return false;
     }
-    // Without a branch per byte: the digits' flags are and-ed together.
+    // Without a branch per byte: the digits' values are or-ed together, and
+    // any non-digit sets the high bit.
     [&b[0..8], &b[9..13], &b[14..18], &b[19..23], &b[24..36]]
         .iter()
         .flat_map(|part| part.iter())
-        .fold(1u8, |ok, &c| ok & LOWER_HEX[usize::from(c)])
-        == 1
+        .fold(0u8, |bad, &c| bad | LOWER_HEX[usize::from(c)])
+        & 0x80
+        == 0
 }
 
 /// Returns the canonical lower-case hyphenated form of a UUID, borrowing when

@@ -29,6 +29,7 @@ use datafusion::arrow::array::{
 };
 
 pub use ids::canonical_uuid;
+pub(crate) use ids::LOWER_HEX;
 use message::{RawTransaction, Scalar};
 
 use crate::error::Result;

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::decode::LOWER_HEX;
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, TimestampMicrosecondArray,
 };
@@ -97,28 +99,12 @@ impl PartialEq for Val {
     }
 }
 
-/// Lower-case hex digits' values; 0xFF for every other byte.
-const HEX: [u8; 256] = {
-    let mut t = [0xFF; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
 /// The value of lower-case hex `digits` (at most 16), or `None`.
 fn hex(digits: &[u8]) -> Option<u64> {
     let mut v = 0u64;
     let mut bad = 0u8;
     for &c in digits {
-        let d = HEX[usize::from(c)];
+        let d = LOWER_HEX[usize::from(c)];
         bad |= d;
         v = (v << 4) | u64::from(d & 0x0F);
     }
