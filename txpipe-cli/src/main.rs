@@ -1,6 +1,7 @@
 //! `txpipe`: the command-line face of txpipe-core. Glue only: flags → core calls.
 
 mod cmd;
+mod malloc;
 mod progress;
 
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => cmd::runtime().and_then(|rt| rt.block_on(cmd::demo::run(a))),
