@@ -47,6 +47,7 @@ pub struct StatefulStage {
     turn: Mutex<Turn>,
     ready: Condvar,
     loader: Arc<dyn StateLoader>,
+    per_partition: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +69,7 @@ impl StatefulStage {
             }),
             ready: Condvar::new(),
             loader,
+            per_partition,
         }
     }
 
@@ -172,22 +174,35 @@ impl BatchProcessor {
         }
         let decoded = decoder.finish(now);
         let windows = match (&self.stage, self.rules.window_plan()) {
-            (Some(stage), Some(plan)) => stage.run(seq, |state| {
-                let Ok(d) = &decoded else {
-                    return Ok(Vec::new());
+            (Some(stage), Some(plan)) => {
+                // Inputs are read and grouped before the turn, beside the
+                // batch in turn; only the state's own work waits for it.
+                let prepared = match &decoded {
+                    Ok(d) => Some(plan.prepare(&d.transactions, stage.per_partition)),
+                    Err(_) => None,
                 };
-                for (&p, &start) in &raw.start_offsets {
-                    if state.next_offset(p) != Some(start) {
-                        let rows = stage.loader.load(p, start, plan.horizon_micros())?;
-                        state.reset_partition(plan, p, &rows)?;
+                let evaluated = stage.run(seq, |state| {
+                    let Some(prepared) = prepared else {
+                        return Ok(None);
+                    };
+                    let prepared = prepared?;
+                    for (&p, &start) in &raw.start_offsets {
+                        if state.next_offset(p) != Some(start) {
+                            let rows = stage.loader.load(p, start, plan.horizon_micros())?;
+                            state.reset_partition(plan, p, &rows)?;
+                        }
                     }
+                    let evaluated = plan.run(prepared, state)?;
+                    for (&p, pos) in &raw.positions {
+                        state.set_next_offset(plan, p, pos.next_offset);
+                    }
+                    Ok(Some(evaluated))
+                })?;
+                match evaluated {
+                    Some(e) => plan.finish(e)?,
+                    None => Vec::new(),
                 }
-                let w = self.rules.window_columns(&d.transactions, state)?;
-                for (&p, pos) in &raw.positions {
-                    state.set_next_offset(plan, p, pos.next_offset);
-                }
-                Ok(w)
-            })?,
+            }
             _ => Vec::new(),
         };
         let DecodedBatch {

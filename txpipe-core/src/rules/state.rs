@@ -21,8 +21,10 @@
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -245,33 +247,104 @@ impl WindowPlan {
 
     /// Evaluates every window call on `batch` ([`TRANSACTION_SCHEMA`] rows, in
     /// source order) against `state`, then adds the batch's rows to it.
-    /// Returns one column per call.
-    ///
-    /// Keys are independent of each other, so the rows are taken key by key
-    /// (each key's rows still in source order): a key's history is looked up
-    /// once per batch and stays in cache while its rows are evaluated, instead
-    /// of being fetched from memory for every row. Only the retention floor
-    /// crosses keys, and it is fixed per row up front from the partition's
-    /// newest earlier row. The outputs are built in key order and put back in
-    /// row order at the end.
+    /// Returns one column per call. The same as [`prepare`](Self::prepare),
+    /// [`run`](Self::run) and [`finish`](Self::finish) in a row.
     ///
     /// [`TRANSACTION_SCHEMA`]: crate::schema::TRANSACTION_SCHEMA
     ///
     /// # Errors
     /// An input expression failed to evaluate.
     pub fn evaluate(&self, batch: &RecordBatch, state: &mut WindowState) -> Result<Vec<ArrayRef>> {
-        let n = batch.num_rows();
+        let prepared = self.prepare(batch, state.per_partition)?;
+        let evaluated = self.run(prepared, state)?;
+        self.finish(evaluated)
+    }
+
+    /// The part of the evaluation that does not depend on the state, so that
+    /// it can run before the batch's turn, beside another batch's: the input
+    /// expressions, each row's stored values and the rows grouped by key.
+    /// `per_partition` must be the state's (see [`WindowState::new`]).
+    ///
+    /// Keys are independent of each other, so the rows are taken key by key
+    /// (each key's rows still in source order): a key's history is then
+    /// looked up once per batch and stays in cache while its rows are
+    /// evaluated, instead of being fetched from memory for every row.
+    ///
+    /// # Errors
+    /// An input expression failed to evaluate.
+    pub fn prepare(&self, batch: &RecordBatch, per_partition: bool) -> Result<PreparedWindows> {
         let inputs = self.inputs(batch)?;
         let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        let (part_of, floors) = self.floors(batch, state);
+        let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
+        let part_of: Vec<i32> = (0..batch.num_rows())
+            .map(|row| partition_of(per_partition, parts.value(row)))
+            .collect();
+        let spaces = inputs
+            .iter()
+            .map(|inputs| {
+                let groups = KeyGroups::of(&inputs.keys, &part_of);
+                let records = inputs.records(groups.order.iter().map(|&r| r as usize));
+                let rows = groups
+                    .order
+                    .iter()
+                    .map(|&r| (ts.value(r as usize), inputs.bits[r as usize]))
+                    .collect();
+                let keys = groups
+                    .iter()
+                    .map(|(first, _)| Key::of(inputs.keys.value(first)))
+                    .collect();
+                let back = groups.row_positions(&inputs.keys);
+                PreparedSpace {
+                    groups,
+                    keys,
+                    records,
+                    rows,
+                    back,
+                }
+            })
+            .collect();
+        Ok(PreparedWindows {
+            n: batch.num_rows(),
+            per_partition,
+            ts: ts.clone(),
+            part_of,
+            spaces,
+        })
+    }
+
+    /// The in-order part: evaluates a prepared batch against `state` and adds
+    /// its rows to it. Only the retention floor crosses keys, and it is fixed
+    /// per row up front from the partition's newest earlier row.
+    ///
+    /// # Errors
+    /// The batch was prepared for the other kind of state.
+    pub fn run(
+        &self,
+        prepared: PreparedWindows,
+        state: &mut WindowState,
+    ) -> Result<EvaluatedWindows> {
+        if prepared.per_partition != state.per_partition {
+            return Err(Error::Config(
+                "window inputs were prepared for a state of the other kind".into(),
+            ));
+        }
+        let n = prepared.n;
+        let part_of = &prepared.part_of;
+        let floors = self.floors(&prepared.ts, part_of, state);
         let mut scratch = Scratch {
             acc: vec![Acc::default(); self.calls.len()],
             active: Vec::new(),
             current: Vec::new(),
         };
-        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
-        for (s, inputs) in inputs.iter().enumerate() {
-            let keys = &inputs.keys;
+        let mut spaces = Vec::with_capacity(prepared.spaces.len());
+        for (s, space) in prepared.spaces.into_iter().enumerate() {
+            let PreparedSpace {
+                groups,
+                keys,
+                mut records,
+                rows,
+                back,
+            } = space;
             let stride = self.spaces[s].vals.len();
             let calls: Vec<usize> = self.direct[s]
                 .iter()
@@ -282,26 +355,16 @@ impl WindowPlan {
                 .iter()
                 .map(|&c| Output::new(&self.calls[c].output, n))
                 .collect();
-            let groups = KeyGroups::of(keys, &part_of);
-            // Everything a row reads, gathered in key order.
-            let mut records = inputs.records(groups.order.iter().map(|&r| r as usize));
-            let rows: Vec<(i64, i64, u64)> = groups
-                .order
-                .iter()
-                .map(|&r| {
-                    let r = r as usize;
-                    (ts.value(r), floors[r], inputs.bits[r])
-                })
-                .collect();
             let mut at = 0;
-            for (first, group) in groups.iter() {
+            for ((first, group), key) in groups.iter().zip(keys) {
                 let ps = state
                     .partitions
                     .entry(part_of[first])
                     .or_insert_with(|| PartitionState::new(self));
-                let ks = ps.spaces[s].entry(Key::of(keys.value(first))).or_default();
-                for _ in group {
-                    let (t, floor, bits) = rows[at];
+                let ks = ps.spaces[s].entry(key).or_default();
+                for &row in group {
+                    let (t, bits) = rows[at];
+                    let floor = floors[row as usize];
                     let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
@@ -321,14 +384,26 @@ impl WindowPlan {
                     out.push(&self.calls[c], &scratch.acc[c]);
                 }
             }
-            let back = groups.row_positions(keys);
-            for (out, &c) in outs.into_iter().zip(&calls) {
-                columns[c] = Some(take(&out.finish()?, &back, None)?);
-            }
+            spaces.push((calls, outs, back));
         }
         state.rows_since_sweep += n as u64;
         if state.rows_since_sweep >= SWEEP_EVERY {
             state.sweep(self);
+        }
+        Ok(EvaluatedWindows { spaces })
+    }
+
+    /// Builds the columns of an evaluated batch, one per call, in row order
+    /// (no state needed: runs after the batch's turn).
+    ///
+    /// # Errors
+    /// A call has no key space (a planning bug), or a column failed to build.
+    pub fn finish(&self, evaluated: EvaluatedWindows) -> Result<Vec<ArrayRef>> {
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
+        for (calls, outs, back) in evaluated.spaces {
+            for (out, c) in outs.into_iter().zip(calls) {
+                columns[c] = Some(out.finish(&back)?);
+            }
         }
         columns
             .into_iter()
@@ -425,20 +500,20 @@ impl WindowPlan {
         ks.push(self, s, e, current);
     }
 
-    /// Per row: its state partition, and its retention floor (the newest
-    /// `transaction_ts` of the partition's earlier rows minus the horizon).
-    /// Advances each partition's watermark past the batch.
-    fn floors(&self, batch: &RecordBatch, state: &mut WindowState) -> (Vec<i32>, Vec<i64>) {
-        let n = batch.num_rows();
-        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
-        let mut part_of = Vec::with_capacity(n);
-        let mut floors = Vec::with_capacity(n);
+    /// Per row, its retention floor: the newest `transaction_ts` of its
+    /// partition's earlier rows minus the horizon. Advances each partition's
+    /// watermark past the batch.
+    fn floors(
+        &self,
+        ts: &TimestampMicrosecondArray,
+        part_of: &[i32],
+        state: &mut WindowState,
+    ) -> Vec<i64> {
+        let mut floors = Vec::with_capacity(part_of.len());
         // (partition, running watermark) of the partitions met in this batch.
         let mut marks: Vec<(i32, i64)> = Vec::new();
         let mut at = 0;
-        for row in 0..n {
-            let p = state.partition_of(parts.value(row));
+        for (row, &p) in part_of.iter().enumerate() {
             if marks.get(at).is_none_or(|m| m.0 != p) {
                 at = match marks.iter().position(|m| m.0 == p) {
                     Some(i) => i,
@@ -454,7 +529,6 @@ impl WindowPlan {
             }
             let mark = &mut marks[at].1;
             floors.push(mark.saturating_sub(self.horizon));
-            part_of.push(p);
             *mark = (*mark).max(ts.value(row));
         }
         for (p, mark) in marks {
@@ -462,7 +536,7 @@ impl WindowPlan {
                 ps.watermark = mark;
             }
         }
-        (part_of, floors)
+        floors
     }
 
     /// Adds rows that landed earlier to a partition's state without
@@ -490,6 +564,46 @@ impl WindowPlan {
             ps.watermark = ps.watermark.max(t);
         }
         Ok(())
+    }
+}
+
+/// A batch's window inputs read and grouped by key, ready for its turn
+/// ([`WindowPlan::prepare`]).
+#[derive(Debug)]
+pub struct PreparedWindows {
+    n: usize,
+    per_partition: bool,
+    ts: TimestampMicrosecondArray,
+    /// Per row: its state partition.
+    part_of: Vec<i32>,
+    spaces: Vec<PreparedSpace>,
+}
+
+/// One key space of a [`PreparedWindows`].
+#[derive(Debug)]
+struct PreparedSpace {
+    groups: KeyGroups,
+    /// Per group: its key.
+    keys: Vec<Key>,
+    /// The stored values of the rows with a key, row after row, in group order.
+    records: Vec<Val>,
+    /// `transaction_ts` and FILTER bits of those rows, in the same order.
+    rows: Vec<(i64, u64)>,
+    /// Per row: its place among the outputs (see [`KeyGroups::row_positions`]).
+    back: UInt32Array,
+}
+
+/// A batch's window values in group order, before [`WindowPlan::finish`].
+pub struct EvaluatedWindows {
+    /// Per key space: its calls, their outputs and each row's place in them.
+    spaces: Vec<(Vec<usize>, Vec<Output>, UInt32Array)>,
+}
+
+impl std::fmt::Debug for EvaluatedWindows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluatedWindows")
+            .field("spaces", &self.spaces.len())
+            .finish()
     }
 }
 
@@ -533,6 +647,15 @@ pub struct WindowState {
     rows_since_sweep: u64,
 }
 
+/// The state partition of a row from `source_partition`.
+fn partition_of(per_partition: bool, source_partition: i32) -> i32 {
+    if per_partition {
+        source_partition
+    } else {
+        0
+    }
+}
+
 /// Size of a [`WindowState`], for the metrics and the benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateSize {
@@ -556,11 +679,12 @@ impl WindowState {
     }
 
     fn partition_of(&self, source_partition: i32) -> i32 {
-        if self.per_partition {
-            source_partition
-        } else {
-            0
-        }
+        partition_of(self.per_partition, source_partition)
+    }
+
+    /// Whether the state keeps one history per source partition.
+    pub fn per_partition(&self) -> bool {
+        self.per_partition
     }
 
     /// The offset a batch of `source_partition` must start at for the state

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray, UInt32Array,
 };
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::DataType;
 
 use super::value::{Val, ValKind};
@@ -202,12 +203,13 @@ impl Acc {
     }
 }
 
-/// Builds one call's output column.
+/// Builds one call's output column, in the order the rows are evaluated in.
 pub(super) enum Output {
     Int(Vec<i64>),
     Float(Vec<Option<f64>>),
     Time(Vec<Option<i64>>),
-    Text(StringBuilder),
+    /// Text values as stored (formatted once, in row order, by `finish`).
+    Text(Vec<Option<Val>>),
 }
 
 impl Output {
@@ -215,7 +217,7 @@ impl Output {
         match data_type {
             DataType::Int64 => Self::Int(Vec::with_capacity(n)),
             DataType::Timestamp(_, _) => Self::Time(Vec::with_capacity(n)),
-            DataType::Utf8 => Self::Text(StringBuilder::with_capacity(n, n * 36)),
+            DataType::Utf8 => Self::Text(Vec::with_capacity(n)),
             _ => Self::Float(Vec::with_capacity(n)),
         }
     }
@@ -256,23 +258,35 @@ impl Output {
             (Self::Float(v), None) => v.push(None),
             (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
             (Self::Time(v), _) => v.push(None),
-            (Self::Text(b), Some(v)) => {
-                if v.with_text(|t| b.append_value(t)).is_none() {
-                    b.append_null();
-                }
-            }
-            (Self::Text(b), None) => b.append_null(),
+            (Self::Text(b), v) => b.push(v.cloned()),
             (Self::Int(v), _) => v.push(0),
         }
     }
 
-    pub(super) fn finish(self) -> Result<ArrayRef> {
-        Ok(match self {
+    /// The column in row order: `back[row]` is the row's place among the
+    /// values pushed.
+    pub(super) fn finish(self, back: &UInt32Array) -> Result<ArrayRef> {
+        let pushed: ArrayRef = match self {
             Self::Int(v) => Arc::new(Int64Array::from(v)),
             Self::Float(v) => Arc::new(Float64Array::from(v)),
             Self::Time(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")),
-            Self::Text(mut b) => Arc::new(b.finish()),
-        })
+            Self::Text(v) => {
+                // Text is formatted straight in row order: no second copy of
+                // the strings to reorder them.
+                let mut b = StringBuilder::with_capacity(back.len(), back.len() * 36);
+                for &at in back.values() {
+                    let text = v.get(at as usize).and_then(|v| v.as_ref());
+                    if text
+                        .and_then(|v| v.with_text(|t| b.append_value(t)))
+                        .is_none()
+                    {
+                        b.append_null();
+                    }
+                }
+                return Ok(Arc::new(b.finish()));
+            }
+        };
+        Ok(take(&pushed, back, None)?)
     }
 }
 

@@ -5,6 +5,7 @@ use datafusion::arrow::array::{Array, StringArray, UInt32Array};
 use datafusion::common::HashMap;
 
 /// A batch's rows grouped by (partition, key), each group in source order.
+#[derive(Debug)]
 pub(super) struct KeyGroups {
     /// Row indices of the rows with a key, group after group.
     pub(super) order: Vec<u32>,
