@@ -12,8 +12,12 @@ use super::{Event, PlannedCall, WindowPlan};
 pub(super) struct KeyState {
     pub(super) events: VecDeque<Event>,
     /// The rows' stored values, the space's `vals.len()` per row, row after
-    /// row in the order of `events`: one allocation per key, not per row.
-    pub(super) vals: VecDeque<Val>,
+    /// row in the order of `events`, from `head` on: one allocation per key,
+    /// not per row. Rows leave at the front by moving `head` (their values
+    /// are dropped at once) and the dead front is cut off once it is the
+    /// larger half, so appending a row is one move of its values.
+    pub(super) vals: Vec<Val>,
+    head: usize,
     pub(super) totals: Vec<Total>,
     /// Smallest `ts` held (checked per row without touching the rows).
     pub(super) oldest: i64,
@@ -23,7 +27,8 @@ impl Default for KeyState {
     fn default() -> Self {
         Self {
             events: VecDeque::new(),
-            vals: VecDeque::new(),
+            vals: Vec::new(),
+            head: 0,
             totals: Vec::new(),
             oldest: i64::MAX,
         }
@@ -33,7 +38,7 @@ impl Default for KeyState {
 impl KeyState {
     /// The argument of call `pc` on row `j`.
     pub(super) fn arg(&self, pc: &PlannedCall, j: usize, stride: usize) -> Option<&Val> {
-        pc.arg.map(|i| &self.vals[j * stride + i])
+        pc.arg.map(|i| &self.vals[self.head + j * stride + i])
     }
 
     /// Appends a row and its stored values (taken out of `vals`).
@@ -58,7 +63,7 @@ impl KeyState {
         }
         self.oldest = self.oldest.min(e.ts);
         self.events.push_back(e);
-        self.vals.extend(vals.drain(..));
+        self.vals.append(vals);
     }
 
     pub(super) fn pop_expired(&mut self, plan: &WindowPlan, space: usize, floor: i64) {
@@ -68,14 +73,22 @@ impl KeyState {
         let stride = plan.spaces[space].vals.len();
         while self.events.front().is_some_and(|e| e.ts <= floor) {
             if let Some(e) = self.events.pop_front() {
+                let front = self.head;
                 for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
                     let pc = &plan.calls[c];
                     if pc.passes(&e) {
-                        t.apply(pc.arg.map(|i| &self.vals[i]), -1);
+                        t.apply(pc.arg.map(|i| &self.vals[front + i]), -1);
                     }
                 }
-                self.vals.drain(..stride);
+                for v in &mut self.vals[front..front + stride] {
+                    *v = Val::Null;
+                }
+                self.head += stride;
             }
+        }
+        if self.head * 2 > self.vals.len() {
+            self.vals.drain(..self.head);
+            self.head = 0;
         }
         self.oldest = self.events.front().map_or(i64::MAX, |e| e.suffix_min);
     }
@@ -87,13 +100,14 @@ impl KeyState {
         if self.events.iter().any(|e| e.ts <= floor) {
             let stride = plan.spaces[space].vals.len();
             let events = std::mem::take(&mut self.events);
-            let mut vals = std::mem::take(&mut self.vals);
+            let mut vals = std::mem::take(&mut self.vals).into_iter().skip(self.head);
+            self.head = 0;
             self.totals.clear();
             self.oldest = i64::MAX;
             let mut row = Vec::with_capacity(stride);
             for mut e in events {
                 row.clear();
-                row.extend(vals.drain(..stride));
+                row.extend(vals.by_ref().take(stride));
                 if e.ts <= floor {
                     continue;
                 }

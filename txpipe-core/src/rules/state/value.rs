@@ -195,7 +195,31 @@ impl Column {
         }
     }
 
-    /// The stored value of `row`.
+    /// Writes the stored value of each of `rows` into `out[0]`,
+    /// `out[stride]`, `out[2 * stride]`, … (left as they are for nulls).
+    pub(super) fn fill(&self, rows: impl Iterator<Item = usize>, out: &mut [Val], stride: usize) {
+        let slots = rows.zip(out.iter_mut().step_by(stride));
+        match self {
+            Self::Num(a) => slots
+                .filter(|(row, _)| a.is_valid(*row))
+                .for_each(|(row, v)| *v = Val::Num(a.value(row))),
+            Self::Fixed(a) => slots
+                .filter(|(row, _)| a.is_valid(*row))
+                .for_each(|(row, v)| {
+                    let x = a.value(row);
+                    *v = i64::try_from(x).map_or(Val::Num(x as f64), Val::Fixed);
+                }),
+            Self::Time(a) => slots
+                .filter(|(row, _)| a.is_valid(*row))
+                .for_each(|(row, v)| *v = Val::Time(a.value(row))),
+            Self::Text(a) => slots
+                .filter(|(row, _)| a.is_valid(*row))
+                .for_each(|(row, v)| *v = text_val(a.value(row))),
+        }
+    }
+
+    /// The stored value of `row` (the reference `fill` is checked against).
+    #[cfg(test)]
     pub(super) fn val(&self, row: usize) -> Val {
         match self {
             Self::Num(a) if a.is_valid(row) => Val::Num(a.value(row)),
@@ -216,6 +240,39 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Filling column by column gives each row's own value, nulls
+        /// included, whatever the rows' order and the stride.
+        #[test]
+        fn fill_equals_one_value_at_a_time(
+            cells in prop::collection::vec((any::<Option<i64>>(), any::<Option<u128>>(), any::<bool>()), 1..40),
+            order in any::<prop::sample::Index>(),
+            stride in 1usize..4,
+        ) {
+            let fixed: ArrayRef = Arc::new(
+                Decimal128Array::from(cells.iter().map(|c| c.0.map(|x| i128::from(x) * if c.2 { 1 } else { 1 << 40 })).collect::<Vec<_>>())
+                    .with_precision_and_scale(38, 2).unwrap(),
+            );
+            let text: ArrayRef = Arc::new(StringArray::from(
+                cells.iter().map(|c| c.1.map(|u| if c.2 { uuid::Uuid::from_u128(u).to_string() } else { format!("d{u:x}") })).collect::<Vec<_>>(),
+            ));
+            let num: ArrayRef = Arc::new(Float64Array::from(cells.iter().map(|c| c.0.map(|x| x as f64 / 3.0)).collect::<Vec<_>>()));
+            let time: ArrayRef = Arc::new(TimestampMicrosecondArray::from(cells.iter().map(|c| c.0).collect::<Vec<_>>()));
+            let n = cells.len();
+            let start = order.index(n);
+            let rows: Vec<usize> = (0..n).map(|i| (start + i * 7) % n).collect();
+            for array in [fixed, text, num, time] {
+                let column = Column::new(&array);
+                let mut out = vec![Val::Null; n * stride];
+                column.fill(rows.iter().copied(), &mut out, stride);
+                for (k, &row) in rows.iter().enumerate() {
+                    prop_assert_eq!(&out[k * stride], &column.val(row));
+                    for other in &out[k * stride + 1..(k + 1) * stride] {
+                        prop_assert_eq!(other, &Val::Null);
+                    }
+                }
+            }
+        }
+
         /// A UUID's canonical text is kept as its bits and formatted back
         /// unchanged; any other text is not taken for a UUID.
         #[test]
