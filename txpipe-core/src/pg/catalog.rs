@@ -20,8 +20,10 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use deltalake_core::logstore::commit_uri_from_version;
 use deltalake_core::DeltaTable;
 use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use tokio::sync::Mutex;
 
 use crate::error::Result;
@@ -212,7 +214,7 @@ fn external(e: crate::error::Error) -> DataFusionError {
 #[derive(Debug)]
 pub struct LiveTable {
     name: String,
-    table: Mutex<DeltaTable>,
+    current: Mutex<Current>,
     schema: SchemaRef,
     /// The provider of the snapshot the schema came from (filter pushdown).
     planned: Arc<dyn TableProvider>,
@@ -228,23 +230,44 @@ impl LiveTable {
         Ok(LiveTable {
             name: name.to_string(),
             schema: planned.schema(),
+            current: Mutex::new(Current {
+                provider: Some(Arc::clone(&planned)),
+                table,
+            }),
             planned,
-            table: Mutex::new(table),
             state,
         })
     }
 
     /// The provider of the newest committed snapshot.
+    ///
+    /// Freshness costs one `HEAD` of the next commit's log file: every Delta
+    /// commit writes `_delta_log/<version>.json` atomically, so while the
+    /// file after the loaded version does not exist, the loaded snapshot is
+    /// the newest and its provider is reused. Otherwise (or when the check
+    /// itself fails) the log is read forward from the loaded version.
     async fn provider(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let mut table = self.table.lock().await;
-        table
+        let mut current = self.current.lock().await;
+        if let (Some(provider), Some(version)) = (&current.provider, current.table.version()) {
+            let next = commit_uri_from_version(Some(version + 1));
+            let store = current.table.log_store().object_store(None);
+            if let Err(object_store::Error::NotFound { .. }) = store.head(&next).await {
+                return Ok(Arc::clone(provider));
+            }
+        }
+        current.provider = None;
+        current
+            .table
             .update_incremental(None)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        table
+        let provider = current
+            .table
             .table_provider()
             .with_session(Arc::clone(&self.state))
-            .await
+            .await?;
+        current.provider = Some(Arc::clone(&provider));
+        Ok(provider)
     }
 
     /// The provider of the newest committed snapshot, which must still have
@@ -259,6 +282,14 @@ impl LiveTable {
         }
         Ok(provider)
     }
+}
+
+/// A live table's loaded snapshot and the provider built over it.
+#[derive(Debug)]
+struct Current {
+    table: DeltaTable,
+    /// `None` until built for the loaded version.
+    provider: Option<Arc<dyn TableProvider>>,
 }
 
 #[async_trait]
