@@ -4,9 +4,11 @@
 //! lake's own tables (`fact_transaction`, `quarantine`, `dim_customer`,
 //! `dim_merchant`, `fx_rate`) and every mart under `marts/` by its model name.
 //! Each is a [`LiveTable`]: its schema is fixed when a statement is planned,
-//! and every *execution* loads the table's newest committed Delta snapshot
-//! first, so a query started after a commit sees that commit — also through a
-//! prepared statement planned before it — and never a half-written batch.
+//! and every *execution* first makes sure it reads the table's newest
+//! committed Delta snapshot (one `HEAD` of the next commit file; the log is
+//! read forward when it exists), so a query started after a commit sees that
+//! commit — also through a prepared statement planned before it — and never a
+//! half-written batch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
