@@ -177,10 +177,10 @@ impl BatchProcessor {
             (Some(stage), Some(plan)) => {
                 // Inputs are read and grouped before the turn, beside the
                 // batch in turn; only the state's own work waits for it.
-                let prepared = match &decoded {
-                    Ok(d) => Some(plan.prepare(&d.transactions, stage.per_partition)),
-                    Err(_) => None,
-                };
+                let prepared = decoded
+                    .as_ref()
+                    .ok()
+                    .map(|d| plan.prepare(&d.transactions, stage.per_partition));
                 let evaluated = stage.run(seq, |state| {
                     let Some(prepared) = prepared else {
                         return Ok(None);

@@ -18,14 +18,12 @@
 //! it is what bounds the state. Everything here depends only on the rows and
 //! their order, never on how they were cut into batches.
 
-use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::window::{WindowCall, WindowFunc};
@@ -34,14 +32,19 @@ use crate::error::{Error, Result};
 mod aggregate;
 mod groups;
 mod key;
+mod prepare;
+mod store;
 mod value;
 
 pub(crate) use aggregate::output_type;
-use aggregate::{Acc, Output, Total};
-use groups::KeyGroups;
+use aggregate::{Acc, Output};
 use key::KeyState;
+use prepare::PreparedSpace;
+pub use prepare::PreparedWindows;
+use store::{partition_of, PartitionState, SWEEP_EVERY};
+pub use store::{StateSize, WindowState};
 pub(crate) use value::ValKind;
-use value::{Column, Key, Val};
+use value::{Key, Val};
 
 /// One earlier row of a key (its stored values are in [`KeyState::vals`]).
 #[derive(Debug, Clone, Copy)]
@@ -139,32 +142,6 @@ pub struct WindowPlan {
 const TS: usize = 1;
 const SOURCE_PARTITION: usize = 13;
 
-/// A batch's inputs for one key space.
-struct Inputs {
-    keys: StringArray,
-    /// The stored values' columns.
-    columns: Vec<Column>,
-    /// The FILTER bits per row.
-    bits: Vec<u64>,
-}
-
-impl Inputs {
-    /// The stored values of `rows`, row after row, so that the rows can then
-    /// be read in that order from one place (filled column by column: one
-    /// type dispatch per column, not per value).
-    fn records(&self, rows: impl Iterator<Item = usize> + Clone) -> Vec<Val> {
-        let stride = self.columns.len();
-        let mut vals = vec![Val::Null; rows.clone().count() * stride];
-        for (c, column) in self.columns.iter().enumerate() {
-            // (No slot to fill when there are no rows.)
-            if let Some(out) = vals.get_mut(c..) {
-                column.fill(rows.clone(), out, stride);
-            }
-        }
-        vals
-    }
-}
-
 impl WindowPlan {
     /// A plan over `calls` stored in `spaces`, keeping `horizon` µs of history.
     pub(crate) fn new(calls: Vec<PlannedCall>, spaces: Vec<Space>, horizon: i64) -> Self {
@@ -201,37 +178,6 @@ impl WindowPlan {
         self.calls.is_empty()
     }
 
-    /// Per key space: the batch's keys, stored values and FILTER bits.
-    fn inputs(&self, batch: &RecordBatch) -> Result<Vec<Inputs>> {
-        let n = batch.num_rows();
-        let mut out = Vec::with_capacity(self.spaces.len());
-        for space in &self.spaces {
-            let key = cast(batch.column(space.key_index), &DataType::Utf8)?;
-            let mut columns = Vec::with_capacity(space.vals.len());
-            for input in &space.vals {
-                let kind = input.kind.unwrap_or(ValKind::Num);
-                let array = input.expr.evaluate(batch)?.into_array(n)?;
-                columns.push(Column::new(&cast(&array, &kind.cast_to())?));
-            }
-            let mut bits = vec![0u64; n];
-            for (i, input) in space.bits.iter().enumerate() {
-                let array = input.expr.evaluate(batch)?.into_array(n)?;
-                let mask = super::true_mask(&array, &input.sql, "FILTER ")?;
-                for (row, b) in bits.iter_mut().enumerate() {
-                    if mask.value(row) {
-                        *b |= 1 << i;
-                    }
-                }
-            }
-            out.push(Inputs {
-                keys: key.as_string::<i32>().clone(),
-                columns,
-                bits,
-            });
-        }
-        Ok(out)
-    }
-
     /// A row's event; its stored values are moved from `record` to `vals`.
     fn event(
         record: &mut [Val],
@@ -263,58 +209,6 @@ impl WindowPlan {
         let prepared = self.prepare(batch, state.per_partition)?;
         let evaluated = self.run(prepared, state)?;
         self.finish(evaluated)
-    }
-
-    /// The part of the evaluation that does not depend on the state, so that
-    /// it can run before the batch's turn, beside another batch's: the input
-    /// expressions, each row's stored values and the rows grouped by key.
-    /// `per_partition` must be the state's (see [`WindowState::new`]).
-    ///
-    /// Keys are independent of each other, so the rows are taken key by key
-    /// (each key's rows still in source order): a key's history is then
-    /// looked up once per batch and stays in cache while its rows are
-    /// evaluated, instead of being fetched from memory for every row.
-    ///
-    /// # Errors
-    /// An input expression failed to evaluate.
-    pub fn prepare(&self, batch: &RecordBatch, per_partition: bool) -> Result<PreparedWindows> {
-        let inputs = self.inputs(batch)?;
-        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        let parts = batch.column(SOURCE_PARTITION).as_primitive::<Int32Type>();
-        let part_of: Vec<i32> = (0..batch.num_rows())
-            .map(|row| partition_of(per_partition, parts.value(row)))
-            .collect();
-        let spaces = inputs
-            .iter()
-            .map(|inputs| {
-                let groups = KeyGroups::of(&inputs.keys, &part_of);
-                let records = inputs.records(groups.order.iter().map(|&r| r as usize));
-                let rows = groups
-                    .order
-                    .iter()
-                    .map(|&r| (ts.value(r as usize), inputs.bits[r as usize]))
-                    .collect();
-                let keys = groups
-                    .iter()
-                    .map(|(first, _)| Key::of(inputs.keys.value(first)))
-                    .collect();
-                let back = groups.row_positions(&inputs.keys);
-                PreparedSpace {
-                    groups,
-                    keys,
-                    records,
-                    rows,
-                    back,
-                }
-            })
-            .collect();
-        Ok(PreparedWindows {
-            n: batch.num_rows(),
-            per_partition,
-            ts: ts.clone(),
-            part_of,
-            spaces,
-        })
     }
 
     /// The in-order part: evaluates a prepared batch against `state` and adds
@@ -572,32 +466,6 @@ impl WindowPlan {
     }
 }
 
-/// A batch's window inputs read and grouped by key, ready for its turn
-/// ([`WindowPlan::prepare`]).
-#[derive(Debug)]
-pub struct PreparedWindows {
-    n: usize,
-    per_partition: bool,
-    ts: TimestampMicrosecondArray,
-    /// Per row: its state partition.
-    part_of: Vec<i32>,
-    spaces: Vec<PreparedSpace>,
-}
-
-/// One key space of a [`PreparedWindows`].
-#[derive(Debug)]
-struct PreparedSpace {
-    groups: KeyGroups,
-    /// Per group: its key.
-    keys: Vec<Key>,
-    /// The stored values of the rows with a key, row after row, in group order.
-    records: Vec<Val>,
-    /// `transaction_ts` and FILTER bits of those rows, in the same order.
-    rows: Vec<(i64, u64)>,
-    /// Per row: its place among the outputs (see [`KeyGroups::row_positions`]).
-    back: UInt32Array,
-}
-
 /// A batch's window values in group order, before [`WindowPlan::finish`].
 pub struct EvaluatedWindows {
     /// Per key space: its calls, their outputs and each row's place in them.
@@ -617,163 +485,6 @@ struct Scratch {
     acc: Vec<Acc>,
     active: Vec<usize>,
     current: Vec<Val>,
-}
-
-/// Rows between two sweeps of expired keys.
-const SWEEP_EVERY: u64 = 200_000;
-
-/// One source partition's history.
-#[derive(Debug)]
-struct PartitionState {
-    /// Largest `transaction_ts` of the rows seen so far.
-    watermark: i64,
-    /// The offset the next batch must start at to continue this state.
-    next_offset: Option<i64>,
-    /// Per key space: key → the key's rows in source order.
-    spaces: Vec<HashMap<Key, KeyState>>,
-}
-
-impl PartitionState {
-    fn new(plan: &WindowPlan) -> Self {
-        Self {
-            watermark: i64::MIN,
-            next_offset: None,
-            spaces: plan.spaces.iter().map(|_| HashMap::new()).collect(),
-        }
-    }
-}
-
-/// The window calls' state for one ingest: per source partition (Kafka) or
-/// one for the whole lake (files), per key, the recent rows.
-#[derive(Debug, Default)]
-pub struct WindowState {
-    partitions: HashMap<i32, PartitionState>,
-    per_partition: bool,
-    rows_since_sweep: u64,
-}
-
-/// The state partition of a row from `source_partition`.
-fn partition_of(per_partition: bool, source_partition: i32) -> i32 {
-    if per_partition {
-        source_partition
-    } else {
-        0
-    }
-}
-
-/// Size of a [`WindowState`], for the metrics and the benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateSize {
-    /// Keys (e.g. customers) with at least one row in the state.
-    pub keys: u64,
-    /// Rows held.
-    pub rows: u64,
-    /// Approximate heap bytes.
-    pub bytes: u64,
-}
-
-impl WindowState {
-    /// Empty state. `per_partition`: one history per source partition (a
-    /// Kafka topic, whose producers key by customer) rather than one for
-    /// everything (a file).
-    pub fn new(per_partition: bool) -> Self {
-        Self {
-            per_partition,
-            ..Default::default()
-        }
-    }
-
-    fn partition_of(&self, source_partition: i32) -> i32 {
-        partition_of(self.per_partition, source_partition)
-    }
-
-    /// Whether the state keeps one history per source partition.
-    pub fn per_partition(&self) -> bool {
-        self.per_partition
-    }
-
-    /// The offset a batch of `source_partition` must start at for the state
-    /// to continue, or `None` when the state holds nothing of it yet.
-    pub fn next_offset(&self, source_partition: i32) -> Option<i64> {
-        self.partitions
-            .get(&self.partition_of(source_partition))
-            .and_then(|p| p.next_offset)
-    }
-
-    /// Records where the state of `source_partition` continues.
-    pub fn set_next_offset(&mut self, plan: &WindowPlan, source_partition: i32, offset: i64) {
-        let p = self.partition_of(source_partition);
-        self.partitions
-            .entry(p)
-            .or_insert_with(|| PartitionState::new(plan))
-            .next_offset = Some(offset);
-    }
-
-    /// Replaces the state of `source_partition` by `rows`: the rows that
-    /// landed before the offset the next batch starts at, in source order
-    /// (at least those within the plan's horizon of their newest).
-    ///
-    /// # Errors
-    /// An input expression failed to evaluate on the rows.
-    pub fn reset_partition(
-        &mut self,
-        plan: &WindowPlan,
-        source_partition: i32,
-        rows: &[RecordBatch],
-    ) -> Result<()> {
-        let p = self.partition_of(source_partition);
-        let mut ps = PartitionState::new(plan);
-        for batch in rows {
-            plan.absorb(batch, &mut ps)?;
-        }
-        self.partitions.insert(p, ps);
-        self.sweep(plan);
-        Ok(())
-    }
-
-    /// Forgets everything (e.g. after the lake moved under this member).
-    pub fn clear(&mut self) {
-        self.partitions.clear();
-    }
-
-    /// Drops rows behind the retention floor and keys left without rows.
-    fn sweep(&mut self, plan: &WindowPlan) {
-        self.rows_since_sweep = 0;
-        for ps in self.partitions.values_mut() {
-            let floor = ps.watermark.saturating_sub(plan.horizon);
-            for (s, space) in ps.spaces.iter_mut().enumerate() {
-                space.retain(|_, ks| ks.retain_after(plan, s, floor));
-            }
-        }
-    }
-
-    /// Keys, rows and approximate bytes held.
-    pub fn size(&self) -> StateSize {
-        let mut s = StateSize::default();
-        for ps in self.partitions.values() {
-            for space in &ps.spaces {
-                s.bytes += (space.capacity() * (std::mem::size_of::<(Key, KeyState)>() + 1)) as u64;
-                for (key, ks) in space {
-                    let events = &ks.events;
-                    s.keys += 1;
-                    s.rows += events.len() as u64;
-                    if let Key::Text(t) = key {
-                        s.bytes += t.len() as u64;
-                    }
-                    s.bytes += (events.capacity() * std::mem::size_of::<Event>()) as u64;
-                    s.bytes += (ks.vals.capacity() * std::mem::size_of::<Val>()) as u64;
-                    s.bytes += (ks.totals.len() * std::mem::size_of::<Total>()) as u64;
-                    // Text that is not inline (shared text counted once per sharer).
-                    for v in &ks.vals {
-                        if let Val::Text(t) = v {
-                            s.bytes += ((t.len() + 16) / Arc::strong_count(t)) as u64;
-                        }
-                    }
-                }
-            }
-        }
-        s
-    }
 }
 
 #[cfg(test)]

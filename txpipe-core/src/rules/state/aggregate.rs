@@ -209,7 +209,7 @@ pub(super) enum Output {
     Float(Vec<Option<f64>>),
     Time(Vec<Option<i64>>),
     /// Text values as stored (formatted once, in row order, by `finish`).
-    Text(Vec<Option<Val>>),
+    Text(Vec<Val>),
 }
 
 impl Output {
@@ -258,7 +258,7 @@ impl Output {
             (Self::Float(v), None) => v.push(None),
             (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
             (Self::Time(v), _) => v.push(None),
-            (Self::Text(b), v) => b.push(v.cloned()),
+            (Self::Text(b), v) => b.push(v.cloned().unwrap_or_default()),
             (Self::Int(v), _) => v.push(0),
         }
     }
@@ -275,7 +275,7 @@ impl Output {
                 // the strings to reorder them.
                 let mut b = StringBuilder::with_capacity(back.len(), back.len() * 36);
                 for &at in back.values() {
-                    let text = v.get(at as usize).and_then(|v| v.as_ref());
+                    let text = v.get(at as usize);
                     if text
                         .and_then(|v| v.with_text(|t| b.append_value(t)))
                         .is_none()
