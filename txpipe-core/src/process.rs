@@ -253,13 +253,13 @@ impl BatchProcessor {
             }
         }
         let mut files = Vec::new();
-        for (day, part) in split_by_day(&ruled.fact, "transaction_ts")? {
+        for (day, parts) in split_by_day(&ruled.fact, "transaction_ts")? {
             files.push(EncodedFile {
                 table: FACT_TABLE,
                 partition: format!("{EVENT_DATE}={}", format_date(day)),
-                rows: part.num_rows() as u64,
-                stats: delta_stats(std::slice::from_ref(&part)),
-                data: Bytes::from(encode(&FACT_SCHEMA, &[part], &self.props)?),
+                rows: parts.iter().map(RecordBatch::num_rows).sum::<usize>() as u64,
+                stats: delta_stats(&parts),
+                data: Bytes::from(encode(&FACT_SCHEMA, &parts, &self.props)?),
             });
         }
         if ruled.quarantine.num_rows() > 0 {

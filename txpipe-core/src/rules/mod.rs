@@ -32,7 +32,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBufferBuilder, Float64Array, ListArray, RecordBatch,
     StringBuilder,
 };
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
@@ -449,10 +449,25 @@ impl RuleSet {
         )?;
         offsets.push(0);
         let mut count: i32 = 0;
+        // Rows no rule fired on (most) are settled by one bit test.
+        let fired = hits
+            .masks
+            .iter()
+            .map(|m| m.values().clone())
+            .reduce(|a, b| &a | &b);
+        let masks: Vec<&BooleanBuffer> = hits.masks.iter().map(BooleanArray::values).collect();
+        let quiet = 0.0 >= self.threshold;
         for row in 0..n {
+            if !fired.as_ref().is_some_and(|f| f.value(row)) {
+                offsets.push(count);
+                any.append(quiet);
+                scores.push(0.0);
+                evidence.append_null();
+                continue;
+            }
             let mut score = 0.0;
             let mut json = String::new();
-            for (rule, mask) in self.rules.iter().zip(&hits.masks) {
+            for (rule, mask) in self.rules.iter().zip(&masks) {
                 if mask.value(row) {
                     values.append_value(&rule.rule.name);
                     count += 1;

@@ -20,9 +20,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -242,7 +240,6 @@ impl WindowPlan {
                 keys,
                 mut records,
                 rows,
-                back,
             } = space;
             let stride = self.spaces[s].vals.len();
             let calls: Vec<usize> = self.direct[s]
@@ -252,7 +249,7 @@ impl WindowPlan {
                 .collect();
             let mut outs: Vec<Output> = calls
                 .iter()
-                .map(|&c| Output::new(&self.calls[c].output, n))
+                .map(|&c| Output::new(&self.calls[c], n))
                 .collect();
             let mut at = 0;
             for ((first, group), key) in groups.iter().zip(keys) {
@@ -270,20 +267,12 @@ impl WindowPlan {
                     self.row(s, ks, e, floor, &mut scratch);
                     at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
-                        out.push(&self.calls[c], &scratch.acc[c]);
+                        out.set(row as usize, &mut scratch.acc[c]);
                     }
                 }
             }
-            // Rows without a key: an empty frame.
-            for &c in &calls {
-                scratch.acc[c].clear();
-            }
-            for _ in groups.order.len()..n {
-                for (out, &c) in outs.iter_mut().zip(&calls) {
-                    out.push(&self.calls[c], &scratch.acc[c]);
-                }
-            }
-            spaces.push((calls, outs, back));
+            // (Rows without a key keep the empty frame's values.)
+            spaces.push((calls, outs));
         }
         state.rows_since_sweep += n as u64;
         if state.rows_since_sweep >= SWEEP_EVERY {
@@ -299,9 +288,9 @@ impl WindowPlan {
     /// A call has no key space (a planning bug), or a column failed to build.
     pub fn finish(&self, evaluated: EvaluatedWindows) -> Result<Vec<ArrayRef>> {
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
-        for (calls, outs, back) in evaluated.spaces {
+        for (calls, outs) in evaluated.spaces {
             for (out, c) in outs.into_iter().zip(calls) {
-                columns[c] = Some(out.finish(&back)?);
+                columns[c] = Some(out.finish());
             }
         }
         columns
@@ -468,8 +457,8 @@ impl WindowPlan {
 
 /// A batch's window values in group order, before [`WindowPlan::finish`].
 pub struct EvaluatedWindows {
-    /// Per key space: its calls, their outputs and each row's place in them.
-    spaces: Vec<(Vec<usize>, Vec<Output>, UInt32Array)>,
+    /// Per key space: its calls and their outputs.
+    spaces: Vec<(Vec<usize>, Vec<Output>)>,
 }
 
 impl std::fmt::Debug for EvaluatedWindows {

@@ -70,14 +70,21 @@ pub fn encode(
     Ok(buf)
 }
 
+/// A day's rows kept as slices of the batch (no copy) while they lie in at
+/// most this many contiguous runs; more scattered rows are gathered.
+const MAX_RUNS: usize = 16;
+
 /// Splits a batch by the UTC day of the timestamp column `ts_column`.
 ///
-/// Returns `(day number since 1970-01-01, rows of that day)` sorted by day;
-/// a batch within one day is returned as is, without copying.
+/// Returns `(day number since 1970-01-01, that day's rows in source order)`
+/// sorted by day. A day's rows are returned as zero-copy slices of the batch
+/// when they lie in a few contiguous runs (a time-ordered stream, with late
+/// rows around midnight), else gathered into one batch; a batch within one
+/// day is returned as is.
 ///
 /// # Errors
 /// `ts_column` is not a `Timestamp(µs)` column.
-pub fn split_by_day(batch: &RecordBatch, ts_column: &str) -> Result<Vec<(i64, RecordBatch)>> {
+pub fn split_by_day(batch: &RecordBatch, ts_column: &str) -> Result<Vec<(i64, Vec<RecordBatch>)>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
@@ -89,17 +96,30 @@ pub fn split_by_day(batch: &RecordBatch, ts_column: &str) -> Result<Vec<(i64, Re
                 "partition column {ts_column} is not a microsecond timestamp"
             ))
         })?;
-    let first = day_of_micros(ts.value(0));
-    if ts.values().iter().all(|&t| day_of_micros(t) == first) {
-        return Ok(vec![(first, batch.clone())]);
+    // Per day, its contiguous runs of rows `(start, end)`, in source order.
+    let mut runs: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut start = 0;
+    let mut day = day_of_micros(ts.value(0));
+    for (i, &t) in ts.values().iter().enumerate().skip(1) {
+        let d = day_of_micros(t);
+        if d != day {
+            runs.entry(day).or_default().push((start, i));
+            (start, day) = (i, d);
+        }
     }
-    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (i, &t) in ts.values().iter().enumerate() {
-        groups.entry(day_of_micros(t)).or_default().push(i as u32);
-    }
-    groups
-        .into_iter()
-        .map(|(day, idx)| Ok((day, take_record_batch(batch, &UInt32Array::from(idx))?)))
+    runs.entry(day).or_default().push((start, ts.len()));
+    runs.into_iter()
+        .map(|(day, runs)| {
+            if runs.len() <= MAX_RUNS {
+                let parts = runs.iter().map(|&(s, e)| batch.slice(s, e - s)).collect();
+                return Ok((day, parts));
+            }
+            let idx: Vec<u32> = runs.iter().flat_map(|&(s, e)| s as u32..e as u32).collect();
+            Ok((
+                day,
+                vec![take_record_batch(batch, &UInt32Array::from(idx))?],
+            ))
+        })
         .collect()
 }
 
@@ -148,17 +168,35 @@ mod tests {
 
     proptest! {
         #[test]
-        fn split_keeps_every_row_once_in_its_day(ts in prop::collection::vec(-3 * MICROS_PER_DAY..3 * MICROS_PER_DAY, 1..200)) {
+        fn split_keeps_every_row_once_in_its_day(
+            mut ts in prop::collection::vec(-3 * MICROS_PER_DAY..3 * MICROS_PER_DAY, 1..200),
+            late in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..6),
+            ordered: bool,
+        ) {
+            // A time-ordered stream with a few late rows (sliced), or rows
+            // in any order (gathered).
+            if ordered {
+                ts.sort_unstable();
+                let n = ts.len();
+                for (a, b) in late {
+                    ts.swap(a.index(n), b.index(n));
+                }
+            }
             let b = batch(ts.clone());
             let parts = split_by_day(&b, "ts").unwrap();
             let mut seen = vec![false; ts.len()];
             let mut last_day = i64::MIN;
-            for (day, part) in &parts {
+            for (day, day_parts) in &parts {
                 prop_assert!(*day > last_day);
                 last_day = *day;
-                let idx = part.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-                for i in idx.values() {
-                    let i = *i as usize;
+                let mut last = -1;
+                for i in day_parts.iter().flat_map(|p| {
+                    p.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec()
+                }) {
+                    // Source order within the day.
+                    prop_assert!(i > last);
+                    last = i;
+                    let i = i as usize;
                     prop_assert!(!seen[i]);
                     seen[i] = true;
                     prop_assert_eq!(ts[i].div_euclid(MICROS_PER_DAY), *day);

@@ -75,48 +75,88 @@ pub fn stream_key(path: &str) -> Result<(String, String)> {
     Ok((format!("file-{:016x}", stable_hash(name.as_bytes())), name))
 }
 
+/// Bytes asked of the input per read: large enough that a buffered reader
+/// hands them over without copying them through its own buffer.
+const READ_BYTES: usize = 256 << 10;
+
+/// Reads whole lines straight into blocks (no copy through a line buffer):
+/// a block is handed over once it is full, or as soon as a read brings less
+/// than asked (a slow stream on stdin does not wait for a full block). The
+/// unfinished line at a block's end moves to the next one; the last line
+/// needs no terminator.
 fn read_blocks(
     mut reader: BufReader<Box<dyn Read + Send>>,
     tx: std::sync::mpsc::SyncSender<Result<Block>>,
     stop: Arc<AtomicBool>,
     name: String,
 ) {
-    loop {
-        let mut block = Block {
-            data: Vec::with_capacity(BLOCK_BYTES + 4096),
-            lines: Vec::new(),
-            consumed: 0,
-        };
-        while block.data.len() < BLOCK_BYTES {
-            let start = block.data.len();
-            match reader.read_until(b'\n', &mut block.data) {
-                Ok(0) => break,
-                Ok(n) => {
-                    block.consumed += n as u64;
-                    let mut end = block.data.len();
-                    if block.data[end - 1] == b'\n' {
-                        end -= 1;
-                        if end > start && block.data[end - 1] == b'\r' {
-                            end -= 1;
-                        }
-                    }
-                    block.lines.push((start, end));
-                    if reader.buffer().is_empty() {
-                        // Nothing more buffered: hand over what we have so a slow
-                        // stream does not wait for a full block.
-                        break;
-                    }
-                }
+    let mut carry: Vec<u8> = Vec::new();
+    let mut eof = false;
+    while !eof {
+        let mut data = Vec::with_capacity(BLOCK_BYTES + READ_BYTES);
+        data.append(&mut carry);
+        // (The carried bytes hold no line end.)
+        let mut has_line = false;
+        loop {
+            let len = data.len();
+            data.resize(len + READ_BYTES, 0);
+            let n = match reader.read(&mut data[len..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
                 Err(e) => {
                     let _ = tx.send(Err(Error::io("reading input", name.clone(), e)));
                     return;
                 }
+            };
+            data.truncate(len + n);
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            has_line = has_line || memchr::memchr(b'\n', &data[len..]).is_some();
+            if has_line && (data.len() >= BLOCK_BYTES || n < READ_BYTES) {
+                break;
             }
         }
-        let eof = block.lines.is_empty();
-        if eof || tx.send(Ok(block)).is_err() || stop.load(Ordering::Relaxed) {
+        let block = split_lines(data, eof, &mut carry);
+        if block.lines.is_empty() {
+            if eof {
+                return;
+            }
+            continue;
+        }
+        if tx.send(Ok(block)).is_err() || stop.load(Ordering::Relaxed) {
             return;
         }
+    }
+}
+
+/// The whole lines of `data` as a block; the bytes after the last `\n` go
+/// to `carry`, or make a last line of their own at end of input.
+fn split_lines(mut data: Vec<u8>, eof: bool, carry: &mut Vec<u8>) -> Block {
+    let mut lines = Vec::with_capacity(data.len() / 256 + 1);
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', &data) {
+        let mut end = nl;
+        if end > start && data[end - 1] == b'\r' {
+            end -= 1;
+        }
+        lines.push((start, end));
+        start = nl + 1;
+    }
+    if start < data.len() {
+        if eof {
+            lines.push((start, data.len()));
+            start = data.len();
+        } else {
+            carry.extend_from_slice(&data[start..]);
+            data.truncate(start);
+        }
+    }
+    Block {
+        data,
+        lines,
+        consumed: start as u64,
     }
 }
 
@@ -134,7 +174,7 @@ impl FileSource {
         let next_byte = start.and_then(|p| p.next_byte).unwrap_or(0);
         let reader: BufReader<Box<dyn Read + Send>> = if path == "-" {
             let mut stdin: BufReader<Box<dyn Read + Send>> =
-                BufReader::with_capacity(1 << 20, Box::new(std::io::stdin()));
+                BufReader::with_capacity(READ_BYTES, Box::new(std::io::stdin()));
             let mut skipped = 0;
             let mut sink = Vec::new();
             while skipped < next_line {
@@ -163,7 +203,7 @@ impl FileSource {
             }
             file.seek(SeekFrom::Start(next_byte))
                 .map_err(|e| Error::io("seeking input", path, e))?;
-            BufReader::with_capacity(1 << 20, Box::new(file))
+            BufReader::with_capacity(READ_BYTES, Box::new(file))
         };
         let (tx, rx) = sync_channel(4);
         let thread_name = name.clone();

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+    ArrayRef, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::DataType;
 
 use super::value::{Val, ValKind};
 use super::PlannedCall;
-use crate::error::Result;
 use crate::rules::window::WindowFunc;
 
 /// A running total of one call over all of a key's rows.
@@ -203,91 +202,174 @@ impl Acc {
     }
 }
 
-/// Builds one call's output column, in the order the rows are evaluated in.
+/// Which stored value a min, max or last-value call gives.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pick {
+    Min,
+    Max,
+    Last,
+}
+
+impl Pick {
+    fn of(func: WindowFunc) -> Self {
+        match func {
+            WindowFunc::Min => Self::Min,
+            WindowFunc::Max => Self::Max,
+            _ => Self::Last,
+        }
+    }
+
+    fn take(self, acc: &mut Acc) -> Option<Val> {
+        match self {
+            Self::Min => acc.min.take(),
+            Self::Max => acc.max.take(),
+            Self::Last => acc.last.take(),
+        }
+    }
+}
+
+/// Builds one call's output column, each row's value set at its own place
+/// (rows are evaluated key by key): no reordering afterwards. Rows never set
+/// keep the empty frame's value (count 0, else NULL). The kind of output is
+/// chosen once per call, not per value.
 pub(super) enum Output {
-    Int(Vec<i64>),
-    Float(Vec<Option<f64>>),
-    Time(Vec<Option<i64>>),
-    /// Text values as stored (formatted once, in row order, by `finish`).
-    Text(Vec<Val>),
+    /// `count`, `count_equal`.
+    Count(Vec<i64>),
+    /// `sum` or `avg` (`avg`), of values scaled by `scale`.
+    Sum {
+        avg: bool,
+        scale: f64,
+        values: Vec<f64>,
+        valid: Vec<bool>,
+    },
+    /// A number picked from the frame (min, max, last value).
+    Float {
+        pick: Pick,
+        scale: f64,
+        values: Vec<f64>,
+        valid: Vec<bool>,
+    },
+    /// A timestamp picked from the frame.
+    Time {
+        pick: Pick,
+        values: Vec<i64>,
+        valid: Vec<bool>,
+    },
+    /// Text picked from the frame, as stored (formatted once by `finish`).
+    Text { pick: Pick, values: Vec<Val> },
 }
 
 impl Output {
-    pub(super) fn new(data_type: &DataType, n: usize) -> Self {
-        match data_type {
-            DataType::Int64 => Self::Int(Vec::with_capacity(n)),
-            DataType::Timestamp(_, _) => Self::Time(Vec::with_capacity(n)),
-            DataType::Utf8 => Self::Text(Vec::with_capacity(n)),
-            _ => Self::Float(Vec::with_capacity(n)),
+    /// The output of call `pc` for a batch of `n` rows.
+    pub(super) fn new(pc: &PlannedCall, n: usize) -> Self {
+        let scale = pc.arg_kind.map_or(1.0, ValKind::scale);
+        let pick = Pick::of(pc.call.func);
+        match (pc.call.func, &pc.output) {
+            (WindowFunc::Count | WindowFunc::CountEqual, _) => Self::Count(vec![0; n]),
+            (WindowFunc::Sum | WindowFunc::Avg, _) => Self::Sum {
+                avg: pc.call.func == WindowFunc::Avg,
+                scale,
+                values: vec![0.0; n],
+                valid: vec![false; n],
+            },
+            (_, DataType::Timestamp(_, _)) => Self::Time {
+                pick,
+                values: vec![0; n],
+                valid: vec![false; n],
+            },
+            (_, DataType::Utf8) => Self::Text {
+                pick,
+                values: vec![Val::Null; n],
+            },
+            _ => Self::Float {
+                pick,
+                scale,
+                values: vec![0.0; n],
+                valid: vec![false; n],
+            },
         }
     }
 
-    pub(super) fn push(&mut self, pc: &PlannedCall, acc: &Acc) {
-        // (Only sums, averages and float outputs of decimals need the scale:
-        // not computed for the counts, which are most calls.)
-        let scale = || pc.arg_kind.map_or(1.0, ValKind::scale);
-        let value: Option<&Val> = match pc.call.func {
-            WindowFunc::Count | WindowFunc::CountEqual => {
-                if let Self::Int(v) = self {
-                    v.push(acc.count);
+    /// Sets row `row`'s value from its aggregate (whose picked value is
+    /// taken out: the aggregate is cleared before the next row).
+    #[inline]
+    pub(super) fn set(&mut self, row: usize, acc: &mut Acc) {
+        match self {
+            Self::Count(v) => v[row] = acc.count,
+            Self::Sum {
+                avg,
+                scale,
+                values,
+                valid,
+            } => {
+                if acc.count == 0 {
+                    return;
                 }
-                return;
+                // Floats are summed in source order (they were met newest first).
+                let sum = if acc.floats.is_empty() {
+                    acc.fixed as f64 / *scale
+                } else {
+                    acc.floats.iter().rev().sum::<f64>()
+                };
+                values[row] = if *avg { sum / acc.count as f64 } else { sum };
+                valid[row] = true;
             }
-            WindowFunc::Sum | WindowFunc::Avg => {
-                if let Self::Float(v) = self {
-                    // Floats are summed in source order (they were met newest first).
-                    let sum = if acc.floats.is_empty() {
-                        acc.fixed as f64 / scale()
-                    } else {
-                        acc.floats.iter().rev().sum::<f64>()
-                    };
-                    v.push(match (acc.count, pc.call.func) {
-                        (0, _) => None,
-                        (_, WindowFunc::Sum) => Some(sum),
-                        (c, _) => Some(sum / c as f64),
-                    });
+            Self::Float {
+                pick,
+                scale,
+                values,
+                valid,
+            } => {
+                if let Some(x) = pick.take(acc).and_then(|v| v.as_f64(*scale)) {
+                    values[row] = x;
+                    valid[row] = true;
                 }
-                return;
             }
-            WindowFunc::Min => acc.min.as_ref(),
-            WindowFunc::Max => acc.max.as_ref(),
-            WindowFunc::LastValue => acc.last.as_ref(),
-        };
-        match (self, value) {
-            (Self::Float(v), Some(x)) => v.push(x.as_f64(scale())),
-            (Self::Float(v), None) => v.push(None),
-            (Self::Time(v), Some(Val::Time(x))) => v.push(Some(*x)),
-            (Self::Time(v), _) => v.push(None),
-            (Self::Text(b), v) => b.push(v.cloned().unwrap_or_default()),
-            (Self::Int(v), _) => v.push(0),
+            Self::Time {
+                pick,
+                values,
+                valid,
+            } => {
+                if let Some(Val::Time(x)) = pick.take(acc) {
+                    values[row] = x;
+                    valid[row] = true;
+                }
+            }
+            Self::Text { pick, values } => {
+                if let Some(v) = pick.take(acc) {
+                    values[row] = v;
+                }
+            }
         }
     }
 
-    /// The column in row order: `back[row]` is the row's place among the
-    /// values pushed.
-    pub(super) fn finish(self, back: &UInt32Array) -> Result<ArrayRef> {
-        let pushed: ArrayRef = match self {
-            Self::Int(v) => Arc::new(Int64Array::from(v)),
-            Self::Float(v) => Arc::new(Float64Array::from(v)),
-            Self::Time(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")),
-            Self::Text(v) => {
-                // Text is formatted straight in row order: no second copy of
-                // the strings to reorder them.
-                let mut b = StringBuilder::with_capacity(back.len(), back.len() * 36);
-                for &at in back.values() {
-                    let text = v.get(at as usize);
-                    if text
-                        .and_then(|v| v.with_text(|t| b.append_value(t)))
-                        .is_none()
-                    {
+    /// The column, in row order.
+    pub(super) fn finish(self) -> ArrayRef {
+        match self {
+            Self::Count(v) => Arc::new(Int64Array::from(v)),
+            Self::Sum { values, valid, .. } | Self::Float { values, valid, .. } => {
+                Arc::new(Float64Array::new(values.into(), nulls(valid)))
+            }
+            Self::Time { values, valid, .. } => Arc::new(
+                TimestampMicrosecondArray::new(values.into(), nulls(valid)).with_timezone("UTC"),
+            ),
+            Self::Text { values, .. } => {
+                let mut b = StringBuilder::with_capacity(values.len(), values.len() * 36);
+                for v in &values {
+                    if v.with_text(|t| b.append_value(t)).is_none() {
                         b.append_null();
                     }
                 }
-                return Ok(Arc::new(b.finish()));
+                Arc::new(b.finish())
             }
-        };
-        Ok(take(&pushed, back, None)?)
+        }
     }
+}
+
+/// A validity buffer, `None` when every value is set.
+fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
+    let nulls = NullBuffer::from(valid);
+    (nulls.null_count() > 0).then_some(nulls)
 }
 
 /// The output type of a call with an argument of `kind`.

@@ -1,7 +1,7 @@
 //! A batch's rows grouped by key, so that each key's history is looked up
 //! once per batch.
 
-use datafusion::arrow::array::{Array, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, StringArray};
 use datafusion::common::HashMap;
 
 /// A batch's rows grouped by (partition, key), each group in source order.
@@ -58,22 +58,5 @@ impl KeyGroups {
             let rows = &self.order[w[0]..w[1]];
             (rows[0] as usize, rows)
         })
-    }
-
-    /// Per row, its position among outputs built group after group and then
-    /// the rows without a key (in source order).
-    pub(super) fn row_positions(&self, keys: &StringArray) -> UInt32Array {
-        let mut back = vec![0u32; keys.len()];
-        for (at, &row) in self.order.iter().enumerate() {
-            back[row as usize] = at as u32;
-        }
-        let mut at = self.order.len() as u32;
-        for (row, pos) in back.iter_mut().enumerate() {
-            if keys.is_null(row) {
-                *pos = at;
-                at += 1;
-            }
-        }
-        UInt32Array::from(back)
     }
 }

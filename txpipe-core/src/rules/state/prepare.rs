@@ -2,9 +2,7 @@
 //! state: the input expressions, each row's stored values and the rows
 //! grouped by key. It runs before the batch's turn, beside another batch's.
 
-use datafusion::arrow::array::{
-    AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
-};
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 
@@ -73,13 +71,11 @@ impl WindowPlan {
                     .iter()
                     .map(|(first, _)| Key::of(inputs.keys.value(first)))
                     .collect();
-                let back = groups.row_positions(&inputs.keys);
                 PreparedSpace {
                     groups,
                     keys,
                     records,
                     rows,
-                    back,
                 }
             })
             .collect();
@@ -146,6 +142,4 @@ pub(super) struct PreparedSpace {
     pub(super) records: Vec<Val>,
     /// `transaction_ts` and FILTER bits of those rows, in the same order.
     pub(super) rows: Vec<(i64, u64)>,
-    /// Per row: its place among the outputs (see [`KeyGroups::row_positions`]).
-    pub(super) back: UInt32Array,
 }
