@@ -1,6 +1,6 @@
 //! Currency conversion to USD: the `fx_rate` dimension in memory.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::schema::MAX_MONEY_CENTS;
@@ -11,7 +11,24 @@ pub const DEFAULT_FX_CSV: &str = include_str!("../../data/fx_rates.csv");
 /// USD rate per currency code (USD per one unit of the currency).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FxTable {
-    rates: HashMap<String, f64>,
+    /// Sorted by code.
+    rates: Vec<(String, f64)>,
+    /// The codes of at most 7 bytes (all ISO codes) packed into one integer
+    /// each, sorted: a lookup per row is a binary search over integers, a
+    /// fraction of hashing the code or comparing strings.
+    packed: Vec<(u64, f64)>,
+}
+
+/// `code` as one integer (its bytes, then its length), if at most 7 bytes.
+fn pack(code: &str) -> Option<u64> {
+    let b = code.as_bytes();
+    if b.len() > 7 {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    word[..b.len()].copy_from_slice(b);
+    word[7] = b.len() as u8;
+    Some(u64::from_be_bytes(word))
 }
 
 impl FxTable {
@@ -24,7 +41,7 @@ impl FxTable {
         I: IntoIterator<Item = (S, f64)>,
         S: AsRef<str>,
     {
-        let mut rates = HashMap::new();
+        let mut rates = BTreeMap::new();
         for (code, rate) in pairs {
             let code = code.as_ref().trim().to_ascii_uppercase();
             if !(rate.is_finite() && rate > 0.0) {
@@ -34,15 +51,23 @@ impl FxTable {
             }
             rates.insert(code, rate);
         }
-        Ok(Self { rates })
+        Ok(Self::from_sorted(rates.into_iter().collect()))
+    }
+
+    fn from_sorted(rates: Vec<(String, f64)>) -> Self {
+        let mut packed: Vec<(u64, f64)> = rates
+            .iter()
+            .filter_map(|(code, rate)| pack(code).map(|k| (k, *rate)))
+            .collect();
+        packed.sort_unstable_by_key(|p| p.0);
+        Self { rates, packed }
     }
 
     /// The built-in default rates (`data/fx_rates.csv`).
     pub fn defaults() -> Self {
         // The embedded file is part of the build and covered by a unit test.
-        Self::from_csv("fx_rates.csv", DEFAULT_FX_CSV).unwrap_or_else(|_| Self {
-            rates: HashMap::new(),
-        })
+        Self::from_csv("fx_rates.csv", DEFAULT_FX_CSV)
+            .unwrap_or_else(|_| Self::from_sorted(Vec::new()))
     }
 
     /// Parses `currency,usd_rate` CSV text (header required).
@@ -85,7 +110,18 @@ impl FxTable {
 
     /// The USD rate of `currency` (already upper-case), if known.
     pub fn rate(&self, currency: &str) -> Option<f64> {
-        self.rates.get(currency).copied()
+        match pack(currency) {
+            Some(key) => self
+                .packed
+                .binary_search_by_key(&key, |p| p.0)
+                .ok()
+                .map(|i| self.packed[i].1),
+            None => self
+                .rates
+                .binary_search_by(|(code, _)| code.as_str().cmp(currency))
+                .ok()
+                .map(|i| self.rates[i].1),
+        }
     }
 
     /// Number of currencies.
@@ -100,9 +136,7 @@ impl FxTable {
 
     /// All `(currency, rate)` pairs, sorted by currency.
     pub fn entries(&self) -> Vec<(String, f64)> {
-        let mut v: Vec<_> = self.rates.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        self.rates.clone()
     }
 }
 
@@ -127,6 +161,25 @@ mod tests {
             assert!(fx.rate(c).is_some(), "{c}");
         }
         assert_eq!(fx.rate("USD"), Some(1.0));
+    }
+
+    proptest::proptest! {
+        /// Lookups give what a map of the pairs gives (the last rate of a
+        /// code wins, codes are upper-cased), and nothing for other codes.
+        #[test]
+        fn lookups_match_a_map(
+            pairs in proptest::collection::vec(("[A-Za-z]{1,9}", 0.001f64..1000.0), 0..30),
+            probe in "[A-Z]{1,9}",
+        ) {
+            let fx = FxTable::try_new(pairs.iter().map(|(c, r)| (c.as_str(), *r))).unwrap();
+            let map: std::collections::HashMap<String, f64> =
+                pairs.iter().map(|(c, r)| (c.to_ascii_uppercase(), *r)).collect();
+            proptest::prop_assert_eq!(fx.len(), map.len());
+            for (code, rate) in &map {
+                proptest::prop_assert_eq!(fx.rate(code), Some(*rate));
+            }
+            proptest::prop_assert_eq!(fx.rate(&probe), map.get(&probe).copied());
+        }
     }
 
     #[test]

@@ -23,9 +23,9 @@ use crate::rules::RuleSet;
 use crate::schema::{
     EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
 };
-use crate::sink::file_stats::delta_stats;
+use crate::sink::file_stats::{delta_stats, delta_stats_from_parquet};
 use crate::sink::lake_writer::now_micros;
-use crate::sink::parquet::{encode, shared_writer_properties, split_by_day};
+use crate::sink::parquet::{encode, encode_with_metadata, shared_writer_properties, split_by_day};
 use crate::sink::{BatchCounts, EncodedBatch, EncodedFile};
 use crate::source::RawBatch;
 
@@ -254,12 +254,13 @@ impl BatchProcessor {
         }
         let mut files = Vec::new();
         for (day, parts) in split_by_day(&ruled.fact, "transaction_ts")? {
+            let (data, meta) = encode_with_metadata(&FACT_SCHEMA, &parts, &self.props)?;
             files.push(EncodedFile {
                 table: FACT_TABLE,
                 partition: format!("{EVENT_DATE}={}", format_date(day)),
                 rows: parts.iter().map(RecordBatch::num_rows).sum::<usize>() as u64,
-                stats: delta_stats(&parts),
-                data: Bytes::from(encode(&FACT_SCHEMA, &parts, &self.props)?),
+                stats: delta_stats_from_parquet(&parts, &meta),
+                data: Bytes::from(data),
             });
         }
         if ruled.quarantine.num_rows() > 0 {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::error::Result;
@@ -87,7 +87,15 @@ impl<'a> Evidence<'a> {
                     out.push_str("null");
                 }
             }
-            d if d.is_integer() || matches!(d, DataType::Decimal128(_, _) | DataType::Boolean) => {
+            DataType::Boolean => {
+                let b = array.as_boolean().value(row);
+                out.push_str(if b { "true" } else { "false" });
+            }
+            DataType::Int64 => {
+                let mut buf = itoa::Buffer::new();
+                out.push_str(buf.format(array.as_primitive::<Int64Type>().value(row)));
+            }
+            d if d.is_integer() || matches!(d, DataType::Decimal128(_, _)) => {
                 let _ = write!(out, "{}", f.value(row));
             }
             DataType::Utf8 => push_str(out, array.as_string::<i32>().value(row)),
@@ -126,7 +134,81 @@ fn push_str(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
     use proptest::prelude::*;
+
+    use super::*;
+
+    /// Each kind of value in its JSON form, NULLs as `null`.
+    #[test]
+    fn values_in_json_form() {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![Some(7), Some(-12), None])),
+            ),
+            (
+                "d",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(6452), Some(-5), None])
+                        .with_precision_and_scale(18, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![
+                    Some(4310.456),
+                    Some(f64::INFINITY),
+                    None,
+                ])),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a\"b"), Some(""), None])),
+            ),
+            (
+                "t",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1_000_000), Some(0), None])
+                        .with_timezone("UTC"),
+                ),
+            ),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let refs: Vec<(String, usize)> = ["b", "n", "d", "f", "s", "t"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.to_string(), i))
+            .collect();
+        let ev = Evidence::new(&batch, 0..6).unwrap();
+        let row = |r| {
+            let mut json = String::new();
+            ev.push_rule(&mut json, "rule", &refs, r);
+            json
+        };
+        assert_eq!(
+            row(0),
+            r#"{"rule":{"b":true,"n":7,"d":64.52,"f":4310.46,"s":"a\"b","t":"1970-01-01T00:00:01Z"}"#
+        );
+        assert_eq!(
+            row(1),
+            r#"{"rule":{"b":false,"n":-12,"d":-0.05,"f":"Infinity","s":"","t":"1970-01-01T00:00:00Z"}"#
+        );
+        assert_eq!(
+            row(2),
+            r#"{"rule":{"b":null,"n":null,"d":null,"f":null,"s":null,"t":null}"#
+        );
+    }
 
     proptest! {
         /// Strings are written exactly as serde_json writes them.

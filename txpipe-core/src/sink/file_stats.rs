@@ -11,11 +11,15 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute;
+use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
     Int64Type, Int8Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
 };
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::statistics::Statistics;
 use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
 
 use crate::decode::timestamp::format_date;
 
@@ -25,6 +29,49 @@ const MAX_STRING_STAT: usize = 32;
 
 /// The Delta stats JSON of `batches` (one file's rows).
 pub fn delta_stats(batches: &[RecordBatch]) -> String {
+    stats_json(batches, |_, _, cols| array_min_max(cols))
+}
+
+/// The same as [`delta_stats`], with the min and max of integer, decimal,
+/// timestamp and string columns read from the statistics the Parquet writer
+/// kept while encoding `batches` into the file `meta` describes, instead of
+/// scanning the values a second time. `meta` must come from a writer with
+/// untruncated statistics ([`writer_properties`](super::parquet::writer_properties)).
+pub fn delta_stats_from_parquet(batches: &[RecordBatch], meta: &ParquetMetaData) -> String {
+    // Leaf column of each top-level field that is its own leaf.
+    let mut leaves: HashMap<&str, usize> = HashMap::new();
+    let schema = meta.file_metadata().schema_descr();
+    for (i, c) in schema.columns().iter().enumerate() {
+        if let [name] = c.path().parts() {
+            leaves.insert(name.as_str(), i);
+        }
+    }
+    stats_json(batches, |_, field, cols| {
+        let from_writer = matches!(
+            field.data_type(),
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Decimal128(_, _)
+                | DataType::Timestamp(TimeUnit::Microsecond, _)
+                | DataType::Utf8
+        );
+        match leaves.get(field.name().as_str()) {
+            Some(&leaf) if from_writer => {
+                writer_min_max(meta, leaf, field.data_type()).or_else(|| array_min_max(cols))
+            }
+            _ => array_min_max(cols),
+        }
+    })
+}
+
+/// The stats JSON, with `min_max(index, field, columns)` giving each
+/// column's min and max in stat form.
+fn stats_json(
+    batches: &[RecordBatch],
+    mut min_max: impl FnMut(usize, &Field, &[&ArrayRef]) -> Option<(Value, Value)>,
+) -> String {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut min = Map::new();
     let mut max = Map::new();
@@ -37,21 +84,7 @@ pub fn delta_stats(batches: &[RecordBatch]) -> String {
             let cols: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
             let null_count: usize = cols.iter().map(|c| c.null_count()).sum();
             nulls.insert(field.name().clone(), Value::from(null_count));
-            let mut lo: Option<Value> = None;
-            let mut hi: Option<Value> = None;
-            for c in cols {
-                if let Some((a, b)) = column_min_max(c) {
-                    lo = Some(match lo {
-                        Some(x) if !less(&a, &x) => x,
-                        _ => a,
-                    });
-                    hi = Some(match hi {
-                        Some(x) if !less(&x, &b) => x,
-                        _ => b,
-                    });
-                }
-            }
-            if let (Some(lo), Some(hi)) = (lo, hi) {
+            if let Some((lo, hi)) = min_max(i, field, &cols) {
                 if let Some(lo) = cut_min(lo) {
                     min.insert(field.name().clone(), lo);
                 }
@@ -67,6 +100,73 @@ pub fn delta_stats(batches: &[RecordBatch]) -> String {
     stats.insert("maxValues".into(), Value::Object(max));
     stats.insert("nullCount".into(), Value::Object(nulls));
     Value::Object(stats).to_string()
+}
+
+/// Min and max over the columns' values.
+fn array_min_max(cols: &[&ArrayRef]) -> Option<(Value, Value)> {
+    cols.iter()
+        .filter_map(|c| column_min_max(c))
+        .reduce(|(lo, hi), (a, b)| {
+            (
+                if less(&a, &lo) { a } else { lo },
+                if less(&hi, &b) { b } else { hi },
+            )
+        })
+}
+
+/// Min and max of leaf column `leaf` over the file's row groups, from the
+/// writer's statistics, in the stat form of `data_type`; `None` when a row
+/// group has no statistics (then the values are read instead).
+fn writer_min_max(
+    meta: &ParquetMetaData,
+    leaf: usize,
+    data_type: &DataType,
+) -> Option<(Value, Value)> {
+    let mut out: Option<(Value, Value)> = None;
+    for rg in meta.row_groups() {
+        let stats = rg.column(leaf).statistics()?;
+        let (lo, hi) = match stats {
+            // (A row group without values has no min: it adds nothing.)
+            Statistics::Int32(s) => match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => (
+                    int_stat(i64::from(lo), data_type)?,
+                    int_stat(i64::from(hi), data_type)?,
+                ),
+                _ => continue,
+            },
+            Statistics::Int64(s) => match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => (int_stat(lo, data_type)?, int_stat(hi, data_type)?),
+                _ => continue,
+            },
+            Statistics::ByteArray(s) if s.min_is_exact() && s.max_is_exact() => {
+                match (s.min_opt(), s.max_opt()) {
+                    (Some(lo), Some(hi)) => (
+                        Value::String(std::str::from_utf8(lo.data()).ok()?.to_string()),
+                        Value::String(std::str::from_utf8(hi.data()).ok()?.to_string()),
+                    ),
+                    _ => continue,
+                }
+            }
+            _ => return None,
+        };
+        out = Some(match out {
+            None => (lo, hi),
+            Some((a, b)) => (
+                if less(&lo, &a) { lo } else { a },
+                if less(&b, &hi) { hi } else { b },
+            ),
+        });
+    }
+    out
+}
+
+/// A Parquet integer in the stat form of the column's type.
+fn int_stat(v: i64, data_type: &DataType) -> Option<Value> {
+    match data_type {
+        DataType::Decimal128(_, scale) => decimal(i128::from(v), *scale),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => timestamp_micros(v),
+        _ => Some(int(v)),
+    }
 }
 
 /// Orders two stat values of the same column (numbers, or strings that
@@ -344,6 +444,44 @@ mod tests {
     }
 
     proptest! {
+        /// Stats from the writer's statistics equal stats from the values,
+        /// for any values (NULLs, shared prefixes, long and non-ASCII text)
+        /// cut into any batches.
+        #[test]
+        fn writer_statistics_give_the_same_stats(
+            rows in proptest::collection::vec(
+                (proptest::option::of(-10_000_000i128..10_000_000),
+                 "(id-|é|\\x00)?[a-c0-9é]{0,40}"), 1..60),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+            row_group in 1usize..80,
+        ) {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(rows.len())).collect();
+            at.push(0);
+            at.push(rows.len());
+            at.sort_unstable();
+            at.dedup();
+            let batches: Vec<RecordBatch> = at
+                .windows(2)
+                .map(|w| {
+                    let part = &rows[w[0]..w[1]];
+                    batch(part.iter().map(|r| r.0).collect(), part.iter().map(|r| r.1.as_str()).collect())
+                })
+                .collect();
+            let props = crate::sink::parquet::writer_properties()
+                .into_builder()
+                .set_max_row_group_row_count(Some(row_group))
+                .build();
+            let (_, meta) =
+                crate::sink::parquet::encode_with_metadata(&batches[0].schema(), &batches, &props).unwrap();
+            prop_assert_eq!(delta_stats_from_parquet(&batches, &meta), delta_stats(&batches));
+            // (Read from the writer indeed, not from the values again.)
+            prop_assert!(writer_min_max(&meta, 1, &DataType::Utf8).is_some());
+            prop_assert_eq!(
+                writer_min_max(&meta, 0, &DataType::Decimal128(18, 2)).is_some(),
+                rows.iter().any(|r| r.0.is_some())
+            );
+        }
+
         /// Min and max bound every value, over any split into batches.
         #[test]
         fn decimal_and_string_bounds_hold(

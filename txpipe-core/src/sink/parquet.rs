@@ -8,6 +8,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -38,6 +39,9 @@ pub fn writer_properties() -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Column chunk min/max in full (the page index keeps its 64-byte
+        // cut): the file's Delta stats are read from them.
+        .set_statistics_truncate_length(None)
         .set_max_row_group_row_count(Some(1 << 20))
         .set_dictionary_enabled(false)
         .set_created_by(format!("txpipe {}", env!("CARGO_PKG_VERSION")));
@@ -60,14 +64,27 @@ pub fn encode(
     batches: &[RecordBatch],
     props: &WriterProperties,
 ) -> Result<Vec<u8>> {
+    Ok(encode_with_metadata(schema, batches, props)?.0)
+}
+
+/// [`encode`], also returning the file's metadata (row groups and the
+/// writer's column statistics).
+///
+/// # Errors
+/// Parquet rejected the data (schema mismatch).
+pub fn encode_with_metadata(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<(Vec<u8>, ParquetMetaData)> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut buf = Vec::with_capacity(rows * 64 + 4096);
     let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props.clone()))?;
     for b in batches {
         writer.write(b)?;
     }
-    writer.close()?;
-    Ok(buf)
+    let meta = writer.close()?;
+    Ok((buf, meta))
 }
 
 /// A day's rows kept as slices of the batch (no copy) while they lie in at
