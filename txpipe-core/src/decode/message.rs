@@ -161,7 +161,7 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
 }
 
 /// The keys of the message contract; anything else is ignored.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key {
     TransactionId,
     TransactionTs,

@@ -34,6 +34,51 @@ const POW10: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 
+/// A contract key as it appears in a message, closing quote included, as
+/// two little-endian words and masks: matched by two compares.
+struct Literal {
+    key: Key,
+    /// Bytes matched (the name and its closing quote, at most 16).
+    len: usize,
+    words: [u64; 2],
+    masks: [u64; 2],
+}
+
+const fn literal(key: Key, name: &[u8]) -> Literal {
+    let mut words = [0u64; 2];
+    let mut masks = [0u64; 2];
+    let len = name.len() + 1;
+    let mut i = 0;
+    while i < len {
+        let c = if i < name.len() { name[i] } else { b'"' };
+        words[i / 8] |= (c as u64) << (8 * (i % 8));
+        masks[i / 8] |= 0xFF << (8 * (i % 8));
+        i += 1;
+    }
+    Literal {
+        key,
+        len,
+        words,
+        masks,
+    }
+}
+
+/// The contract's keys in the order producers write them: each key is
+/// first tried as the one after the previous key.
+const KEYS: [Literal; 11] = [
+    literal(Key::TransactionId, b"transaction_id"),
+    literal(Key::TransactionTs, b"transaction_ts"),
+    literal(Key::CustomerId, b"customer_id"),
+    literal(Key::MerchantId, b"merchant_id"),
+    literal(Key::Amount, b"amount"),
+    literal(Key::Currency, b"currency"),
+    literal(Key::Latitude, b"latitude"),
+    literal(Key::Longitude, b"longitude"),
+    literal(Key::DeviceId, b"device_id"),
+    literal(Key::PaymentMethod, b"payment_method"),
+    literal(Key::IsForeign, b"is_foreign"),
+];
+
 struct Scanner<'a> {
     /// The whole message, checked to be UTF-8 once.
     text: &'a str,
@@ -53,6 +98,21 @@ impl<'a> Scanner<'a> {
 
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.b.get(self.at) == Some(&c)).then(|| self.at += 1)
+    }
+
+    /// Key `KEYS[i]` and its closing quote, if they come next (after the
+    /// opening quote): what [`string`](Self::string) and [`Key::of`] would
+    /// find, without scanning the name.
+    fn literal_key(&mut self, i: usize) -> Option<Key> {
+        let lit = KEYS.get(i)?;
+        let next = self.b.get(self.at..self.at + 16)?;
+        let (lo, hi) = next.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        if word(lo) & lit.masks[0] == lit.words[0] && word(hi) & lit.masks[1] == lit.words[1] {
+            self.at += lit.len;
+            return Some(lit.key);
+        }
+        None
     }
 
     /// A string without escapes or control characters, after its opening
@@ -178,14 +238,29 @@ pub(super) fn parse(payload: &[u8]) -> Option<RawTransaction<'_>> {
     s.eat(b'{')?;
     s.ws();
     if s.eat(b'}').is_none() {
+        // Where the key after the previous one sits in `KEYS`.
+        let mut next = 0;
         loop {
             s.eat(b'"')?;
-            let key = s.string()?;
+            let key = match s.literal_key(next) {
+                Some(key) => {
+                    next += 1;
+                    key
+                }
+                None => {
+                    let key = Key::of(s.string()?);
+                    next = KEYS
+                        .iter()
+                        .position(|l| l.key == key)
+                        .map_or(KEYS.len(), |i| i + 1);
+                    key
+                }
+            };
             s.ws();
             s.eat(b':')?;
             s.ws();
             let value = s.value()?;
-            if let Some(slot) = t.slot(Key::of(key)) {
+            if let Some(slot) = t.slot(key) {
                 *slot = Some(value);
             }
             s.ws();
@@ -262,6 +337,14 @@ mod tests {
     fn fragment() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("\"transaction_id\"".to_string()),
+            Just("\"transaction_ts\"".to_string()),
+            Just("\"customer_id\"".to_string()),
+            Just("\"payment_method\"".to_string()),
+            // Near misses of the keys read as literals.
+            Just("\"transaction_idx\"".to_string()),
+            Just("\"transaction_i\"".to_string()),
+            Just("\"amount \"".to_string()),
+            Just("\"amou\\u006et\"".to_string()),
             Just("\"amount\"".to_string()),
             Just("\"latitude\"".to_string()),
             Just("\"device_id\"".to_string()),
