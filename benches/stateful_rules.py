@@ -11,7 +11,8 @@ to USD, evaluating fraud rules and writing zstd Parquet partitioned by event_dat
   duckdb stateful   the default rules as DuckDB window queries (RANGE frames over
                     transaction_ts per customer, EXCLUDE CURRENT ROW)
 
-Wall time and peak RSS per process (wait4). Best of --repeat runs.
+Wall time and peak RSS per process (wait4). Best of --repeat rounds, each
+round running the four jobs one after another.
 
     python3 benches/stateful_rules.py --txpipe target/release/txpipe --rows 1000000
 
@@ -131,16 +132,19 @@ def main():
             "duckdb stateful (same windows)": lambda out: [
                 sys.executable, "-c", DUCKDB_STATEFUL, src, fx, out, str(a.threads)],
         }
+        # Rounds of all four jobs, not five runs of one job then five of the
+        # next: this VM's speed drifts from minute to minute, and interleaving
+        # gives every job the same mix of fast and slow minutes.
         results = {}
-        for name, cmd in jobs.items():
-            best = None
-            for _ in range(a.repeat):
+        for _ in range(a.repeat):
+            for name, cmd in jobs.items():
                 out = os.path.join(a.dir, "out")
                 shutil.rmtree(out, ignore_errors=True)
                 wall, rss = measure(cmd(out))
+                best = results.get(name)
                 if best is None or wall < best[0]:
-                    best = (wall, rss)
-            results[name] = best
+                    results[name] = (wall, rss)
+        for name, best in results.items():
             print(f"| {rows:,} | {name} | {best[0]:.2f} | {rows / best[0] / 1e6:.2f} | {best[1]:.0f} |", flush=True)
         base = results["duckdb stateless"][0]
         for name in ("txpipe stateful (default rules)", "duckdb stateful (same windows)"):
