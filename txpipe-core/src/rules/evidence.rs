@@ -107,6 +107,12 @@ impl<'a> Evidence<'a> {
 /// Appends `s` as a JSON string, escaped as serde_json escapes it.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    // (Names and ids need no escape: one pass to tell, then one copy.)
+    if !s.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
     for (i, c) in s.bytes().enumerate() {
         let escape = match c {
