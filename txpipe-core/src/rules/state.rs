@@ -285,7 +285,7 @@ impl WindowPlan {
     /// (no state needed: runs after the batch's turn).
     ///
     /// # Errors
-    /// A call has no key space (a planning bug), or a column failed to build.
+    /// A call has no key space (a planning bug).
     pub fn finish(&self, evaluated: EvaluatedWindows) -> Result<Vec<ArrayRef>> {
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
         for (calls, outs) in evaluated.spaces {
@@ -455,7 +455,7 @@ impl WindowPlan {
     }
 }
 
-/// A batch's window values in group order, before [`WindowPlan::finish`].
+/// A batch's window values, each at its row, before [`WindowPlan::finish`].
 pub struct EvaluatedWindows {
     /// Per key space: its calls and their outputs.
     spaces: Vec<(Vec<usize>, Vec<Output>)>,

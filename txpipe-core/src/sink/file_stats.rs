@@ -1,4 +1,7 @@
-//! Delta file statistics (`Add.stats`) computed from the rows of a data file.
+//! Delta file statistics (`Add.stats`) of a data file: computed from its rows,
+//! or ([`delta_stats_from_parquet`]) taken from the column statistics the
+//! Parquet writer kept while encoding them, which gives the same JSON without
+//! a second pass over the values.
 //!
 //! Delta readers (delta-rs, Spark, DuckDB, Trino) skip files whose min/max
 //! cannot match a filter; for that every `Add` carries
