@@ -80,6 +80,29 @@ mod tests {
     }
 
     proptest! {
+        /// The canonical check accepts exactly what the uuid crate parses and
+        /// writes back unchanged in lower case.
+        #[test]
+        fn canonical_check_matches_the_uuid_crate(
+            bytes in any::<[u8; 16]>(),
+            edits in prop::collection::vec((0usize..37, any::<u8>()), 0..3),
+        ) {
+            let mut text = uuid::Uuid::from_bytes(bytes).hyphenated().to_string().into_bytes();
+            for (at, c) in edits {
+                // (Printable ASCII mostly, so that near misses are common.)
+                let c = if c < 0x80 { c % 0x60 + 0x20 } else { c };
+                if at < text.len() {
+                    text[at] = c;
+                } else {
+                    text.push(c);
+                }
+            }
+            if let Ok(text) = String::from_utf8(text) {
+                let want = uuid::Uuid::try_parse(&text).is_ok_and(|u| u.hyphenated().to_string() == text);
+                prop_assert_eq!(is_canonical_lower(&text), want, "{}", text);
+            }
+        }
+
         #[test]
         fn any_uuid_round_trips(bytes in any::<[u8; 16]>(), upper in any::<bool>()) {
             let u = uuid::Uuid::from_bytes(bytes);
