@@ -102,7 +102,10 @@ fn read_blocks(
             data.resize(len + READ_BYTES, 0);
             let n = match reader.read(&mut data[len..]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    data.truncate(len);
+                    continue;
+                }
                 Err(e) => {
                     let _ = tx.send(Err(Error::io("reading input", name.clone(), e)));
                     return;
