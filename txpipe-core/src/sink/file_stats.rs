@@ -32,7 +32,7 @@ const MAX_STRING_STAT: usize = 32;
 
 /// The Delta stats JSON of `batches` (one file's rows).
 pub fn delta_stats(batches: &[RecordBatch]) -> String {
-    stats_json(batches, |_, _, cols| array_min_max(cols))
+    stats_json(batches, |_, cols| array_min_max(cols))
 }
 
 /// The same as [`delta_stats`], with the min and max of integer, decimal,
@@ -49,7 +49,7 @@ pub fn delta_stats_from_parquet(batches: &[RecordBatch], meta: &ParquetMetaData)
             leaves.insert(name.as_str(), i);
         }
     }
-    stats_json(batches, |_, field, cols| {
+    stats_json(batches, |field, cols| {
         let from_writer = matches!(
             field.data_type(),
             DataType::Int8
@@ -69,11 +69,11 @@ pub fn delta_stats_from_parquet(batches: &[RecordBatch], meta: &ParquetMetaData)
     })
 }
 
-/// The stats JSON, with `min_max(index, field, columns)` giving each
-/// column's min and max in stat form.
+/// The stats JSON, with `min_max(field, columns)` giving each column's min
+/// and max in stat form.
 fn stats_json(
     batches: &[RecordBatch],
-    mut min_max: impl FnMut(usize, &Field, &[&ArrayRef]) -> Option<(Value, Value)>,
+    mut min_max: impl FnMut(&Field, &[&ArrayRef]) -> Option<(Value, Value)>,
 ) -> String {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut min = Map::new();
@@ -87,7 +87,7 @@ fn stats_json(
             let cols: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
             let null_count: usize = cols.iter().map(|c| c.null_count()).sum();
             nulls.insert(field.name().clone(), Value::from(null_count));
-            if let Some((lo, hi)) = min_max(i, field, &cols) {
+            if let Some((lo, hi)) = min_max(field, &cols) {
                 if let Some(lo) = cut_min(lo) {
                     min.insert(field.name().clone(), lo);
                 }
@@ -107,14 +107,15 @@ fn stats_json(
 
 /// Min and max over the columns' values.
 fn array_min_max(cols: &[&ArrayRef]) -> Option<(Value, Value)> {
-    cols.iter()
-        .filter_map(|c| column_min_max(c))
-        .reduce(|(lo, hi), (a, b)| {
-            (
-                if less(&a, &lo) { a } else { lo },
-                if less(&hi, &b) { b } else { hi },
-            )
-        })
+    cols.iter().filter_map(|c| column_min_max(c)).reduce(widen)
+}
+
+/// The smaller of the mins and the larger of the maxes of two ranges.
+fn widen((lo, hi): (Value, Value), (a, b): (Value, Value)) -> (Value, Value) {
+    (
+        if less(&a, &lo) { a } else { lo },
+        if less(&hi, &b) { b } else { hi },
+    )
 }
 
 /// Min and max of leaf column `leaf` over the file's row groups, from the
@@ -154,10 +155,7 @@ fn writer_min_max(
         };
         out = Some(match out {
             None => (lo, hi),
-            Some((a, b)) => (
-                if less(&lo, &a) { lo } else { a },
-                if less(&b, &hi) { hi } else { b },
-            ),
+            Some(range) => widen(range, (lo, hi)),
         });
     }
     out

@@ -123,34 +123,6 @@ fn uuid_bits(s: &str) -> Option<u128> {
     Some((u128::from(hi) << 64) | u128::from(lo))
 }
 
-/// Two lower-case hex digits per byte value.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    let digits = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [digits[i >> 4], digits[i & 15]];
-        i += 1;
-    }
-    t
-};
-
-/// The canonical lower-case text of a UUID's bits (a byte pair per lookup).
-fn format_uuid(bits: u128, buf: &mut [u8; 36]) -> &str {
-    let bytes = bits.to_be_bytes();
-    let mut at = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            buf[at] = b'-';
-            at += 1;
-        }
-        buf[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
-        at += 2;
-    }
-    // (Only ASCII hex digits and hyphens were written.)
-    std::str::from_utf8(buf).unwrap_or_default()
-}
-
 pub(super) fn text_val(s: &str) -> Val {
     if let Some(u) = uuid_bits(s) {
         return Val::Uuid((u >> 64) as u64, u as u64);
@@ -169,10 +141,8 @@ impl Val {
         match self {
             Val::Uuid(a, b) => {
                 let mut buf = [0u8; 36];
-                Some(f(format_uuid(
-                    (u128::from(*a) << 64) | u128::from(*b),
-                    &mut buf,
-                )))
+                let u = uuid::Uuid::from_u128((u128::from(*a) << 64) | u128::from(*b));
+                Some(f(u.hyphenated().encode_lower(&mut buf)))
             }
             Val::Short(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).ok().map(f),
             Val::Text(t) => Some(f(t)),
@@ -308,8 +278,6 @@ mod tests {
         #[test]
         fn uuid_text_round_trips(bits: u128, flip in 0usize..36, other in any::<u8>()) {
             let text = uuid::Uuid::from_u128(bits).hyphenated().to_string();
-            let mut buf = [0u8; 36];
-            prop_assert_eq!(format_uuid(bits, &mut buf), text.as_str());
             prop_assert_eq!(uuid_bits(&text), Some(bits));
             let v = text_val(&text);
             prop_assert_eq!(v.with_text(str::to_owned), Some(text.clone()));
