@@ -95,8 +95,8 @@ pub(super) fn plan_calls(
                 let i = match bits.iter().position(|v| v.sql == *sql) {
                     Some(i) => i,
                     None => {
-                        if bits.len() >= 64 {
-                            return Err(fail("more than 64 FILTER conditions on one key".into()));
+                        if bits.len() >= 32 {
+                            return Err(fail("more than 32 FILTER conditions on one key".into()));
                         }
                         bits.push(Input {
                             sql: sql.clone(),

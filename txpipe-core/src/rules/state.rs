@@ -36,7 +36,7 @@ mod value;
 
 pub(crate) use aggregate::output_type;
 use aggregate::{Acc, Output};
-use key::KeyState;
+use key::{KeyState, Layout};
 use prepare::PreparedSpace;
 pub use prepare::PreparedWindows;
 use store::{partition_of, PartitionState, SWEEP_EVERY};
@@ -55,7 +55,10 @@ struct Event {
     /// the back stops once it is below the frame.
     prefix_max: i64,
     /// Bit `i`: FILTER condition `i` of the key space held on this row.
-    bits: u64,
+    bits: u32,
+    /// Two bits per word of the row's stored values: what the word holds
+    /// (see [`key::Layout`]).
+    tags: u32,
 }
 
 /// An input expression the state stores per row.
@@ -118,7 +121,7 @@ pub(crate) struct Space {
     pub(crate) key: String,
     /// Values stored per row (arguments).
     pub(crate) vals: Vec<Input>,
-    /// Conditions stored per row as bits (at most 64).
+    /// Conditions stored per row as bits (at most 32).
     pub(crate) bits: Vec<Input>,
 }
 
@@ -134,6 +137,8 @@ pub struct WindowPlan {
     /// Per space: calls kept as running totals (their index in a key's totals
     /// is their position here).
     totals: Vec<Vec<usize>>,
+    /// Per space: how a key's history lays out a row's stored values.
+    layouts: Vec<Layout>,
 }
 
 /// Column positions in [`TRANSACTION_SCHEMA`](crate::schema::TRANSACTION_SCHEMA).
@@ -152,12 +157,14 @@ impl WindowPlan {
                 direct[c.space].push(i);
             }
         }
+        let layouts = spaces.iter().map(|s| Layout::of(&s.vals)).collect();
         Self {
             calls,
             spaces,
             horizon,
             direct,
             totals,
+            layouts,
         }
     }
 
@@ -179,7 +186,7 @@ impl WindowPlan {
     /// A row's event; its stored values are moved from `record` to `vals`.
     fn event(
         record: &mut [Val],
-        bits: u64,
+        bits: u32,
         ts: i64,
         prev: Option<&Event>,
         vals: &mut Vec<Val>,
@@ -191,6 +198,7 @@ impl WindowPlan {
             suffix_min: ts,
             prefix_max: prev.map_or(ts, |p| p.prefix_max.max(ts)),
             bits,
+            tags: 0,
         }
     }
 
@@ -263,7 +271,13 @@ impl WindowPlan {
                     let floor = floors[row as usize];
                     let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
-                    let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
+                    let e = Self::event(
+                        record,
+                        bits as u32,
+                        t,
+                        ks.events.back(),
+                        &mut scratch.current,
+                    );
                     self.row(s, ks, e, floor, &mut scratch);
                     at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
@@ -320,7 +334,7 @@ impl WindowPlan {
         for &c in self.direct[s].iter().chain(&self.totals[s]) {
             acc[c].clear();
         }
-        let stride = self.spaces[s].vals.len();
+        let layout = &self.layouts[s];
         // Calls over short frames: scan back from the newest row.
         active.clear();
         active.extend(self.direct[s].iter().copied());
@@ -335,7 +349,7 @@ impl WindowPlan {
                     return false;
                 }
                 if pc.in_frame(older.ts, lo, t + pc.call.following) && pc.passes(older) {
-                    return acc[c].add(pc, ks.arg(pc, j, stride), current);
+                    return ks.with_arg(layout, pc, j, older, |v| acc[c].add(pc, v, current));
                 }
                 true
             });
@@ -364,7 +378,7 @@ impl WindowPlan {
                 for &c in tcalls {
                     let pc = &self.calls[c];
                     if older.ts <= (t - pc.call.preceding).max(floor) && pc.passes(older) {
-                        acc[c].remove(pc, ks.arg(pc, j, stride), current);
+                        ks.with_arg(layout, pc, j, older, |v| acc[c].remove(pc, v, current));
                     }
                 }
             }
@@ -380,7 +394,7 @@ impl WindowPlan {
                 for &c in tcalls {
                     let pc = &self.calls[c];
                     if older.ts > t + pc.call.following && pc.passes(older) {
-                        acc[c].remove(pc, ks.arg(pc, j, stride), current);
+                        ks.with_arg(layout, pc, j, older, |v| acc[c].remove(pc, v, current));
                     }
                 }
             }
@@ -446,7 +460,13 @@ impl WindowPlan {
                 let ks = ps.spaces[s]
                     .entry(Key::of(inputs.keys.value(row)))
                     .or_default();
-                let e = Self::event(record, inputs.bits[row], t, ks.events.back(), &mut vals);
+                let e = Self::event(
+                    record,
+                    inputs.bits[row] as u32,
+                    t,
+                    ks.events.back(),
+                    &mut vals,
+                );
                 ks.push(self, s, e, &mut vals);
             }
             ps.watermark = ps.watermark.max(t);

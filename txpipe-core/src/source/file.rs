@@ -86,6 +86,7 @@ const READ_BYTES: usize = 256 << 10;
 /// needs no terminator.
 fn read_blocks(
     mut reader: BufReader<Box<dyn Read + Send>>,
+    regular_file: bool,
     tx: std::sync::mpsc::SyncSender<Result<Block>>,
     stop: Arc<AtomicBool>,
     name: String,
@@ -99,19 +100,34 @@ fn read_blocks(
         let mut has_line = false;
         loop {
             let len = data.len();
-            data.resize(len + READ_BYTES, 0);
-            let n = match reader.read(&mut data[len..]) {
+            let read = if regular_file {
+                // A file reads into the spare capacity without zeroing it
+                // first, up to READ_BYTES or its end, past the (unused)
+                // buffer; a read interrupted by a signal is retried inside.
+                reader
+                    .get_mut()
+                    .take(READ_BYTES as u64)
+                    .read_to_end(&mut data)
+            } else {
+                // A pipe hands over what it has (a slow stream is not held
+                // back until READ_BYTES arrive).
+                data.resize(len + READ_BYTES, 0);
+                let read = loop {
+                    match reader.read(&mut data[len..]) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        other => break other,
+                    }
+                };
+                data.truncate(len + *read.as_ref().unwrap_or(&0));
+                read
+            };
+            let n = match read {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    data.truncate(len);
-                    continue;
-                }
                 Err(e) => {
                     let _ = tx.send(Err(Error::io("reading input", name.clone(), e)));
                     return;
                 }
             };
-            data.truncate(len + n);
             if n == 0 {
                 eof = true;
                 break;
@@ -175,6 +191,8 @@ impl FileSource {
         let (stream, name) = stream_key(path)?;
         let next_line = start.map_or(0, |p| p.next_offset);
         let next_byte = start.and_then(|p| p.next_byte).unwrap_or(0);
+        // (A named pipe is read like stdin.)
+        let mut regular_file = false;
         let reader: BufReader<Box<dyn Read + Send>> = if path == "-" {
             let mut stdin: BufReader<Box<dyn Read + Send>> =
                 BufReader::with_capacity(READ_BYTES, Box::new(std::io::stdin()));
@@ -195,10 +213,11 @@ impl FileSource {
         } else {
             let mut file =
                 File::open(Path::new(path)).map_err(|e| Error::io("opening input", path, e))?;
-            let len = file
+            let meta = file
                 .metadata()
-                .map_err(|e| Error::io("reading input metadata", path, e))?
-                .len();
+                .map_err(|e| Error::io("reading input metadata", path, e))?;
+            regular_file = meta.is_file();
+            let len = meta.len();
             if len < next_byte {
                 return Err(Error::Config(format!(
                     "{name} has {len} bytes but {next_byte} were already committed from it: the file was replaced or truncated"
@@ -212,7 +231,7 @@ impl FileSource {
         let thread_name = name.clone();
         std::thread::Builder::new()
             .name("txpipe-read".into())
-            .spawn(move || read_blocks(reader, tx, stop, thread_name))
+            .spawn(move || read_blocks(reader, regular_file, tx, stop, thread_name))
             .map_err(|e| Error::Worker(format!("starting reader thread: {e}")))?;
         Ok(Self {
             name,

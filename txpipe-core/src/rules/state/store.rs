@@ -1,15 +1,12 @@
 //! The window calls' state itself: per source partition, per key, the
 //! recent rows ([`WindowState`]), and its size for the metrics.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::HashMap;
 
-use super::aggregate::Total;
 use super::key::KeyState;
-use super::value::{Key, Val};
-use super::{Event, WindowPlan};
+use super::value::Key;
+use super::WindowPlan;
 use crate::error::Result;
 
 /// Rows between two sweeps of expired keys.
@@ -142,21 +139,12 @@ impl WindowState {
             for space in &ps.spaces {
                 s.bytes += (space.capacity() * (std::mem::size_of::<(Key, KeyState)>() + 1)) as u64;
                 for (key, ks) in space {
-                    let events = &ks.events;
                     s.keys += 1;
-                    s.rows += events.len() as u64;
+                    s.rows += ks.events.len() as u64;
                     if let Key::Text(t) = key {
                         s.bytes += t.len() as u64;
                     }
-                    s.bytes += (events.capacity() * std::mem::size_of::<Event>()) as u64;
-                    s.bytes += (ks.vals.capacity() * std::mem::size_of::<Val>()) as u64;
-                    s.bytes += (ks.totals.len() * std::mem::size_of::<Total>()) as u64;
-                    // Text that is not inline (shared text counted once per sharer).
-                    for v in &ks.vals {
-                        if let Val::Text(t) = v {
-                            s.bytes += ((t.len() + 16) / Arc::strong_count(t)) as u64;
-                        }
-                    }
+                    s.bytes += ks.heap_bytes();
                 }
             }
         }
