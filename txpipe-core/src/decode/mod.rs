@@ -29,7 +29,7 @@ use datafusion::arrow::array::{
 };
 
 pub use ids::canonical_uuid;
-pub(crate) use ids::LOWER_HEX;
+pub(crate) use ids::canonical_uuid_bits;
 use message::{RawTransaction, Scalar};
 
 use crate::error::Result;
@@ -203,7 +203,12 @@ fn currency_field<'a>(v: Option<Scalar<'a>>, fx: &FxTable) -> Result<(Cow<'a, st
         }
         None => return Err(format!("missing required field '{F}'")),
     };
-    let code = if code.bytes().any(|c| c.is_ascii_lowercase()) || code.trim().len() != code.len() {
+    // (Codes as producers send them, upper-case letters only, are kept as
+    // they are without a look at case or white space.)
+    let plain = code.bytes().all(|c| c.is_ascii_uppercase());
+    let code = if !plain
+        && (code.bytes().any(|c| c.is_ascii_lowercase()) || code.trim().len() != code.len())
+    {
         Cow::Owned(code.trim().to_ascii_uppercase())
     } else {
         code

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::decode::LOWER_HEX;
-
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, TimestampMicrosecondArray,
 };
@@ -99,28 +97,10 @@ impl PartialEq for Val {
     }
 }
 
-/// The value of lower-case hex `digits` (at most 16), or `None`.
-fn hex(digits: &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    let mut bad = 0u8;
-    for &c in digits {
-        let d = LOWER_HEX[usize::from(c)];
-        bad |= d;
-        v = (v << 4) | u64::from(d & 0x0F);
-    }
-    (bad & 0x80 == 0).then_some(v)
-}
-
 /// The bits of a canonical lower-case UUID (`8-4-4-4-12` hex), the form
 /// the decoder gives ids: formatting them back gives the same text.
 fn uuid_bits(s: &str) -> Option<u128> {
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return None;
-    }
-    let hi = (hex(&b[0..8])? << 32) | (hex(&b[9..13])? << 16) | hex(&b[14..18])?;
-    let lo = (hex(&b[19..23])? << 48) | hex(&b[24..36])?;
-    Some((u128::from(hi) << 64) | u128::from(lo))
+    crate::decode::canonical_uuid_bits(s)
 }
 
 pub(super) fn text_val(s: &str) -> Val {
