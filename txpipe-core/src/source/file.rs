@@ -304,16 +304,24 @@ impl FileSource {
             };
             batch.opened_at.get_or_insert_with(Instant::now);
             deadline.get_or_insert_with(|| Instant::now() + limits.max_wait);
-            let mut i = self.pending_line;
-            while i < block.lines.len()
-                && batch.len() < limits.max_rows
-                && batch.data.len() < limits.max_bytes
-            {
-                let (s, e) = block.lines[i];
-                batch.push(&block.data[s..e], 0, self.next_line);
-                self.next_line += 1;
-                i += 1;
-            }
+            // The lines that fit, copied in one piece: as many as the row
+            // limit allows, fewer if the byte limit is reached first.
+            let from = self.pending_line;
+            let rows = (limits.max_rows - batch.len()).min(block.lines.len() - from);
+            let room = limits.max_bytes - batch.data.len();
+            let fit = block.lines[from..from + rows]
+                .partition_point(|&(_, end)| end - block.lines[from].0 < room);
+            // (At least one line, as before: the byte limit is checked
+            // before a line, not after it.)
+            let take = if rows == 0 { 0 } else { (fit + 1).min(rows) };
+            batch.push_run(
+                &block.data,
+                &block.lines[from..from + take],
+                0,
+                self.next_line,
+            );
+            self.next_line += take as i64;
+            let i = from + take;
             // Byte positions advance per line: the terminator length is what lies
             // between this line's end and the next line's start.
             self.next_byte += line_bytes(&block, self.pending_line, i);
@@ -418,6 +426,7 @@ mod tests {
                 (0usize..3, 0usize..400_000, proptest::prelude::any::<u8>()), 0..8),
             tail in proptest::prelude::any::<bool>(),
             rows in 1usize..50,
+            max_bytes in proptest::prelude::prop_oneof![1usize..64, 1usize..1_000_000],
         ) {
             let mut text = Vec::new();
             for (term, len, fill) in parts {
@@ -436,9 +445,18 @@ mod tests {
             let mut src = FileSource::open(p, None, stop.clone()).unwrap();
             let mut got = Vec::new();
             let mut positions = Vec::new();
-            while let Some(b) = src.next_batch(limits(rows)).unwrap() {
+            let batch_limits = BatchLimits { max_bytes, ..limits(rows) };
+            while let Some(b) = src.next_batch(batch_limits).unwrap() {
                 for i in 0..b.len() {
                     got.push(b.payload(i).to_vec());
+                }
+                // Within the limits: the byte limit is checked before each
+                // line, so only the last line may cross it.
+                proptest::prop_assert!(b.len() <= rows);
+                if b.len() > 1 {
+                    let last = &b.spans[b.len() - 1];
+                    proptest::prop_assert!(b.spans[b.len() - 2].end < max_bytes);
+                    proptest::prop_assert!(last.start <= b.data.len());
                 }
                 positions.push((got.len(), b.positions[&0]));
             }

@@ -23,7 +23,8 @@ pub struct MessageSpan {
 /// A micro-batch of raw messages, with the positions to resume after it.
 #[derive(Debug, Clone, Default)]
 pub struct RawBatch {
-    /// Payloads, back to back.
+    /// Payloads, back to back (see [`push_run`](Self::push_run) for the
+    /// bytes that may lie between them).
     pub data: Vec<u8>,
     /// One span per message, in source order.
     pub spans: Vec<MessageSpan>,
@@ -54,6 +55,30 @@ impl RawBatch {
     pub fn payload(&self, i: usize) -> &[u8] {
         let s = &self.spans[i];
         &self.data[s.start..s.end]
+    }
+
+    /// Appends the messages at `spans` of `data` (ascending, not
+    /// overlapping), the first at `offset` and the next ones after it, in
+    /// one copy of the bytes from the first message's start to the last's
+    /// end (what lies between them, e.g. line ends, is kept but is in no
+    /// span).
+    pub fn push_run(&mut self, data: &[u8], spans: &[(usize, usize)], partition: i32, offset: i64) {
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return;
+        };
+        let shift = self.data.len() as isize - first.0 as isize;
+        self.data.extend_from_slice(&data[first.0..last.1]);
+        self.spans.extend(
+            spans
+                .iter()
+                .zip(offset..)
+                .map(|(&(s, e), offset)| MessageSpan {
+                    start: (s as isize + shift) as usize,
+                    end: (e as isize + shift) as usize,
+                    partition,
+                    offset,
+                }),
+        );
     }
 
     /// Appends one message.
