@@ -6,6 +6,9 @@
 //! window calls of stateful rules, which read and extend each key's history —
 //! runs under a turnstile ([`StatefulStage`]): decode and Parquet encoding
 //! stay parallel, the state is updated by one batch at a time, in order.
+//! [`BatchProcessor::prepare`] and [`BatchProcessor::process_prepared`] split
+//! a batch at the turnstile, so that a worker whose batch waits for its turn
+//! can prepare its next one meanwhile.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -18,7 +21,7 @@ use crate::decode::{DecodedBatch, TransactionDecoder};
 use crate::error::Error;
 use crate::error::Result;
 use crate::fx::FxTable;
-use crate::rules::state::WindowState;
+use crate::rules::state::{PreparedWindows, WindowState};
 use crate::rules::RuleSet;
 use crate::schema::{
     EVENT_DATE, FACT_SCHEMA, FACT_TABLE, QUARANTINE_SCHEMA, QUARANTINE_TABLE, RECEIVED_DATE,
@@ -79,10 +82,25 @@ impl StatefulStage {
     }
 
     /// Waits for batch `seq`'s turn, runs `f` on the state, passes the turn on.
-    fn run<T>(&self, seq: u64, f: impl FnOnce(&mut WindowState) -> Result<T>) -> Result<T> {
+    /// When the turn is not there yet, `while_waiting` is called once (outside
+    /// the lock) before the wait: the caller's chance to do other work.
+    fn run<T>(
+        &self,
+        seq: u64,
+        while_waiting: &mut dyn FnMut(),
+        f: impl FnOnce(&mut WindowState) -> Result<T>,
+    ) -> Result<T> {
         let poisoned = || Error::Worker("the rule state's lock was poisoned".into());
         let mut turn = self.turn.lock().map_err(|_| poisoned())?;
+        let mut waited = false;
         while turn.next != seq && !turn.failed {
+            if !waited {
+                waited = true;
+                drop(turn);
+                while_waiting();
+                turn = self.turn.lock().map_err(|_| poisoned())?;
+                continue;
+            }
             turn = self.ready.wait(turn).map_err(|_| poisoned())?;
         }
         if turn.failed {
@@ -111,6 +129,15 @@ pub struct BatchProcessor {
     props: Arc<WriterProperties>,
     stage: Option<Arc<StatefulStage>>,
     keep_flagged: bool,
+}
+
+/// A batch decoded and its window inputs read: the part of processing that
+/// needs no turn ([`BatchProcessor::prepare`]).
+#[derive(Debug)]
+pub struct PreparedBatch {
+    now: i64,
+    decoded: Result<DecodedBatch>,
+    windows: Option<Result<PreparedWindows>>,
 }
 
 /// A decoded and ruled batch, before encoding.
@@ -167,21 +194,55 @@ impl BatchProcessor {
     /// # Errors
     /// A rule failed to evaluate, or the state could not be rebuilt.
     pub fn rule(&self, seq: u64, raw: &RawBatch, now: i64) -> Result<RuledBatch> {
+        self.rule_prepared(seq, raw, self.prepare_at(raw, now), &mut || {})
+    }
+
+    /// Decodes a raw batch and reads its window inputs: everything before
+    /// its turn, so that it can run while another batch has the turn.
+    pub fn prepare(&self, raw: &RawBatch) -> PreparedBatch {
+        self.prepare_at(raw, now_micros())
+    }
+
+    fn prepare_at(&self, raw: &RawBatch, now: i64) -> PreparedBatch {
         let mut decoder =
             TransactionDecoder::with_capacity(self.fx.clone(), self.source.clone(), raw.len());
         for (i, span) in raw.spans.iter().enumerate() {
             decoder.push(raw.payload(i), span.partition, span.offset);
         }
         let decoded = decoder.finish(now);
+        // Inputs are read and grouped before the turn, beside the batch in
+        // turn; only the state's own work waits for it.
+        let windows = match (&self.stage, self.rules.window_plan()) {
+            (Some(stage), Some(plan)) => decoded
+                .as_ref()
+                .ok()
+                .map(|d| plan.prepare(&d.transactions, stage.per_partition)),
+            _ => None,
+        };
+        PreparedBatch {
+            now,
+            decoded,
+            windows,
+        }
+    }
+
+    /// [`rule`](Self::rule) of a prepared batch; `while_waiting` as in
+    /// [`process_prepared`](Self::process_prepared).
+    fn rule_prepared(
+        &self,
+        seq: u64,
+        raw: &RawBatch,
+        prepared: PreparedBatch,
+        while_waiting: &mut dyn FnMut(),
+    ) -> Result<RuledBatch> {
+        let PreparedBatch {
+            decoded,
+            windows: prepared,
+            ..
+        } = prepared;
         let windows = match (&self.stage, self.rules.window_plan()) {
             (Some(stage), Some(plan)) => {
-                // Inputs are read and grouped before the turn, beside the
-                // batch in turn; only the state's own work waits for it.
-                let prepared = decoded
-                    .as_ref()
-                    .ok()
-                    .map(|d| plan.prepare(&d.transactions, stage.per_partition));
-                let evaluated = stage.run(seq, |state| {
+                let evaluated = stage.run(seq, while_waiting, |state| {
                     let Some(prepared) = prepared else {
                         return Ok(None);
                     };
@@ -239,8 +300,25 @@ impl BatchProcessor {
     /// # Errors
     /// A rule failed to evaluate, or Parquet encoding failed.
     pub fn process(&self, seq: u64, raw: &RawBatch) -> Result<EncodedBatch> {
-        let now = now_micros();
-        let ruled = self.rule(seq, raw, now)?;
+        self.process_prepared(seq, raw, self.prepare(raw), &mut || {})
+    }
+
+    /// [`process`](Self::process) of a batch [`prepare`](Self::prepare)d
+    /// earlier. When the batch has to wait for its turn at the rule state,
+    /// `while_waiting` is called once first: a worker can prepare its next
+    /// batch then instead of sleeping (batches are still taken in order).
+    ///
+    /// # Errors
+    /// As [`process`](Self::process).
+    pub fn process_prepared(
+        &self,
+        seq: u64,
+        raw: &RawBatch,
+        prepared: PreparedBatch,
+        while_waiting: &mut dyn FnMut(),
+    ) -> Result<EncodedBatch> {
+        let now = prepared.now;
+        let ruled = self.rule_prepared(seq, raw, prepared, while_waiting)?;
         let mut flagged = Vec::new();
         if self.keep_flagged && ruled.counts.fraud > 0 {
             if let Some(mask) = ruled.fact.column_by_name("is_fraud") {
