@@ -23,12 +23,14 @@ use crate::kafka::consumer::{stream_key as kafka_stream_key, OffsetCommitter};
 use crate::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::lake::Lake;
 use crate::metrics::IngestMetrics;
-use crate::process::{BatchProcessor, PreparedBatch};
+use crate::process::BatchProcessor;
 use crate::rules::RuleSet;
 use crate::seed::load_fx;
 use crate::sink::{BatchCounts, CommitEntry, EncodedBatch, LakeWriter};
 use crate::source::file::{stream_key, BatchLimits, FileSource};
 use crate::source::RawBatch;
+
+mod worker;
 
 /// Default most rows per micro-batch. Measured on 10 M rows (BENCHMARKS.md):
 /// 50 k keeps peak RSS under 300 MiB and is faster than 100 k (less data
@@ -434,41 +436,7 @@ where
         let processor = processor.clone();
         let worker = std::thread::Builder::new()
             .name(format!("txpipe-work-{i}"))
-            .spawn(move || {
-                // A batch taken and prepared while waiting for the rule
-                // state's turn: processed next (after the batch that waited,
-                // so each worker still goes through its batches in order).
-                let mut ahead: Option<(u64, RawBatch, PreparedBatch)> = None;
-                loop {
-                    let (seq, raw, prepared) = match ahead.take() {
-                        Some(next) => next,
-                        None => {
-                            let next = match rx.lock() {
-                                Ok(guard) => guard.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok((seq, raw)) = next else { return };
-                            let prepared = processor.prepare(&raw);
-                            (seq, raw, prepared)
-                        }
-                    };
-                    // Instead of sleeping until the turn comes, prepare the
-                    // next batch if one is waiting (never block for it: the
-                    // turn may come first).
-                    let mut while_waiting = || {
-                        let next = rx.try_lock().ok().and_then(|guard| guard.try_recv().ok());
-                        if let Some((seq, raw)) = next {
-                            let prepared = processor.prepare(&raw);
-                            ahead = Some((seq, raw, prepared));
-                        }
-                    };
-                    let result =
-                        processor.process_prepared(seq, &raw, prepared, &mut while_waiting);
-                    if tx.blocking_send((seq, result)).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || worker::work(&rx, &tx, &processor))
             .map_err(|e| Error::Worker(format!("starting worker thread: {e}")))?;
         workers.push(worker);
     }

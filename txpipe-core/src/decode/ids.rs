@@ -49,9 +49,11 @@ const HYPHENS_AT_16: u64 = 0x80 << 16 | 0x80 << 56;
 
 /// True for `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lower-case hex digits.
 fn is_canonical_lower(s: &str) -> bool {
-    let Ok(b) = <&[u8; 36]>::try_from(s.as_bytes()) else {
-        return false;
-    };
+    <&[u8; 36]>::try_from(s.as_bytes()).is_ok_and(is_canonical_36)
+}
+
+/// [`is_canonical_lower`] of 36 bytes.
+fn is_canonical_36(b: &[u8; 36]) -> bool {
     // Eight bytes at a time: 0..8, 8..16, 16..24, 24..32 and 28..36.
     let (w8, w16) = (load8(b, 8), load8(b, 16));
     let digits = lower_hex_bits(load8(b, 0))
@@ -77,10 +79,9 @@ fn hex8(v: u64) -> u32 {
 /// The 128 bits of a UUID in canonical lower-case form, or `None` for any
 /// other text: formatting them back gives the same text.
 pub(crate) fn canonical_uuid_bits(s: &str) -> Option<u128> {
-    if !is_canonical_lower(s) {
-        return None;
-    }
-    let b = <&[u8; 36]>::try_from(s.as_bytes()).ok()?;
+    let b = <&[u8; 36]>::try_from(s.as_bytes())
+        .ok()
+        .filter(|b| is_canonical_36(b))?;
     let parts = [
         hex8(load8(b, 0)),
         hex8(load4(b, 9) | load4(b, 14) << 32),

@@ -271,13 +271,7 @@ impl WindowPlan {
                     let floor = floors[row as usize];
                     let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
-                    let e = Self::event(
-                        record,
-                        bits as u32,
-                        t,
-                        ks.events.back(),
-                        &mut scratch.current,
-                    );
+                    let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
                     self.row(s, ks, e, floor, &mut scratch);
                     at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
@@ -460,13 +454,7 @@ impl WindowPlan {
                 let ks = ps.spaces[s]
                     .entry(Key::of(inputs.keys.value(row)))
                     .or_default();
-                let e = Self::event(
-                    record,
-                    inputs.bits[row] as u32,
-                    t,
-                    ks.events.back(),
-                    &mut vals,
-                );
+                let e = Self::event(record, inputs.bits[row], t, ks.events.back(), &mut vals);
                 ks.push(self, s, e, &mut vals);
             }
             ps.watermark = ps.watermark.max(t);

@@ -215,21 +215,15 @@ impl KeyState {
             let Some(e) = self.events.pop_front() else {
                 break;
             };
-            // (The popped row is still at the front of the values.)
-            for (t, &c) in self.totals.iter_mut().zip(&plan.totals[space]) {
+            // (The popped row is still the first of the values.)
+            let mut totals = std::mem::take(&mut self.totals);
+            for (t, &c) in totals.iter_mut().zip(&plan.totals[space]) {
                 let pc = &plan.calls[c];
-                if !pc.passes(&e) {
-                    continue;
-                }
-                match pc.arg.map(|i| layout.slots[i]) {
-                    None => t.apply(None, -1),
-                    Some(Slot::Word(w)) => {
-                        let word = self.words[self.words_at + w];
-                        t.apply(Some(&decode(word, (e.tags >> (2 * w)) & 3)), -1);
-                    }
-                    Some(Slot::Val(v)) => t.apply(Some(&self.vals[self.vals_at + v]), -1),
+                if pc.passes(&e) {
+                    self.with_arg(layout, pc, 0, &e, |v| t.apply(v, -1));
                 }
             }
+            self.totals = totals;
             for v in &mut self.vals[self.vals_at..self.vals_at + layout.vals] {
                 *v = Val::Null;
             }
@@ -254,24 +248,16 @@ impl KeyState {
         if self.events.iter().any(|e| e.ts <= floor) {
             let layout = &plan.layouts[space];
             let old = std::mem::take(self);
-            let mut vals = old.vals;
             let mut row = Vec::with_capacity(layout.slots.len());
-            for (j, mut e) in old.events.into_iter().enumerate() {
-                row.clear();
-                for slot in &layout.slots {
-                    row.push(match *slot {
-                        Slot::Word(w) => decode(
-                            old.words[old.words_at + j * layout.words + w],
-                            (e.tags >> (2 * w)) & 3,
-                        ),
-                        Slot::Val(v) => {
-                            std::mem::take(&mut vals[old.vals_at + j * layout.vals + v])
-                        }
-                    });
-                }
+            for (j, e) in old.events.iter().enumerate() {
                 if e.ts <= floor {
                     continue;
                 }
+                row.clear();
+                row.extend(
+                    (0..layout.slots.len()).map(|i| old.with_value(layout, i, j, e, Val::clone)),
+                );
+                let mut e = *e;
                 e.prefix_max = self.events.back().map_or(e.ts, |b| b.prefix_max.max(e.ts));
                 e.suffix_min = e.ts;
                 self.push(plan, space, e, &mut row);

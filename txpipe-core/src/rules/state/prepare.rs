@@ -17,7 +17,7 @@ pub(super) struct Inputs {
     /// The stored values' columns.
     columns: Vec<Column>,
     /// The FILTER bits per row.
-    pub(super) bits: Vec<u64>,
+    pub(super) bits: Vec<u32>,
 }
 
 impl Inputs {
@@ -100,7 +100,7 @@ impl WindowPlan {
                 let array = input.expr.evaluate(batch)?.into_array(n)?;
                 columns.push(Column::new(&cast(&array, &kind.cast_to())?));
             }
-            let mut bits = vec![0u64; n];
+            let mut bits = vec![0u32; n];
             for (i, input) in space.bits.iter().enumerate() {
                 let array = input.expr.evaluate(batch)?.into_array(n)?;
                 let mask = crate::rules::true_mask(&array, &input.sql, "FILTER ")?;
@@ -141,5 +141,5 @@ pub(super) struct PreparedSpace {
     /// The stored values of the rows with a key, row after row, in group order.
     pub(super) records: Vec<Val>,
     /// `transaction_ts` and FILTER bits of those rows, in the same order.
-    pub(super) rows: Vec<(i64, u64)>,
+    pub(super) rows: Vec<(i64, u32)>,
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::decode::canonical_uuid_bits;
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, TimestampMicrosecondArray,
 };
@@ -97,14 +99,8 @@ impl PartialEq for Val {
     }
 }
 
-/// The bits of a canonical lower-case UUID (`8-4-4-4-12` hex), the form
-/// the decoder gives ids: formatting them back gives the same text.
-fn uuid_bits(s: &str) -> Option<u128> {
-    crate::decode::canonical_uuid_bits(s)
-}
-
 pub(super) fn text_val(s: &str) -> Val {
-    if let Some(u) = uuid_bits(s) {
+    if let Some(u) = canonical_uuid_bits(s) {
         return Val::Uuid((u >> 64) as u64, u as u64);
     }
     if s.len() <= SHORT {
@@ -148,7 +144,7 @@ pub(super) enum Key {
 
 impl Key {
     pub(super) fn of(s: &str) -> Self {
-        uuid_bits(s).map_or_else(|| Key::Text(Box::from(s)), Key::Uuid)
+        canonical_uuid_bits(s).map_or_else(|| Key::Text(Box::from(s)), Key::Uuid)
     }
 }
 
@@ -258,7 +254,7 @@ mod tests {
         #[test]
         fn uuid_text_round_trips(bits: u128, flip in 0usize..36, other in any::<u8>()) {
             let text = uuid::Uuid::from_u128(bits).hyphenated().to_string();
-            prop_assert_eq!(uuid_bits(&text), Some(bits));
+            prop_assert_eq!(canonical_uuid_bits(&text), Some(bits));
             let v = text_val(&text);
             prop_assert_eq!(v.with_text(str::to_owned), Some(text.clone()));
             let mut bytes = text.clone().into_bytes();
@@ -266,7 +262,7 @@ mod tests {
             if let Ok(changed) = String::from_utf8(bytes) {
                 let canonical = uuid::Uuid::try_parse(&changed)
                     .is_ok_and(|u| u.hyphenated().to_string() == changed);
-                prop_assert_eq!(uuid_bits(&changed).is_some(), canonical);
+                prop_assert_eq!(canonical_uuid_bits(&changed).is_some(), canonical);
                 prop_assert_eq!(text_val(&changed).with_text(str::to_owned), Some(changed));
             }
         }
