@@ -518,3 +518,49 @@ proptest! {
         }
     }
 }
+
+/// The state's size counts text kept on the heap (here device ids too long
+/// to keep inline) and nothing more when all text is inline.
+#[test]
+fn state_size_counts_text_on_the_heap() {
+    let rules = RuleSet::from_toml("mixed", MIXED_RULES).unwrap();
+    let raw: Vec<RawRow> = (0..60)
+        .map(|i| {
+            (
+                0,
+                (i % 3) as u8,
+                30,
+                1_000,
+                Some(CITIES[0]),
+                Some((i % 4) as u8),
+                false,
+            )
+        })
+        .collect();
+    let short = decode(&rows_from(raw), 0);
+    let device = short.schema().index_of("device_id").unwrap();
+    let long_ids: datafusion::arrow::array::StringArray = short
+        .column(device)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .unwrap()
+        .iter()
+        .map(|d| d.map(|d| format!("{d}-{}", "x".repeat(40))))
+        .collect();
+    let mut columns = short.columns().to_vec();
+    columns[device] = Arc::new(long_ids);
+    let long = RecordBatch::try_new(short.schema(), columns).unwrap();
+    let size = |batch: &RecordBatch| {
+        let mut state = WindowState::new(true);
+        rules.window_columns(batch, &mut state).unwrap();
+        state.size()
+    };
+    let (short, long) = (size(&short), size(&long));
+    assert_eq!(short.rows, long.rows);
+    assert_eq!(short.keys, long.keys);
+    // Each row keeps its device id once per key space that stores it.
+    assert!(
+        long.bytes >= short.bytes + 60 * 44,
+        "short {short:?}, long {long:?}"
+    );
+}

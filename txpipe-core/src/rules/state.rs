@@ -244,7 +244,7 @@ impl WindowPlan {
         let mut spaces = Vec::with_capacity(prepared.spaces.len());
         for (s, space) in prepared.spaces.into_iter().enumerate() {
             let PreparedSpace {
-                groups,
+                groups: key_groups,
                 keys,
                 mut records,
                 rows,
@@ -257,36 +257,54 @@ impl WindowPlan {
                 .collect();
             let mut outs: Vec<Output> = calls
                 .iter()
-                .map(|&c| Output::new(&self.calls[c], n))
+                .map(|&c| Output::new(&self.calls[c], key_groups.order.len()))
+                .collect();
+            // Gathered in evaluation order in one pass (independent reads)
+            // rather than read one by one between the state's reads.
+            let floors: Vec<i64> = key_groups
+                .order
+                .iter()
+                .map(|&r| floors[r as usize])
                 .collect();
             let mut at = 0;
-            for ((first, group), key) in groups.iter().zip(keys) {
+            let mut keys = keys.into_iter().peekable();
+            let mut groups = key_groups.iter().peekable();
+            while let (Some((first, group)), Some(key)) = (groups.next(), keys.next()) {
                 let ps = state
                     .partitions
                     .entry(part_of[first])
                     .or_insert_with(|| PartitionState::new(self));
+                // The next key's history is fetched while this key's rows run.
+                if let (Some((next_first, _)), Some(next_key)) = (groups.peek(), keys.peek()) {
+                    if part_of[*next_first] == part_of[first] {
+                        if let Some(next) = ps.spaces[s].get(next_key) {
+                            next.prefetch();
+                        }
+                    }
+                }
                 let ks = ps.spaces[s].entry(key).or_default();
-                for &row in group {
+                for _ in group {
                     let (t, bits) = rows[at];
-                    let floor = floors[row as usize];
+                    let floor = floors[at];
                     let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
                     self.row(s, ks, e, floor, &mut scratch);
-                    at += 1;
                     for (out, &c) in outs.iter_mut().zip(&calls) {
-                        out.set(row as usize, &mut scratch.acc[c]);
+                        out.set(at, &mut scratch.acc[c]);
                     }
+                    at += 1;
                 }
             }
+            drop(groups);
             // (Rows without a key keep the empty frame's values.)
-            spaces.push((calls, outs));
+            spaces.push((calls, outs, key_groups.order));
         }
         state.rows_since_sweep += n as u64;
         if state.rows_since_sweep >= SWEEP_EVERY {
             state.sweep(self);
         }
-        Ok(EvaluatedWindows { spaces })
+        Ok(EvaluatedWindows { n, spaces })
     }
 
     /// Builds the columns of an evaluated batch, one per call, in row order
@@ -296,9 +314,10 @@ impl WindowPlan {
     /// A call has no key space (a planning bug).
     pub fn finish(&self, evaluated: EvaluatedWindows) -> Result<Vec<ArrayRef>> {
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.calls.len()];
-        for (calls, outs) in evaluated.spaces {
+        let n = evaluated.n;
+        for (calls, outs, rows) in evaluated.spaces {
             for (out, c) in outs.into_iter().zip(calls) {
-                columns[c] = Some(out.finish());
+                columns[c] = Some(out.finish(&rows, n));
             }
         }
         columns
@@ -465,8 +484,11 @@ impl WindowPlan {
 
 /// A batch's window values, each at its row, before [`WindowPlan::finish`].
 pub struct EvaluatedWindows {
-    /// Per key space: its calls and their outputs.
-    spaces: Vec<(Vec<usize>, Vec<Output>)>,
+    /// Rows of the batch.
+    n: usize,
+    /// Per key space: its calls, their outputs in evaluation order and the
+    /// row each evaluated row is.
+    spaces: Vec<(Vec<usize>, Vec<Output>, Vec<u32>)>,
 }
 
 impl std::fmt::Debug for EvaluatedWindows {

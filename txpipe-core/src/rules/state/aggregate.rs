@@ -228,10 +228,12 @@ impl Pick {
     }
 }
 
-/// Builds one call's output column, each row's value set at its own place
-/// (rows are evaluated key by key): no reordering afterwards. Rows never set
-/// keep the empty frame's value (count 0, else NULL). The kind of output is
-/// chosen once per call, not per value.
+/// Builds one call's output column. Rows are evaluated key by key, and their
+/// values are written in that order, one after the other (writing each at
+/// its row's place would scatter the writes over the whole column while the
+/// batch holds the state's turn); [`finish`](Self::finish) puts them in row
+/// order. Rows never set keep the empty frame's value (count 0, else NULL).
+/// The kind of output is chosen once per call, not per value.
 pub(super) enum Output {
     /// `count`, `count_equal`.
     Count(Vec<i64>),
@@ -260,7 +262,7 @@ pub(super) enum Output {
 }
 
 impl Output {
-    /// The output of call `pc` for a batch of `n` rows.
+    /// The output of call `pc` for `n` rows (in evaluation order).
     pub(super) fn new(pc: &PlannedCall, n: usize) -> Self {
         let scale = pc.arg_kind.map_or(1.0, ValKind::scale);
         let pick = Pick::of(pc.call.func);
@@ -290,8 +292,9 @@ impl Output {
         }
     }
 
-    /// Sets row `row`'s value from its aggregate (whose picked value is
-    /// taken out: the aggregate is cleared before the next row).
+    /// Sets the value of the `row`-th row evaluated from its aggregate (whose
+    /// picked value is taken out: the aggregate is cleared before the next
+    /// row).
     #[inline]
     pub(super) fn set(&mut self, row: usize, acc: &mut Acc) {
         match self {
@@ -343,19 +346,33 @@ impl Output {
         }
     }
 
-    /// The column, in row order.
-    pub(super) fn finish(self) -> ArrayRef {
+    /// The column of a batch of `n` rows, in row order: the `i`-th value set
+    /// belongs to row `rows[i]`; rows not in `rows` get the empty frame's
+    /// value.
+    pub(super) fn finish(self, rows: &[u32], n: usize) -> ArrayRef {
         match self {
-            Self::Count(v) => Arc::new(Int64Array::from(v)),
+            Self::Count(v) => Arc::new(Int64Array::from(scatter(&v, rows, n, 0))),
             Self::Sum { values, valid, .. } | Self::Float { values, valid, .. } => {
-                Arc::new(Float64Array::new(values.into(), nulls(valid)))
+                Arc::new(Float64Array::new(
+                    scatter(&values, rows, n, 0.0).into(),
+                    nulls(scatter(&valid, rows, n, false)),
+                ))
             }
             Self::Time { values, valid, .. } => Arc::new(
-                TimestampMicrosecondArray::new(values.into(), nulls(valid)).with_timezone("UTC"),
+                TimestampMicrosecondArray::new(
+                    scatter(&values, rows, n, 0).into(),
+                    nulls(scatter(&valid, rows, n, false)),
+                )
+                .with_timezone("UTC"),
             ),
             Self::Text { values, .. } => {
-                let mut b = StringBuilder::with_capacity(values.len(), values.len() * 36);
-                for v in &values {
+                let mut at = vec![u32::MAX; n];
+                for (i, &row) in rows.iter().enumerate() {
+                    at[row as usize] = i as u32;
+                }
+                let mut b = StringBuilder::with_capacity(n, values.len() * 36);
+                for &i in &at {
+                    let v = values.get(i as usize).unwrap_or(&Val::Null);
                     if v.with_text(|t| b.append_value(t)).is_none() {
                         b.append_null();
                     }
@@ -364,6 +381,16 @@ impl Output {
             }
         }
     }
+}
+
+/// `values` put at their rows (`values[i]` at `rows[i]`) in a column of `n`,
+/// `empty` elsewhere.
+fn scatter<T: Copy>(values: &[T], rows: &[u32], n: usize, empty: T) -> Vec<T> {
+    let mut out = vec![empty; n];
+    for (&v, &row) in values.iter().zip(rows) {
+        out[row as usize] = v;
+    }
+    out
 }
 
 /// A validity buffer, `None` when every value is set.
