@@ -261,7 +261,7 @@ impl WindowPlan {
                 .collect();
             // Gathered in evaluation order in one pass (independent reads)
             // rather than read one by one between the state's reads.
-            let floors: Vec<i64> = key_groups
+            let floor_at: Vec<i64> = key_groups
                 .order
                 .iter()
                 .map(|&r| floors[r as usize])
@@ -274,7 +274,9 @@ impl WindowPlan {
                     .partitions
                     .entry(part_of[first])
                     .or_insert_with(|| PartitionState::new(self));
-                // The next key's history is fetched while this key's rows run.
+                // The next key's history is fetched while this key's rows run
+                // (one more hash lookup per key: measured cheaper than the
+                // misses it hides).
                 if let (Some((next_first, _)), Some(next_key)) = (groups.peek(), keys.peek()) {
                     if part_of[*next_first] == part_of[first] {
                         if let Some(next) = ps.spaces[s].get(next_key) {
@@ -285,7 +287,7 @@ impl WindowPlan {
                 let ks = ps.spaces[s].entry(key).or_default();
                 for _ in group {
                     let (t, bits) = rows[at];
-                    let floor = floors[at];
+                    let floor = floor_at[at];
                     let record = &mut records[at * stride..(at + 1) * stride];
                     ks.pop_expired(self, s, floor);
                     let e = Self::event(record, bits, t, ks.events.back(), &mut scratch.current);
@@ -482,7 +484,8 @@ impl WindowPlan {
     }
 }
 
-/// A batch's window values, each at its row, before [`WindowPlan::finish`].
+/// A batch's window values in evaluation (key) order, before
+/// [`WindowPlan::finish`] puts them in row order.
 pub struct EvaluatedWindows {
     /// Rows of the batch.
     n: usize,

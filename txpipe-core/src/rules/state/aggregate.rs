@@ -296,9 +296,9 @@ impl Output {
     /// picked value is taken out: the aggregate is cleared before the next
     /// row).
     #[inline]
-    pub(super) fn set(&mut self, row: usize, acc: &mut Acc) {
+    pub(super) fn set(&mut self, at: usize, acc: &mut Acc) {
         match self {
-            Self::Count(v) => v[row] = acc.count,
+            Self::Count(v) => v[at] = acc.count,
             Self::Sum {
                 avg,
                 scale,
@@ -314,8 +314,8 @@ impl Output {
                 } else {
                     acc.floats.iter().rev().sum::<f64>()
                 };
-                values[row] = if *avg { sum / acc.count as f64 } else { sum };
-                valid[row] = true;
+                values[at] = if *avg { sum / acc.count as f64 } else { sum };
+                valid[at] = true;
             }
             Self::Float {
                 pick,
@@ -324,8 +324,8 @@ impl Output {
                 valid,
             } => {
                 if let Some(x) = pick.take(acc).and_then(|v| v.as_f64(*scale)) {
-                    values[row] = x;
-                    valid[row] = true;
+                    values[at] = x;
+                    valid[at] = true;
                 }
             }
             Self::Time {
@@ -334,13 +334,13 @@ impl Output {
                 valid,
             } => {
                 if let Some(Val::Time(x)) = pick.take(acc) {
-                    values[row] = x;
-                    valid[row] = true;
+                    values[at] = x;
+                    valid[at] = true;
                 }
             }
             Self::Text { pick, values } => {
                 if let Some(v) = pick.take(acc) {
-                    values[row] = v;
+                    values[at] = v;
                 }
             }
         }
