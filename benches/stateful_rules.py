@@ -83,12 +83,15 @@ COPY (
         CASE WHEN tx_30d >= 5 AND amount_usd > 5 * avg_usd_30d THEN 'amount_spike' END,
         CASE WHEN device_id IS NOT NULL AND tx_30d >= 3 AND coalesce(same_device_30d, 0) = 0 THEN 'new_device' END,
         CASE WHEN device_id IS NOT NULL AND same_device_30d BETWEEN 1 AND 3 AND same_device_10m >= 1
-                  AND tx_30d >= same_device_30d + 3 THEN 'fresh_device_burst' END
+                  AND tx_30d >= same_device_30d + 3 THEN 'fresh_device_burst' END,
+        CASE WHEN is_foreign AND tx_10m >= 2 THEN 'foreign_burst' END,
+        CASE WHEN tx_30d BETWEEN 1 AND 4 AND amount_usd > 8 * avg_usd_30d THEN 'thin_history_spike' END
       ], lambda x: x IS NOT NULL) AS fraud_reasons
     FROM travel
   ), scored AS (
     SELECT *, list_sum(list_transform(fraud_reasons, lambda r:
-        CASE r WHEN 'foreign' THEN 0.2 WHEN 'invalid_geo' THEN 0.2 WHEN 'new_device' THEN 0.5 ELSE 1.0 END)) AS risk_score
+        CASE r WHEN 'foreign' THEN 0.2 WHEN 'invalid_geo' THEN 0.2 WHEN 'new_device' THEN 0.5
+                WHEN 'thin_history_spike' THEN 0.5 ELSE 1.0 END)) AS risk_score
     FROM ruled
   )
   SELECT *, coalesce(risk_score, 0) >= 1 AS is_fraud, '{src}' AS source, 0 AS source_partition,

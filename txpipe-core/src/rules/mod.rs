@@ -542,7 +542,9 @@ mod tests {
                 "card_testing",
                 "amount_spike",
                 "new_device",
-                "fresh_device_burst"
+                "fresh_device_burst",
+                "foreign_burst",
+                "thin_history_spike"
             ]
         );
         assert!(r.window_plan().is_some());

@@ -127,6 +127,15 @@ fn reference(rows: &[Row]) -> Vec<Vec<&'static str>> {
                 reasons.push("fresh_device_burst");
             }
         }
+        if r.foreign && within(10 * MIN).len() >= 2 {
+            reasons.push("foreign_burst");
+        }
+        if (1..=4).contains(&month.len()) {
+            let cents: i64 = month.iter().map(|e| e.cents).sum();
+            if r.usd() > 8.0 * ((cents as f64 / 100.0) / month.len() as f64) {
+                reasons.push("thin_history_spike");
+            }
+        }
         out.push(reasons);
     }
     out
@@ -135,7 +144,7 @@ fn reference(rows: &[Row]) -> Vec<Vec<&'static str>> {
 fn weight(name: &str) -> f64 {
     match name {
         "foreign" | "invalid_geo" => 0.2,
-        "new_device" => 0.5,
+        "new_device" | "thin_history_spike" => 0.5,
         _ => 1.0,
     }
 }
