@@ -82,8 +82,11 @@ impl StatefulStage {
     }
 
     /// Waits for batch `seq`'s turn, runs `f` on the state, passes the turn on.
-    /// When the turn is not there yet, `while_waiting` is called once (outside
-    /// the lock) before the wait: the caller's chance to do other work.
+    /// When the lock is free but the turn is not there yet, `while_waiting` is
+    /// called once (outside the lock) before the wait: the caller's chance to
+    /// do other work. A batch arriving while another one holds the turn waits
+    /// for the lock itself and is not called (calling it then was measured and
+    /// not kept: BENCHMARKS.md, "The turn waits, corrected").
     fn run<T>(
         &self,
         seq: u64,
@@ -305,8 +308,9 @@ impl BatchProcessor {
 
     /// [`process`](Self::process) of a batch [`prepare`](Self::prepare)d
     /// earlier. When the batch has to wait for its turn at the rule state,
-    /// `while_waiting` is called once first: a worker can prepare its next
-    /// batch then instead of sleeping (batches are still taken in order).
+    /// `while_waiting` may be called once first (see `StatefulStage::run`):
+    /// a worker can prepare its next batch then instead of sleeping (batches
+    /// are still taken in order).
     ///
     /// # Errors
     /// As [`process`](Self::process).

@@ -203,12 +203,7 @@ fn currency_field<'a>(v: Option<Scalar<'a>>, fx: &FxTable) -> Result<(Cow<'a, st
         }
         None => return Err(format!("missing required field '{F}'")),
     };
-    // (Codes as producers send them, upper-case letters only, are kept as
-    // they are without a look at case or white space.)
-    let plain = code.bytes().all(|c| c.is_ascii_uppercase());
-    let code = if !plain
-        && (code.bytes().any(|c| c.is_ascii_lowercase()) || code.trim().len() != code.len())
-    {
+    let code = if code.bytes().any(|c| c.is_ascii_lowercase()) || code.trim().len() != code.len() {
         Cow::Owned(code.trim().to_ascii_uppercase())
     } else {
         code

@@ -12,11 +12,12 @@ use crate::source::RawBatch;
 /// processes each and sends the outcome with its place in source order to
 /// `tx`.
 ///
-/// A batch that has to wait for its turn at the rule state does not leave
-/// the worker idle: the next queued batch, if there is one (never blocking
-/// for it: the turn may come first), is taken and prepared meanwhile, and
-/// processed right after the batch that waited, so each worker still goes
-/// through its batches in source order.
+/// A batch that reaches the rule state before its turn (the state's lock free,
+/// the turn not yet passed to it) does not leave the worker idle: the next
+/// queued batch, if there is one (never blocking for it: the turn may come
+/// first), is taken and prepared meanwhile, and processed right after the
+/// batch that waited, so each worker still goes through its batches in source
+/// order. A batch arriving while another holds the turn waits for the lock.
 pub(super) fn work(
     rx: &Mutex<Receiver<(u64, RawBatch)>>,
     tx: &tokio::sync::mpsc::Sender<(u64, Result<EncodedBatch>)>,

@@ -277,12 +277,13 @@ impl WindowPlan {
                 // The next key's history is fetched while this key's rows run
                 // (one more hash lookup per key: measured cheaper than the
                 // misses it hides).
-                if let (Some((next_first, _)), Some(next_key)) = (groups.peek(), keys.peek()) {
-                    if part_of[*next_first] == part_of[first] {
-                        if let Some(next) = ps.spaces[s].get(next_key) {
-                            next.prefetch();
-                        }
-                    }
+                let next = groups
+                    .peek()
+                    .zip(keys.peek())
+                    .filter(|((next_first, _), _)| part_of[*next_first] == part_of[first])
+                    .and_then(|(_, next_key)| ps.spaces[s].get(next_key));
+                if let Some(next) = next {
+                    next.prefetch();
                 }
                 let ks = ps.spaces[s].entry(key).or_default();
                 for _ in group {

@@ -292,7 +292,7 @@ impl Output {
         }
     }
 
-    /// Sets the value of the `row`-th row evaluated from its aggregate (whose
+    /// Sets the value of the `at`-th row evaluated from its aggregate (whose
     /// picked value is taken out: the aggregate is cleared before the next
     /// row).
     #[inline]

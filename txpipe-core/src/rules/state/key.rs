@@ -315,14 +315,11 @@ impl KeyState {
             + self.words.capacity() * std::mem::size_of::<u64>()
             + self.vals.capacity() * std::mem::size_of::<Val>()
             + self.totals.len() * std::mem::size_of::<Total>();
-        let heap_text = if self.heap_text {
-            &self.vals[self.vals_at..]
-        } else {
-            &[]
-        };
-        for v in heap_text {
-            if let Val::Text(t) = v {
-                bytes += (t.len() + 16) / std::sync::Arc::strong_count(t);
+        if self.heap_text {
+            for v in &self.vals[self.vals_at..] {
+                if let Val::Text(t) = v {
+                    bytes += (t.len() + 16) / std::sync::Arc::strong_count(t);
+                }
             }
         }
         bytes as u64
