@@ -147,7 +147,13 @@ export TXPIPE_TEST_TANSU="$TOOLS/bin/tansu"
 # build, so the tests run in one pass once both are there.
 log "cargo test (debug build, all crates, doctests and examples)"
 status=0
-cargo test --workspace --locked "$@" || status=$?
+# A clean pass takes 10-15 minutes here; a test that hangs is killed with
+# the whole run after 40 (its name is the one "running for over 60 seconds"
+# without an "ok" above) instead of eating CI's limit.
+timeout --kill-after=30s 40m cargo test --workspace --locked "$@" || status=$?
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  log "cargo test did not end within 40 minutes: a test hangs (see above)"
+fi
 if [ "$status" -ne 0 ]; then
   log "broker log (last 40 lines)"
   tail -n 40 "$WORK_DIR/broker.log" || true

@@ -22,9 +22,50 @@ pub fn stateless_rules() -> String {
 
 /// Runs `txpipe args…`, asserting success, and returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
-    let out = txpipe().args(args).output().expect("run txpipe");
+    let out = output_within(txpipe().args(args), RUN_LIMIT);
     assert_success(&out, args);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Longest run of one command through [`output_within`] (a debug build on a
+/// busy 2-core box): far above any run's time, far below CI's limit.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Runs `cmd` as [`Command::output`] does (stdin closed, output captured),
+/// but kills it and panics with its output when it runs longer than `limit`:
+/// a hang fails its own test instead of stalling the whole run.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    wait_within(child, limit, &format!("{cmd:?}"))
+}
+
+/// Waits for `child` (its output piped) as [`Child::wait_with_output`] does,
+/// but kills it and panics with its output, naming it `what`, when it runs
+/// longer than `limit`.
+pub fn wait_within(child: Child, limit: std::time::Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for command"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().expect("the waiting thread ends");
+            let out = out.expect("wait for command");
+            panic!(
+                "{what} did not end within {limit:?} (killed)\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 /// Panics with the process output when it failed.

@@ -55,13 +55,11 @@ impl Running {
     fn is_running(&mut self) -> bool {
         self.child().try_wait().expect("try_wait").is_none()
     }
-    /// Waits for the end; returns status and output.
+    /// Waits for the end, at most [`RUN_LIMIT`]; returns status and output.
+    /// A run that hangs is killed and fails the test.
     fn finish(mut self) -> Output {
-        self.0
-            .take()
-            .expect("still owned")
-            .wait_with_output()
-            .expect("wait txpipe")
+        let child = self.0.take().expect("still owned");
+        wait_within(child, RUN_LIMIT, "txpipe")
     }
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
@@ -280,7 +278,7 @@ async fn a_second_ingest_of_the_same_file_is_refused_and_a_killed_holder_leaves_
         a.is_running(),
         "the first ingest ended before a second one could start; make the input bigger"
     );
-    let b = txpipe().args(&args).output().unwrap();
+    let b = Running::spawn(&args).finish();
     assert!(
         a.is_running(),
         "the first ingest ended before the second one was refused; make the input bigger"
@@ -348,7 +346,7 @@ async fn a_full_lake_disk_fails_cleanly_and_a_rerun_after_freeing_space_lands_ev
     let input = t.str("gen/transactions.jsonl");
     let args = ingest_args(&lake, &input);
 
-    let full = txpipe().args(&args).output().unwrap();
+    let full = Running::spawn(&args).finish();
     eprintln!(
         "disk full: {}",
         String::from_utf8_lossy(&full.stderr).trim()
@@ -395,7 +393,7 @@ async fn a_lake_gone_read_only_mid_run_fails_cleanly_and_a_rerun_after_remount_l
     assert_snapshot_whole(&lake, false).await;
 
     // Still read-only: a rerun fails the same clean way, before doing anything.
-    let again = txpipe().args(&args).output().unwrap();
+    let again = Running::spawn(&args).finish();
     eprintln!(
         "read-only rerun: {}",
         String::from_utf8_lossy(&again.stderr).trim()

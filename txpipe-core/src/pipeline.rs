@@ -459,10 +459,13 @@ where
         failed.store(true, Ordering::Relaxed);
         opts.stop.store(true, Ordering::Relaxed);
     }
-    // Unblock and join the threads.
+    // Unblock and join the threads: workers get an error for their next
+    // result and leave; once they have, the work channel's last receiver is
+    // gone and a source thread blocked on a full channel gets an error too
+    // (the pipeline must not keep a receiver alive while it drains).
+    drop(work_rx);
     done_rx.close();
     while done_rx.recv().await.is_some() {}
-    drop(work_rx);
     let joined = tokio::task::spawn_blocking(move || {
         for w in workers {
             w.join()

@@ -10,7 +10,7 @@
 //! a batch at the turnstile, so that a worker whose batch waits for its turn
 //! can prepare its next one meanwhile.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -121,6 +121,17 @@ impl StatefulStage {
         self.ready.notify_all();
         out
     }
+
+    /// Ends the stage for good: every batch waiting for its turn, and every
+    /// later one, gets an error instead of the turn. For a worker that leaves
+    /// holding a batch it will never take through its turn (its results are
+    /// no longer wanted, or it panicked): without this, the workers holding
+    /// later batches would wait for that turn for ever.
+    pub fn abandon(&self) {
+        let mut turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        turn.failed = true;
+        self.ready.notify_all();
+    }
 }
 
 /// Decodes, rules and encodes micro-batches.
@@ -189,6 +200,14 @@ impl BatchProcessor {
     /// The stateful stage, if the rules have window calls and a loader was given.
     pub fn stage(&self) -> Option<&Arc<StatefulStage>> {
         self.stage.as_ref()
+    }
+
+    /// Gives up the batches not yet through the rule state
+    /// ([`StatefulStage::abandon`]); no-op without a stateful stage.
+    pub fn abandon(&self) {
+        if let Some(stage) = &self.stage {
+            stage.abandon();
+        }
     }
 
     /// Decodes and applies the rules; `seq` is the batch's place in source
@@ -368,5 +387,53 @@ impl BatchProcessor {
             produced_ms: raw.produced_ms.clone(),
             flagged,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoHistory;
+
+    impl StateLoader for NoHistory {
+        fn load(&self, _: i32, _: i64, _: i64) -> Result<Vec<RecordBatch>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Runs batch `seq` through the stage on a thread of its own; the
+    /// receiver gets whether it had its turn.
+    fn run_on_thread(stage: &Arc<StatefulStage>, seq: u64) -> std::sync::mpsc::Receiver<bool> {
+        let (tx, rx) = channel();
+        let stage = stage.clone();
+        std::thread::spawn(move || {
+            let had_turn = stage.run(seq, &mut || {}, |_| Ok(())).is_ok();
+            let _ = tx.send(had_turn);
+        });
+        rx
+    }
+
+    #[test]
+    fn turns_are_taken_in_order_and_an_abandoned_stage_wakes_every_waiter() {
+        let stage = Arc::new(StatefulStage::new(Arc::new(NoHistory), false));
+        let second = run_on_thread(&stage, 1);
+        let third = run_on_thread(&stage, 2);
+        assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
+        stage.run(0, &mut || {}, |_| Ok(())).unwrap();
+        assert_eq!(second.recv_timeout(Duration::from_secs(30)), Ok(true));
+        assert_eq!(third.recv_timeout(Duration::from_secs(30)), Ok(true));
+
+        // Batch 3 is held by a worker that leaves: 4 and 5 must not wait for
+        // ever, before or after the stage is given up.
+        let fifth = run_on_thread(&stage, 4);
+        stage.abandon();
+        let sixth = run_on_thread(&stage, 5);
+        assert_eq!(fifth.recv_timeout(Duration::from_secs(30)), Ok(false));
+        assert_eq!(sixth.recv_timeout(Duration::from_secs(30)), Ok(false));
     }
 }

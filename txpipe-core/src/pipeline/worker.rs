@@ -23,6 +23,7 @@ pub(super) fn work(
     tx: &tokio::sync::mpsc::Sender<(u64, Result<EncodedBatch>)>,
     processor: &BatchProcessor,
 ) {
+    let _guard = AbandonOnPanic(processor);
     let mut ahead: Option<(u64, RawBatch, PreparedBatch)> = None;
     loop {
         let (seq, raw, prepared) = match ahead.take() {
@@ -46,7 +47,26 @@ pub(super) fn work(
         };
         let result = processor.process_prepared(seq, &raw, prepared, &mut while_waiting);
         if tx.blocking_send((seq, result)).is_err() {
+            // Nobody wants results any more (the ingest failed or stops). A
+            // batch taken ahead will never take its turn: release the
+            // workers waiting behind it.
+            if ahead.is_some() {
+                processor.abandon();
+            }
             return;
+        }
+    }
+}
+
+/// Gives up the rule state's later turns when a worker panics, whatever batch
+/// it held: the other workers then end with an error instead of waiting for a
+/// turn that never comes, and the ingest reports the panic.
+struct AbandonOnPanic<'a>(&'a BatchProcessor);
+
+impl Drop for AbandonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abandon();
         }
     }
 }
