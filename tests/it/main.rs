@@ -23,6 +23,7 @@ mod kafka_tls;
 mod lake_faults;
 mod live_view;
 mod models;
+mod point_get;
 mod postgres;
 mod postgres_auth;
 mod s3_lake;

@@ -226,6 +226,7 @@ async fn psql_python_clients_and_pgjdbc_read_the_lake_exactly() {
     let seen = py("clients.py", &args);
     assert_eq!(seen["marts_equal"].as_object().unwrap().len(), marts.len());
     assert!(seen["days_equal_to_duckdb"].as_u64().unwrap() >= 1);
+    assert!(seen["point_lookup_rows"].as_u64().unwrap() >= 1);
 
     // pgjdbc, as Metabase's sync and questions use it.
     let url = format!("jdbc:postgresql://127.0.0.1:{}/txpipe?user=txpipe", s.port);

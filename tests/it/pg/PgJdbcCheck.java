@@ -105,6 +105,35 @@ public class PgJdbcCheck {
             check(rows > 0, "the prepared statement returns the customer's rows");
             System.out.println("customer=" + customer + " rows=" + rows + " total=" + total.toPlainString());
 
+            // The same rows in the point-lookup shape the endpoint answers
+            // from its customer index (pgjdbc binds and reads binary after
+            // the threshold): the same count and total.
+            String lookup = "SELECT transaction_id, amount_usd, transaction_ts, fraud_reasons, is_fraud "
+                + "FROM fact_transaction WHERE customer_id = ? ORDER BY transaction_ts DESC LIMIT 100";
+            try (PreparedStatement ps = c.prepareStatement(lookup)) {
+                for (int round = 0; round < 7; round++) {
+                    ps.setString(1, customer);
+                    int n = 0;
+                    BigDecimal sum = BigDecimal.ZERO;
+                    Timestamp previous = null;
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            n++;
+                            sum = sum.add(rs.getBigDecimal("amount_usd"));
+                            Timestamp ts = rs.getTimestamp("transaction_ts");
+                            check(previous == null || !ts.after(previous), "lookup rows newest first");
+                            previous = ts;
+                            Array reasons = rs.getArray("fraud_reasons");
+                            if (reasons != null) {
+                                check(((String[]) reasons.getArray()) != null, "text[] reads");
+                            }
+                        }
+                    }
+                    check(n == rows, "round " + round + ": lookup rows " + n + " vs " + rows);
+                    check(sum.compareTo(total) == 0, "round " + round + ": lookup total " + sum + " vs " + total);
+                }
+            }
+
             // A mart, as a Metabase question would read it.
             try (Statement s = c.createStatement();
                  ResultSet rs = s.executeQuery("SELECT sum(txn_count) FROM daily_sales_summary")) {

@@ -72,6 +72,40 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         ).fetchone()[0]
     out["prepared_count"] = n
 
+    # The newest transactions of the busiest customer: the lookup shape the
+    # endpoint answers from its customer index, over both protocols, text
+    # and binary results, unprepared and prepared, equal to the same rows
+    # through DataFusion's scan (the `AND TRUE` keeps it off the index).
+    busiest = conn.execute(
+        "SELECT customer_id FROM fact_transaction GROUP BY customer_id "
+        "ORDER BY count(*) DESC, customer_id LIMIT 1"
+    ).fetchone()[0]
+    lookup = ("SELECT * FROM fact_transaction WHERE customer_id = {} "
+              "ORDER BY transaction_ts DESC LIMIT 50")
+    scanned = conn.execute(
+        "SELECT * FROM fact_transaction WHERE customer_id = %s AND TRUE "
+        "ORDER BY transaction_ts DESC LIMIT 50", (busiest,)
+    ).fetchall()
+    if not scanned:
+        fail("the busiest customer has no rows")
+
+    def same(got, how):
+        if sorted(map(repr, got)) != sorted(map(repr, scanned)):
+            fail(f"point lookup ({how}) differs from the scan: {got[:1]} vs {scanned[:1]}")
+        if [r[1] for r in got] != [r[1] for r in scanned]:
+            fail(f"point lookup ({how}) is not newest first")
+
+    same(conn.execute(lookup.format("%s"), (busiest,)).fetchall(), "parameter")
+    for _ in range(3):
+        got = conn.execute(lookup.format("%s"), (busiest,), prepare=True).fetchall()
+    same(got, "prepared")
+    with conn.cursor(binary=True) as cur:
+        same(cur.execute(lookup.format("%s"), (busiest,)).fetchall(), "binary results")
+    simple = lookup.format("'" + busiest + "'")
+    with psycopg.ClientCursor(conn) as cur:
+        same(cur.execute(simple).fetchall(), "simple protocol")
+    out["point_lookup_rows"] = len(scanned)
+
     # Exact to the cent against DuckDB reading the same lake.
     ours = conn.execute(
         "SELECT CAST(event_date AS VARCHAR), count(*), sum(amount_usd), sum(amount) "

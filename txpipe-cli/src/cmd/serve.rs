@@ -39,7 +39,10 @@ Postgres protocol (--pg-addr, e.g. 127.0.0.1:5433):
   --pg-user and a password (--pg-password-file, or TXPIPE_PG_PASSWORD), checked
   with SCRAM-SHA-256. --pg-tls-cert/--pg-tls-key add TLS (sslmode=require).
   Each statement gets --pg-statement-timeout (57014 when it runs out, result
-  streaming included) and --pg-memory-limit; a cancel request stops it.";
+  streaming included) and --pg-memory-limit; a cancel request stops it.
+  A customer's newest transactions (SELECT … FROM fact_transaction WHERE
+  customer_id = $1 ORDER BY transaction_ts DESC LIMIT n, n <= 256) are read
+  through a customer index, from --pg-lookup-cache when the files are there.";
 
 /// Serve the dashboard, JSON panels and Prometheus metrics of a lake.
 ///
@@ -102,6 +105,11 @@ pub struct Args {
     /// Memory one Postgres statement may hold, in MiB (0 = no limit).
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pg_memory_limit: u64,
+    /// Decoded fact-table columns kept in memory for point lookups (a
+    /// customer's newest transactions), in MiB; least recently used go first
+    /// (0 = none: each lookup decodes the pages around its rows).
+    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "pg_addr")]
+    pg_lookup_cache: u64,
 }
 
 impl std::fmt::Debug for Args {
@@ -148,6 +156,10 @@ fn pg_options(a: &Args, addr: &str) -> anyhow::Result<PgOptions> {
     }
     opts.limits.timeout = std::time::Duration::from_secs_f64(a.pg_statement_timeout);
     opts.limits.memory = (a.pg_memory_limit > 0).then(|| (a.pg_memory_limit as usize) << 20);
+    opts.lookup_cache = usize::try_from(a.pg_lookup_cache)
+        .ok()
+        .and_then(|m| m.checked_mul(1 << 20))
+        .context("--pg-lookup-cache is too large")?;
     Ok(opts)
 }
 

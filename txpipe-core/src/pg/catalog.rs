@@ -59,6 +59,11 @@ impl LakeSchema {
         }
     }
 
+    /// The lake the tables are read from.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
     /// [`LakeSchema::live`] for a name in the last listing only (no lookup
     /// in the lake for other names).
     ///
@@ -270,6 +275,35 @@ impl LiveTable {
             .await?;
         current.provider = Some(Arc::clone(&provider));
         Ok(provider)
+    }
+
+    /// The newest committed snapshot's version and data files (path within
+    /// the table, size in bytes); `None` while that version is `known`.
+    ///
+    /// # Errors
+    /// The log is unreadable.
+    pub(crate) async fn files_after(
+        &self,
+        known: Option<u64>,
+    ) -> DfResult<Option<(u64, Vec<(String, u64)>)>> {
+        self.provider().await?;
+        let current = self.current.lock().await;
+        let Some(version) = current.table.version() else {
+            return Ok(None);
+        };
+        if known == Some(version) {
+            return Ok(None);
+        }
+        let snapshot = current
+            .table
+            .snapshot()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let files = snapshot
+            .log_data()
+            .iter()
+            .map(|f| (f.path().into_owned(), u64::try_from(f.size()).unwrap_or(0)))
+            .collect();
+        Ok(Some((version, files)))
     }
 
     /// The provider of the newest committed snapshot, which must still have

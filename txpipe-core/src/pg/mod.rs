@@ -35,7 +35,10 @@
 pub mod auth;
 pub mod catalog;
 pub mod catalog_queries;
+pub mod column_cache;
+pub mod customer_index;
 pub mod functions;
+pub mod point_get;
 pub mod readonly;
 mod rows;
 pub mod service;
@@ -102,11 +105,15 @@ pub struct PgOptions {
     /// How often the table list (`pg_catalog`, `\dt`) is refreshed; a query
     /// naming a table reads it at once regardless.
     pub refresh: Duration,
+    /// Bytes of decoded fact-table columns kept for point lookups
+    /// ([`column_cache`]); 0 keeps none.
+    pub lookup_cache: usize,
 }
 
 impl PgOptions {
     /// Defaults: no credentials, no TLS, 64 connections, 5 minutes and 2 GiB
-    /// per statement, table list refreshed every second.
+    /// per statement, table list refreshed every second, 256 MiB of columns
+    /// cached for point lookups.
     pub fn new(addr: impl Into<String>) -> Self {
         PgOptions {
             addr: addr.into(),
@@ -118,6 +125,7 @@ impl PgOptions {
                 memory: Some(2 << 30),
             },
             refresh: Duration::from_secs(1),
+            lookup_cache: 256 << 20,
         }
     }
 }
@@ -221,7 +229,15 @@ pub async fn serve_pg(lake: Lake, opts: PgOptions) -> Result<PgServer> {
     ];
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(LakeHandlers {
-        service: Arc::new(service::LakeService::new(ctx, hooks, opts.limits)),
+        service: Arc::new(service::LakeService::new(
+            ctx,
+            hooks,
+            opts.limits,
+            Some(Arc::new(point_get::PointGet::new(
+                Arc::clone(&schema),
+                opts.lookup_cache,
+            ))),
+        )),
         scram: opts
             .credentials
             .as_ref()

@@ -22,10 +22,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
@@ -33,8 +35,11 @@ use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, SendableRowStream};
+use datafusion_postgres::pgwire::api::results::{
+    FieldInfo, QueryResponse, Response, SendableRowStream,
+};
 use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
@@ -46,6 +51,7 @@ use futures::{FutureExt, Sink, Stream};
 use tokio::time::Instant;
 
 use super::api;
+use super::point_get::{Customer, Latest, PointGet};
 use super::rows::text_rows;
 
 /// Per-statement bounds.
@@ -79,6 +85,8 @@ pub(crate) struct LakeService {
     limits: QueryLimits,
     /// Statement sessions (each with a memory pool of its own) not in use.
     idle: Arc<Mutex<Vec<Session>>>,
+    /// Point lookups of a customer's newest transactions, from an index.
+    point_get: Option<Arc<PointGet>>,
 }
 
 /// What a statement runs with.
@@ -221,8 +229,10 @@ impl LakeService {
         base: Arc<SessionContext>,
         hooks: Vec<Arc<dyn QueryHook>>,
         limits: QueryLimits,
+        point_get: Option<Arc<PointGet>>,
     ) -> Self {
         LakeService {
+            point_get,
             shared: Session::new(Arc::clone(&base), hooks.clone()),
             base,
             hooks,
@@ -317,6 +327,10 @@ impl LakeService {
                     continue 'statement;
                 }
             }
+            if let Some(rows) = self.point_get_simple(&statement, client).await? {
+                results.push(rows);
+                continue 'statement;
+            }
             let df = lease
                 .session
                 .ctx
@@ -340,6 +354,77 @@ impl LakeService {
         Ok(results)
     }
 
+    /// A simple-protocol statement answered by [`PointGet`], if it is a
+    /// point lookup the index can answer (results in text, as all simple
+    /// results are).
+    async fn point_get_simple<C: ClientInfo>(
+        &self,
+        statement: &Statement,
+        client: &C,
+    ) -> PgWireResult<Option<Response>> {
+        let Some(point_get) = &self.point_get else {
+            return Ok(None);
+        };
+        let Some(lookup) = Latest::of(statement) else {
+            return Ok(None);
+        };
+        let Customer::Literal(customer) = &lookup.customer else {
+            return Ok(None);
+        };
+        let Some(batch) = point_get.rows(&lookup, customer, None).await.map_err(api)? else {
+            return Ok(None);
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            batch.schema().as_ref(),
+            &Format::UnifiedText,
+            Some(options),
+        )?);
+        Ok(Some(one_batch(fields, batch)))
+    }
+
+    /// An extended-protocol portal answered by [`PointGet`], if its
+    /// statement is a point lookup the index can answer: the result has the
+    /// columns and types the statement was described with, in the formats
+    /// the client bound.
+    async fn point_get_extended<C: ClientInfo>(
+        &self,
+        client: &C,
+        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
+    ) -> PgWireResult<Option<Response>> {
+        let Some(point_get) = &self.point_get else {
+            return Ok(None);
+        };
+        let (_, Some((statement, plan))) = &portal.statement.statement else {
+            return Ok(None);
+        };
+        let Some(lookup) = Latest::of(statement) else {
+            return Ok(None);
+        };
+        let customer = match &lookup.customer {
+            Customer::Literal(c) => c.clone(),
+            Customer::Param(i) => match text_parameter(portal, *i) {
+                Some(c) => c,
+                None => return Ok(None),
+            },
+        };
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let Some(batch) = point_get
+            .rows(&lookup, &customer, Some(schema))
+            .await
+            .map_err(api)?
+        else {
+            return Ok(None);
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            batch.schema().as_ref(),
+            &portal.result_column_format,
+            Some(options),
+        )?);
+        Ok(Some(one_batch(fields, batch)))
+    }
+
     fn deadline<C: ClientInfo>(&self, client: &C) -> Instant {
         let client_limit = client
             .metadata()
@@ -350,6 +435,37 @@ impl LakeService {
         let limit = client_limit.map_or(self.limits.timeout, |c| c.min(self.limits.timeout));
         Instant::now() + limit
     }
+}
+
+/// A result of one batch, through our row encoder (text columns written
+/// directly, binary ones by arrow-pg).
+fn one_batch(fields: Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Response {
+    let rows = text_rows(
+        Arc::clone(&fields),
+        Box::pin(RecordBatchStreamAdapter::new(
+            batch.schema(),
+            futures::stream::once(async move { Ok(batch) }),
+        )),
+    );
+    Response::Query(QueryResponse::new(fields, rows))
+}
+
+/// Parameter `i` of `portal` as text: sent as text, or in binary for a text
+/// type (whose binary form is its UTF-8 bytes). `None` otherwise (NULL, a
+/// binary uuid…): the statement then goes through DataFusion.
+fn text_parameter<S>(portal: &Portal<S>, i: usize) -> Option<String> {
+    let bytes = portal.parameters.get(i)?.as_ref()?;
+    if portal.parameter_format.is_binary(i) {
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+        let text = matches!(
+            declared,
+            None | Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN)
+        );
+        if !text {
+            return None;
+        }
+    }
+    String::from_utf8(bytes.to_vec()).ok()
 }
 
 fn timeout_error() -> PgWireError {
@@ -491,6 +607,12 @@ impl ExtendedQueryHandler for LakeService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let (deadline, handle, lease) = self.start(client)?;
+        let looked_up = tokio::time::timeout_at(deadline, self.point_get_extended(client, portal))
+            .await
+            .map_err(|_| timeout_error())??;
+        if let Some(rows) = looked_up {
+            return Ok(bound(rows, deadline, handle, None));
+        }
         let planned = tokio::time::timeout_at(
             deadline,
             ExtendedQueryHandler::do_query(&*lease.session.service, client, portal, max_rows),
