@@ -21,6 +21,9 @@
 //!   result (`57014`), a memory pool per statement, cancel requests, and a
 //!   connection limit (`53300`). A failing statement or a malformed message
 //!   ends that statement or connection only.
+//! * **Point lookups** ([`point_get`], [`customer_index`], [`column_cache`]):
+//!   a customer's newest transactions come from an index and decoded columns
+//!   kept in memory, not from a planned scan.
 //!
 //! ```no_run
 //! # async fn serve() -> txpipe_core::error::Result<()> {
