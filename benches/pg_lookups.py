@@ -1,16 +1,18 @@
-"""Latency of point lookups against a running Postgres endpoint (or PostgreSQL).
+"""Point-lookup latency against Postgres servers, interleaved run by run.
 
-usage: pg_lookups.py DSN CUSTOMER [RUNS]
+usage: pg_lookups.py CUSTOMER DSN [DSN ...] [--runs N]
 
-e.g. DSN "host=127.0.0.1 port=5433 dbname=txpipe user=txpipe" for txpipe's
-endpoint, "host=127.0.0.1 port=PORT dbname=postgres user=postgres" for the
-PostgreSQL that `KEEP=1 benches/pg.sh` leaves loaded.
+e.g. "host=127.0.0.1 port=5433 dbname=txpipe user=txpipe" for txpipe's
+endpoint and "host=127.0.0.1 port=PORT dbname=postgres user=postgres" for the
+PostgreSQL that `KEEP=1 benches/pg.sh` leaves loaded (start it again with
+pg_ctl on target/txpipe-bench/pg/nSIZE/pgdata).
 
-Runs each query RUNS times (default 300) on one psycopg connection and prints
-the median in ms: the lookup of CUSTOMER's 100 newest transactions prepared and
-unprepared, the same with LIMIT 1, with one column, and `SELECT 1` for the
-round trip. A loop on one connection gives steadier numbers than pg.sh's
-five runs; pg.sh is the side-by-side comparison.
+Each run executes every query once on every server, one after the other
+(a new cursor each time, as benches/pg_bench.py does), so a slow phase of the
+machine hits all servers alike; N runs (default 400), then the median and
+90th percentile in ms per server and query: CUSTOMER's 100 newest
+transactions unprepared and prepared, the same with LIMIT 1, and `SELECT 1`
+for the round trip.
 """
 import statistics
 import sys
@@ -18,28 +20,33 @@ import time
 
 import psycopg
 
-dsn, customer = sys.argv[1], sys.argv[2]
-runs = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+args = sys.argv[1:]
+runs = 400
+if "--runs" in args:
+    at = args.index("--runs")
+    runs = int(args[at + 1])
+    del args[at:at + 2]
+customer, dsns = args[0], args[1:]
+conns = [psycopg.connect(d, autocommit=True, prepare_threshold=None) for d in dsns]
 lookup = ("SELECT * FROM fact_transaction WHERE customer_id = %s "
           "ORDER BY transaction_ts DESC LIMIT 100")
-
-
-def median_ms(sql, params, prepare):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        conn.execute(sql, params, prepare=prepare).fetchall()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-for label, sql, params, prepare in [
-    ("lookup, prepared", lookup, (customer,), True),
+queries = [
     ("lookup, unprepared", lookup, (customer,), False),
+    ("lookup, prepared", lookup, (customer,), True),
     ("lookup LIMIT 1, prepared", lookup.replace("100", "1"), (customer,), True),
-    ("one column, LIMIT 1, prepared",
-     lookup.replace("*", "transaction_id").replace("100", "1"), (customer,), True),
     ("SELECT 1", "SELECT 1", None, False),
-]:
-    print(f"{label:32} {median_ms(sql, params, prepare):7.2f} ms")
+]
+times = {}
+for _ in range(runs):
+    for q, (label, sql, params, prepare) in enumerate(queries):
+        for s, conn in enumerate(conns):
+            start = time.perf_counter()
+            with conn.cursor() as cur:
+                cur.execute(sql, params, prepare=prepare)
+                cur.fetchall()
+            times.setdefault((q, s), []).append((time.perf_counter() - start) * 1000)
+for q, (label, *_rest) in enumerate(queries):
+    for s, dsn in enumerate(dsns):
+        t = sorted(times[(q, s)])
+        print(f"{label:26} {dsn.split(' dbname')[0]:28} "
+              f"median {statistics.median(t):6.3f} ms  p90 {t[int(len(t) * 0.9)]:6.3f} ms")
