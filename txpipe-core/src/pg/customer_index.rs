@@ -88,6 +88,9 @@ pub struct CustomerIndex {
     by_path: HashMap<String, u32>,
     customers: HashMap<Box<str>, Entry>,
     entries: usize,
+    /// The table needed more than [`MAX_ENTRIES`]: not indexed again (until
+    /// a restart), every lookup is DataFusion's.
+    too_large: bool,
 }
 
 /// The rows a lookup must read: per file, its row numbers; and the order
@@ -117,9 +120,25 @@ impl CustomerIndex {
         version: u64,
         files: Vec<(String, u64)>,
     ) -> Result<()> {
+        if self.too_large {
+            return Err(too_large());
+        }
         if self.version == Some(version) {
             return Ok(());
         }
+        let outcome = self.apply(lake, version, files).await;
+        if outcome.is_err() {
+            // A half-applied update (a file that could not be read) leaves
+            // rows out of order: start again at the next lookup.
+            *self = CustomerIndex {
+                too_large: self.too_large,
+                ..CustomerIndex::default()
+            };
+        }
+        outcome
+    }
+
+    async fn apply(&mut self, lake: &Lake, version: u64, files: Vec<(String, u64)>) -> Result<()> {
         let current: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         if self.by_path.keys().any(|p| !current.contains(p.as_str())) {
             *self = CustomerIndex::default();
@@ -181,10 +200,8 @@ impl CustomerIndex {
             }
         }
         if self.entries > MAX_ENTRIES {
-            *self = CustomerIndex::default();
-            return Err(Error::Config(format!(
-                "the fact table needs more than {MAX_ENTRIES} index entries; lookups scan it"
-            )));
+            self.too_large = true;
+            return Err(too_large());
         }
         self.version = Some(version);
         Ok(())
@@ -224,6 +241,12 @@ impl CustomerIndex {
         }
         Some(Picked { files, order })
     }
+}
+
+fn too_large() -> Error {
+    Error::Config(format!(
+        "the fact table needs more than {MAX_ENTRIES} index entries; lookups scan it"
+    ))
 }
 
 /// Keeps an entry's [`DEPTH`] newest rows; returns how many it dropped.
