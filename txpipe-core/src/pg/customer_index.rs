@@ -17,28 +17,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions,
-};
-use datafusion::arrow::compute::{cast, concat_batches, interleave_record_batch, take};
-use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::{
-    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
-};
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{cast, interleave_record_batch};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
-use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use parquet::file::metadata::PageIndexPolicy;
 
 use super::column_cache::ColumnCache;
-use crate::decode::timestamp::parse_date;
+use super::data_file::{conform, DataFile};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::schema::{EVENT_DATE, FACT_TABLE};
+use crate::schema::EVENT_DATE;
 
 /// Newest rows kept per customer: a lookup of up to this many rows (and of
 /// all rows of a customer who has no more) is answered from the index.
@@ -69,22 +57,11 @@ struct Entry {
     dirty: bool,
 }
 
-/// One data file of the indexed snapshot.
-#[derive(Debug)]
-struct File {
-    /// Table-relative path, e.g. `event_date=2026-11-01/part-….parquet`.
-    path: String,
-    size: u64,
-    meta: ArrowReaderMetadata,
-    /// Days since the epoch of the file's `event_date` partition.
-    day: i32,
-}
-
 /// The index of one snapshot version of the fact table.
 #[derive(Debug, Default)]
 pub struct CustomerIndex {
     version: Option<u64>,
-    files: Vec<Arc<File>>,
+    files: Vec<Arc<DataFile>>,
     by_path: HashMap<String, u32>,
     customers: HashMap<Box<str>, Entry>,
     entries: usize,
@@ -97,7 +74,7 @@ pub struct CustomerIndex {
 /// they are returned in.
 #[derive(Debug)]
 pub struct Picked {
-    files: Vec<(Arc<File>, Vec<u32>)>,
+    files: Vec<(Arc<DataFile>, Vec<u32>)>,
     /// (index into `files`, index into that file's rows), newest first.
     order: Vec<(usize, usize)>,
 }
@@ -147,12 +124,11 @@ impl CustomerIndex {
             .into_iter()
             .filter(|(p, _)| !self.by_path.contains_key(p))
             .collect();
-        let store = Arc::clone(lake.store());
-        let mut read = futures::stream::iter(added.into_iter().map(|(path, size)| {
-            let store = Arc::clone(&store);
-            let location = lake.path(&format!("{FACT_TABLE}/{path}"));
-            async move { read_keys(store, location, path, size).await }
-        }))
+        let mut read = futures::stream::iter(
+            added
+                .into_iter()
+                .map(|(path, size)| read_keys(lake, path, size)),
+        )
         .buffered(READ_AHEAD);
         // Customers given rows by this update: their rows are put in order
         // (newest first, at most DEPTH) once all files are in.
@@ -221,7 +197,7 @@ impl CustomerIndex {
             }
             None => &[],
         };
-        let mut files: Vec<(Arc<File>, Vec<u32>)> = Vec::new();
+        let mut files: Vec<(Arc<DataFile>, Vec<u32>)> = Vec::new();
         let mut slot: HashMap<u32, usize> = HashMap::new();
         // (file slot, row, place in the result): each file is read in row order.
         let mut rows: Vec<(usize, u32, usize)> = Vec::with_capacity(locs.len());
@@ -265,93 +241,34 @@ fn trim(entry: &mut Entry) -> usize {
     dropped
 }
 
-/// Reads one file's footer and its `customer_id` and `transaction_ts`.
-async fn read_keys(
-    store: Arc<dyn ObjectStore>,
-    location: object_store::path::Path,
-    path: String,
-    size: u64,
-) -> Result<(File, Vec<(String, i64)>)> {
-    let fail = |e: parquet::errors::ParquetError| Error::Config(format!("indexing {path}: {e}"));
-    let day = partition_day(&path)?;
-    let mut reader = file_reader(&store, &location, size)?;
-    let meta = ArrowReaderMetadata::load_async(
-        &mut reader,
-        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-    )
-    .await
-    .map_err(fail)?;
-    let mask = ProjectionMask::columns(
-        meta.metadata().file_metadata().schema_descr(),
-        ["customer_id", "transaction_ts"],
-    );
-    let batches: Vec<RecordBatch> =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(fail)?
-            .try_collect()
-            .await
-            .map_err(fail)?;
-    let mut keys = Vec::new();
-    for batch in &batches {
-        let (Some(customers), Some(ts)) = (
-            batch.column_by_name("customer_id"),
-            batch.column_by_name("transaction_ts"),
-        ) else {
-            return Err(Error::Config(format!(
-                "indexing {path}: no customer_id or transaction_ts column"
-            )));
-        };
-        let customers = cast(customers, &datafusion::arrow::datatypes::DataType::Utf8)?;
-        let customers = customers.as_string::<i32>();
-        let ts = ts
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| Error::Config(format!("indexing {path}: transaction_ts is not µs")))?;
-        for i in 0..batch.num_rows() {
-            keys.push((customers.value(i).to_string(), ts.value(i)));
-        }
-    }
-    Ok((
-        File {
-            path,
-            size,
-            meta,
-            day,
-        },
-        keys,
-    ))
-}
-
-/// A Parquet reader of the object at `location` (`size` bytes), through
-/// DataFusion's reader (ranged `GET`s of the store).
-fn file_reader(
-    store: &Arc<dyn ObjectStore>,
-    location: &object_store::path::Path,
-    size: u64,
-) -> Result<Box<dyn AsyncFileReader>> {
-    let file = PartitionedFile::new(location.to_string(), size);
-    let reader = DefaultParquetFileReaderFactory::new(Arc::clone(store)).create_reader(
-        0,
-        file,
-        None,
-        &ExecutionPlanMetricsSet::new(),
-    )?;
-    Ok(reader)
-}
-
-/// Days since the epoch of the `event_date=YYYY-MM-DD` folder in `path`.
-fn partition_day(path: &str) -> Result<i32> {
-    let prefix = format!("{EVENT_DATE}=");
-    let value = path
-        .split('/')
-        .find_map(|part| part.strip_prefix(prefix.as_str()))
-        .ok_or_else(|| Error::Config(format!("{path}: no {EVENT_DATE}= folder")))?;
-    let day = parse_date(value)
-        .and_then(|d| i32::try_from(d).ok())
-        .ok_or_else(|| Error::Config(format!("{path}: bad {EVENT_DATE} '{value}'")))?;
-    Ok(day)
+/// Opens one file and reads its `customer_id` and `transaction_ts`.
+async fn read_keys(lake: &Lake, path: String, size: u64) -> Result<(DataFile, Vec<(String, i64)>)> {
+    let file = DataFile::open(lake, path, size).await?;
+    let batch = file
+        .read(lake, ["customer_id", "transaction_ts"], |b| {
+            b.with_batch_size(64 * 1024)
+        })
+        .await?;
+    let (Some(customers), Some(ts)) = (
+        batch.column_by_name("customer_id"),
+        batch.column_by_name("transaction_ts"),
+    ) else {
+        return Err(Error::Config(format!(
+            "indexing {}: no customer_id or transaction_ts column",
+            file.path
+        )));
+    };
+    let customers = cast(customers, &DataType::Utf8)?;
+    let customers = customers.as_string::<i32>();
+    let ts = ts
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| {
+            Error::Config(format!("indexing {}: transaction_ts is not µs", file.path))
+        })?;
+    let keys = (0..batch.num_rows())
+        .map(|i| (customers.value(i).to_string(), ts.value(i)))
+        .collect();
+    Ok((file, keys))
 }
 
 impl Picked {
@@ -370,7 +287,6 @@ impl Picked {
         schema: &SchemaRef,
         cache: &ColumnCache,
     ) -> Result<RecordBatch> {
-        let store = Arc::clone(lake.store());
         // The columns kept in the files (all but the partition column), as
         // the result types them: every file's rows are brought to these.
         let stored = Arc::new(Schema::new(
@@ -384,9 +300,9 @@ impl Picked {
         let mut per_file = Vec::with_capacity(self.files.len());
         for (file, rows) in &self.files {
             let columns = if cache.budget() == 0 {
-                read_rows(&store, lake, file, rows, &stored).await?
+                file.rows_from_pages(lake, rows, &stored).await?
             } else {
-                take_rows(&store, lake, file, rows, &stored, cache).await?
+                file.rows_from_cache(lake, rows, &stored, cache).await?
             };
             per_file.push(conform(&file.path, columns, &stored, rows.len())?);
         }
@@ -418,232 +334,5 @@ impl Picked {
             columns,
             &options,
         )?)
-    }
-}
-
-/// One file's rows as columns of `stored`: each found by name and cast to
-/// its type; a column the file does not have (written before the column
-/// was added) is NULL, as in any Delta reader.
-fn conform(
-    path: &str,
-    columns: HashMap<String, ArrayRef>,
-    stored: &SchemaRef,
-    rows: usize,
-) -> Result<RecordBatch> {
-    let mut out = Vec::with_capacity(stored.fields().len());
-    for field in stored.fields() {
-        let column = match columns.get(field.name()) {
-            Some(c) if c.len() != rows => {
-                return Err(Error::Config(format!(
-                    "{path}: {} rows of {} read for {rows} indexed",
-                    c.len(),
-                    field.name()
-                )))
-            }
-            Some(c) if c.data_type() == field.data_type() => Arc::clone(c),
-            Some(c) => cast(c, field.data_type())?,
-            None => new_null_array(field.data_type(), rows),
-        };
-        out.push(column);
-    }
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(stored),
-        out,
-        &options,
-    )?)
-}
-
-/// The rows `rows` (ascending) of one file, in the file's columns that
-/// `stored` names, taken from whole columns kept in `cache` (those missing
-/// there are read and put there first). Columns the file lacks are absent.
-async fn take_rows(
-    store: &Arc<dyn ObjectStore>,
-    lake: &Lake,
-    file: &File,
-    rows: &[u32],
-    stored: &SchemaRef,
-    cache: &ColumnCache,
-) -> Result<HashMap<String, ArrayRef>> {
-    let mut whole: HashMap<String, ArrayRef> = HashMap::new();
-    let mut missing = Vec::new();
-    for name in stored.fields().iter().map(|f| f.name()) {
-        match cache.get(&file.path, name) {
-            Some(column) => {
-                whole.insert(name.clone(), column);
-            }
-            None => missing.push(name.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        let read = read_columns(store, lake, file, &missing).await?;
-        for (field, column) in read.schema().fields().iter().zip(read.columns()) {
-            cache.put(&file.path, field.name(), Arc::clone(column));
-            whole.insert(field.name().clone(), Arc::clone(column));
-        }
-    }
-    let indices = datafusion::arrow::array::UInt32Array::from(rows.to_vec());
-    let mut taken = HashMap::with_capacity(whole.len());
-    for (name, column) in whole {
-        if rows.iter().any(|&r| r as usize >= column.len()) {
-            return Err(Error::Config(format!(
-                "{}: an indexed row is past the end of the file",
-                file.path
-            )));
-        }
-        taken.insert(name, take(column.as_ref(), &indices, None)?);
-    }
-    Ok(taken)
-}
-
-/// Every row of the columns `names` of one file.
-async fn read_columns(
-    store: &Arc<dyn ObjectStore>,
-    lake: &Lake,
-    file: &File,
-    names: &[&str],
-) -> Result<RecordBatch> {
-    let fail =
-        |e: parquet::errors::ParquetError| Error::Config(format!("reading {}: {e}", file.path));
-    let location = lake.path(&format!("{FACT_TABLE}/{}", file.path));
-    let reader = file_reader(store, &location, file.size)?;
-    let parquet_meta = file.meta.metadata();
-    let rows = parquet_meta.file_metadata().num_rows().max(1) as usize;
-    let mask = ProjectionMask::columns(
-        parquet_meta.file_metadata().schema_descr(),
-        names.iter().copied(),
-    );
-    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.meta.clone())
-        .with_projection(mask)
-        .with_batch_size(rows);
-    let schema = Arc::clone(builder.schema());
-    let batches: Vec<RecordBatch> = builder
-        .build()
-        .map_err(fail)?
-        .try_collect()
-        .await
-        .map_err(fail)?;
-    let projected = match batches.first() {
-        Some(b) => b.schema(),
-        None => schema,
-    };
-    Ok(concat_batches(&projected, &batches)?)
-}
-
-/// The rows `rows` (ascending) of one file, in the file's columns that
-/// `stored` names, read from the pages that hold them. Columns the file
-/// lacks are absent.
-async fn read_rows(
-    store: &Arc<dyn ObjectStore>,
-    lake: &Lake,
-    file: &File,
-    rows: &[u32],
-    stored: &SchemaRef,
-) -> Result<HashMap<String, ArrayRef>> {
-    let fail =
-        |e: parquet::errors::ParquetError| Error::Config(format!("reading {}: {e}", file.path));
-    let location = lake.path(&format!("{FACT_TABLE}/{}", file.path));
-    let reader = file_reader(store, &location, file.size)?;
-    let parquet_meta = file.meta.metadata();
-    let names = stored.fields().iter().map(|f| f.name().as_str());
-    let mask = ProjectionMask::columns(parquet_meta.file_metadata().schema_descr(), names);
-    // The row groups holding the rows, and the rows within them.
-    let mut groups = Vec::new();
-    let mut ranges = Vec::new();
-    let mut start = 0usize;
-    let mut next = 0usize;
-    let mut offset = 0usize;
-    for (g, group) in parquet_meta.row_groups().iter().enumerate() {
-        let len = group.num_rows() as usize;
-        let end = start + len;
-        let first = next;
-        while next < rows.len() && (rows[next] as usize) < end {
-            next += 1;
-        }
-        if next > first {
-            groups.push(g);
-            for &r in &rows[first..next] {
-                let at = offset + r as usize - start;
-                ranges.push(at..at + 1);
-            }
-            offset += len;
-        }
-        start = end;
-    }
-    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
-    let batches: Vec<RecordBatch> =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.meta.clone())
-            .with_projection(mask)
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .build()
-            .map_err(fail)?
-            .try_collect()
-            .await
-            .map_err(fail)?;
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => {
-            return Err(Error::Config(format!(
-                "{}: the indexed rows were not found",
-                file.path
-            )))
-        }
-    };
-    let batch = concat_batches(&schema, &batches)?;
-    Ok(batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| (f.name().clone(), Arc::clone(c)))
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use datafusion::arrow::array::{Int32Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field};
-
-    use super::*;
-
-    #[test]
-    fn a_file_without_a_later_column_gives_nulls_and_types_follow_the_result() {
-        let stored = Arc::new(Schema::new(vec![
-            Field::new("transaction_id", DataType::Utf8, true),
-            Field::new("source_partition", DataType::Int64, true),
-            Field::new("risk_score", DataType::Float64, true),
-        ]));
-        let mut columns: HashMap<String, ArrayRef> = HashMap::new();
-        columns.insert(
-            "transaction_id".into(),
-            Arc::new(StringArray::from(vec!["a", "b"])),
-        );
-        columns.insert(
-            "source_partition".into(),
-            Arc::new(Int32Array::from(vec![1, 2])),
-        );
-        let batch = conform("f.parquet", columns.clone(), &stored, 2).unwrap();
-        assert_eq!(batch.schema(), stored);
-        assert_eq!(batch.column(2).null_count(), 2);
-        assert_eq!(
-            batch
-                .column(1)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .values(),
-            &[1, 2]
-        );
-        // Fewer rows than indexed is an error, not a short answer.
-        assert!(conform("f.parquet", columns, &stored, 3).is_err());
-    }
-
-    #[test]
-    fn partition_days_come_from_the_folder() {
-        assert_eq!(
-            partition_day("event_date=1970-01-02/part-1.parquet").unwrap(),
-            1
-        );
-        assert!(partition_day("part-1.parquet").is_err());
-        assert!(partition_day("event_date=2026-13-01/part-1.parquet").is_err());
     }
 }

@@ -21,7 +21,8 @@
 //!   result (`57014`), a memory pool per statement, cancel requests, and a
 //!   connection limit (`53300`). A failing statement or a malformed message
 //!   ends that statement or connection only.
-//! * **Point lookups** ([`point_get`], [`customer_index`], [`column_cache`]):
+//! * **Point lookups** ([`point_get`], [`customer_index`], [`data_file`],
+//!   [`column_cache`]):
 //!   a customer's newest transactions come from an index and decoded columns
 //!   kept in memory, not from a planned scan.
 //!
@@ -40,6 +41,7 @@ pub mod catalog;
 pub mod catalog_queries;
 pub mod column_cache;
 pub mod customer_index;
+pub mod data_file;
 pub mod functions;
 pub mod point_get;
 pub mod readonly;

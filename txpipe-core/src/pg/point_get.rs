@@ -24,15 +24,24 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Ident, LimitClause, OrderByKind, SelectItem, SetExpr, Statement,
     TableFactor, Value,
 };
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use datafusion_postgres::pgwire::api::{ClientInfo, Type};
+use datafusion_postgres::pgwire::error::PgWireResult;
 use tokio::sync::Mutex;
 
+use super::api;
 use super::catalog::{LakeSchema, LiveTable};
 use super::column_cache::ColumnCache;
 use super::customer_index::CustomerIndex;
+use super::rows::text_rows;
+use super::service::pg_fields;
 use crate::error::Result;
 use crate::schema::FACT_TABLE;
 
@@ -273,6 +282,103 @@ impl PointGet {
                 .await?,
         ))
     }
+}
+
+/// The statement type of datafusion-postgres' extended protocol: the SQL,
+/// and its parsed statement and logical plan.
+pub(crate) type ParsedStatement = (String, Option<(Statement, LogicalPlan)>);
+
+/// The Postgres protocol side of [`PointGet`].
+impl PointGet {
+    /// A simple-protocol statement answered by the index, if it is a
+    /// point lookup the index can answer (results in text, as all simple
+    /// results are).
+    pub(crate) async fn simple<C: ClientInfo>(
+        &self,
+        statement: &Statement,
+        client: &C,
+    ) -> PgWireResult<Option<Response>> {
+        let Some(lookup) = Latest::of(statement) else {
+            return Ok(None);
+        };
+        let Customer::Literal(customer) = &lookup.customer else {
+            return Ok(None);
+        };
+        let Some(batch) = self.rows(&lookup, customer, None).await.map_err(api)? else {
+            return Ok(None);
+        };
+        let fields = pg_fields(client, batch.schema().as_ref(), &Format::UnifiedText)?;
+        Ok(Some(one_batch(fields, batch)))
+    }
+
+    /// An extended-protocol portal answered by the index, if its
+    /// statement is a point lookup the index can answer: the result has the
+    /// columns and types the statement was described with, in the formats
+    /// the client bound.
+    pub(crate) async fn extended<C: ClientInfo>(
+        &self,
+        client: &C,
+        portal: &Portal<ParsedStatement>,
+    ) -> PgWireResult<Option<Response>> {
+        let (_, Some((statement, plan))) = &portal.statement.statement else {
+            return Ok(None);
+        };
+        let Some(lookup) = Latest::of(statement) else {
+            return Ok(None);
+        };
+        let customer = match &lookup.customer {
+            Customer::Literal(c) => c.clone(),
+            Customer::Param(i) => match text_parameter(portal, *i) {
+                Some(c) => c,
+                None => return Ok(None),
+            },
+        };
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let Some(batch) = self
+            .rows(&lookup, &customer, Some(schema))
+            .await
+            .map_err(api)?
+        else {
+            return Ok(None);
+        };
+        let fields = pg_fields(
+            client,
+            batch.schema().as_ref(),
+            &portal.result_column_format,
+        )?;
+        Ok(Some(one_batch(fields, batch)))
+    }
+}
+
+/// A result of one batch, through our row encoder (text columns written
+/// directly, binary ones by arrow-pg).
+fn one_batch(fields: Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Response {
+    let rows = text_rows(
+        Arc::clone(&fields),
+        Box::pin(RecordBatchStreamAdapter::new(
+            batch.schema(),
+            futures::stream::once(async move { Ok(batch) }),
+        )),
+    );
+    Response::Query(QueryResponse::new(fields, rows))
+}
+
+/// Parameter `i` of `portal` as text: sent as text, or in binary for a text
+/// type (whose binary form is its UTF-8 bytes). `None` otherwise (NULL, a
+/// binary uuid…): the statement then goes through DataFusion.
+fn text_parameter<S>(portal: &Portal<S>, i: usize) -> Option<String> {
+    let bytes = portal.parameters.get(i)?.as_ref()?;
+    if portal.parameter_format.is_binary(i) {
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+        let text = matches!(
+            declared,
+            None | Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN)
+        );
+        if !text {
+            return None;
+        }
+    }
+    String::from_utf8(bytes.to_vec()).ok()
 }
 
 #[cfg(test)]

@@ -22,12 +22,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
@@ -39,7 +38,6 @@ use datafusion_postgres::pgwire::api::results::{
     FieldInfo, QueryResponse, Response, SendableRowStream,
 };
 use datafusion_postgres::pgwire::api::store::PortalStore;
-use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
@@ -51,7 +49,7 @@ use futures::{FutureExt, Sink, Stream};
 use tokio::time::Instant;
 
 use super::api;
-use super::point_get::{Customer, Latest, PointGet};
+use super::point_get::PointGet;
 use super::rows::text_rows;
 
 /// Per-statement bounds.
@@ -327,9 +325,11 @@ impl LakeService {
                     continue 'statement;
                 }
             }
-            if let Some(rows) = self.point_get_simple(&statement, client).await? {
-                results.push(rows);
-                continue 'statement;
+            if let Some(point_get) = &self.point_get {
+                if let Some(rows) = point_get.simple(&statement, client).await? {
+                    results.push(rows);
+                    continue 'statement;
+                }
             }
             let df = lease
                 .session
@@ -337,14 +337,7 @@ impl LakeService {
                 .sql(&statement.to_string())
                 .await
                 .map_err(api)?;
-            // The client's DateStyle, bytea_output, extra_float_digits… as
-            // datafusion-postgres passes them.
-            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-            let fields = Arc::new(arrow_schema_to_pg_fields(
-                df.schema().as_arrow(),
-                &Format::UnifiedText,
-                Some(options),
-            )?);
+            let fields = pg_fields(client, df.schema().as_arrow(), &Format::UnifiedText)?;
             let batches = df.execute_stream().await.map_err(api)?;
             results.push(Response::Query(QueryResponse::new(
                 Arc::clone(&fields),
@@ -352,77 +345,6 @@ impl LakeService {
             )));
         }
         Ok(results)
-    }
-
-    /// A simple-protocol statement answered by [`PointGet`], if it is a
-    /// point lookup the index can answer (results in text, as all simple
-    /// results are).
-    async fn point_get_simple<C: ClientInfo>(
-        &self,
-        statement: &Statement,
-        client: &C,
-    ) -> PgWireResult<Option<Response>> {
-        let Some(point_get) = &self.point_get else {
-            return Ok(None);
-        };
-        let Some(lookup) = Latest::of(statement) else {
-            return Ok(None);
-        };
-        let Customer::Literal(customer) = &lookup.customer else {
-            return Ok(None);
-        };
-        let Some(batch) = point_get.rows(&lookup, customer, None).await.map_err(api)? else {
-            return Ok(None);
-        };
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let fields = Arc::new(arrow_schema_to_pg_fields(
-            batch.schema().as_ref(),
-            &Format::UnifiedText,
-            Some(options),
-        )?);
-        Ok(Some(one_batch(fields, batch)))
-    }
-
-    /// An extended-protocol portal answered by [`PointGet`], if its
-    /// statement is a point lookup the index can answer: the result has the
-    /// columns and types the statement was described with, in the formats
-    /// the client bound.
-    async fn point_get_extended<C: ClientInfo>(
-        &self,
-        client: &C,
-        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
-    ) -> PgWireResult<Option<Response>> {
-        let Some(point_get) = &self.point_get else {
-            return Ok(None);
-        };
-        let (_, Some((statement, plan))) = &portal.statement.statement else {
-            return Ok(None);
-        };
-        let Some(lookup) = Latest::of(statement) else {
-            return Ok(None);
-        };
-        let customer = match &lookup.customer {
-            Customer::Literal(c) => c.clone(),
-            Customer::Param(i) => match text_parameter(portal, *i) {
-                Some(c) => c,
-                None => return Ok(None),
-            },
-        };
-        let schema = Arc::new(plan.schema().as_arrow().clone());
-        let Some(batch) = point_get
-            .rows(&lookup, &customer, Some(schema))
-            .await
-            .map_err(api)?
-        else {
-            return Ok(None);
-        };
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let fields = Arc::new(arrow_schema_to_pg_fields(
-            batch.schema().as_ref(),
-            &portal.result_column_format,
-            Some(options),
-        )?);
-        Ok(Some(one_batch(fields, batch)))
     }
 
     fn deadline<C: ClientInfo>(&self, client: &C) -> Instant {
@@ -437,35 +359,20 @@ impl LakeService {
     }
 }
 
-/// A result of one batch, through our row encoder (text columns written
-/// directly, binary ones by arrow-pg).
-fn one_batch(fields: Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Response {
-    let rows = text_rows(
-        Arc::clone(&fields),
-        Box::pin(RecordBatchStreamAdapter::new(
-            batch.schema(),
-            futures::stream::once(async move { Ok(batch) }),
-        )),
-    );
-    Response::Query(QueryResponse::new(fields, rows))
-}
-
-/// Parameter `i` of `portal` as text: sent as text, or in binary for a text
-/// type (whose binary form is its UTF-8 bytes). `None` otherwise (NULL, a
-/// binary uuid…): the statement then goes through DataFusion.
-fn text_parameter<S>(portal: &Portal<S>, i: usize) -> Option<String> {
-    let bytes = portal.parameters.get(i)?.as_ref()?;
-    if portal.parameter_format.is_binary(i) {
-        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
-        let text = matches!(
-            declared,
-            None | Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN)
-        );
-        if !text {
-            return None;
-        }
-    }
-    String::from_utf8(bytes.to_vec()).ok()
+/// The row description of a result with `schema` in `format`, with the
+/// client's DateStyle, bytea_output, extra_float_digits… as
+/// datafusion-postgres passes them.
+pub(super) fn pg_fields<C: ClientInfo>(
+    client: &C,
+    schema: &Schema,
+    format: &Format,
+) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    Ok(Arc::new(arrow_schema_to_pg_fields(
+        schema,
+        format,
+        Some(options),
+    )?))
 }
 
 fn timeout_error() -> PgWireError {
@@ -607,9 +514,14 @@ impl ExtendedQueryHandler for LakeService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let (deadline, handle, lease) = self.start(client)?;
-        let looked_up = tokio::time::timeout_at(deadline, self.point_get_extended(client, portal))
-            .await
-            .map_err(|_| timeout_error())??;
+        let looked_up = match &self.point_get {
+            Some(point_get) => {
+                tokio::time::timeout_at(deadline, point_get.extended(client, portal))
+                    .await
+                    .map_err(|_| timeout_error())??
+            }
+            None => None,
+        };
         if let Some(rows) = looked_up {
             return Ok(bound(rows, deadline, handle, None));
         }
