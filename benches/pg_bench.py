@@ -219,8 +219,9 @@ def queries(top_country, date_from, date_to):
 
 def connect(dsn):
     # No automatic server-side prepare: every run plans its query, on both
-    # servers, except where a query asks for prepare=True.
-    return psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+    # servers, except where a query asks for prepare=True. (A threshold of
+    # None would disable prepare=True as well: psycopg then never prepares.)
+    return psycopg.connect(dsn, autocommit=True, prepare_threshold=10**9)
 
 
 def reconnect(conns, name, dsn):

@@ -27,7 +27,8 @@ if "--runs" in args:
     runs = int(args[at + 1])
     del args[at:at + 2]
 customer, dsns = args[0], args[1:]
-conns = [psycopg.connect(d, autocommit=True, prepare_threshold=None) for d in dsns]
+# Prepared only where asked (prepare_threshold=None would ignore prepare=True).
+conns = [psycopg.connect(d, autocommit=True, prepare_threshold=10**9) for d in dsns]
 lookup = ("SELECT * FROM fact_transaction WHERE customer_id = %s "
           "ORDER BY transaction_ts DESC LIMIT 100")
 queries = [

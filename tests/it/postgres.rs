@@ -267,8 +267,15 @@ async fn a_query_after_a_commit_sees_it_even_through_a_prepared_statement() {
     ]);
     run_ok(&["run", "--lake", &lake, "--retries", "0"]);
     let s = pg_serve(&lake, &t.path(""), &[], &[]);
+    // A customer of the second file: the commit below adds to their rows.
+    let second = std::fs::read_to_string(t.path("b/transactions.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(second.lines().next().unwrap()).unwrap();
+    let customer = first["customer_id"].as_str().unwrap().to_string();
 
-    // One connection holds a statement prepared before the commit.
+    // One connection holds a statement prepared before the commit; the same
+    // connection also sends a point lookup unprepared every time (parsed
+    // again each time: its plan is kept from one Parse to the next) and the
+    // same rows through DataFusion's scan (`AND TRUE`).
     let mut held = Command::new(delta_python())
         .arg("-c")
         .arg(
@@ -276,27 +283,37 @@ async fn a_query_after_a_commit_sees_it_even_through_a_prepared_statement() {
 import sys, decimal, psycopg
 conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), dbname="txpipe", user="txpipe", autocommit=True)
 q = "SELECT count(*), (SELECT sum(txn_count) FROM daily_sales_summary) FROM fact_transaction WHERE amount_usd >= %s"
+lookup = "SELECT transaction_id, transaction_ts FROM fact_transaction WHERE customer_id = %s{} ORDER BY transaction_ts DESC"
 for line in sys.stdin:
     n, m = conn.execute(q, (decimal.Decimal("0.00"),), prepare=True).fetchone()
-    print(n, m, flush=True)
+    looked_up = conn.execute(lookup.format(""), (sys.argv[2],), prepare=False).fetchall()
+    scanned = conn.execute(lookup.format(" AND TRUE"), (sys.argv[2],), prepare=False).fetchall()
+    # Same rows, newest first (rows of equal time in either order).
+    if sorted(looked_up) != sorted(scanned) or [r[1] for r in looked_up] != [r[1] for r in scanned]:
+        print("lookup", looked_up, "differs from scan", scanned, flush=True)
+    else:
+        print(n, m, len(looked_up), flush=True)
 "#,
         )
         .arg(s.port.to_string())
+        .arg(&customer)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut to = held.stdin.take().unwrap();
     let mut from = BufReader::new(held.stdout.take().unwrap());
+    let mut lookups = Vec::new();
     let mut ask = || -> (i64, i64) {
         writeln!(to).unwrap();
         let mut line = String::new();
         from.read_line(&mut line).unwrap();
         let v: Vec<i64> = line
             .split_whitespace()
-            .map(|x| x.parse().unwrap())
+            .map(|x| x.parse().unwrap_or_else(|_| panic!("{line}")))
             .collect();
-        assert_eq!(v.len(), 2, "{line:?}");
+        assert_eq!(v.len(), 3, "{line:?}");
+        lookups.push(v[2]);
         (v[0], v[1])
     };
     assert_eq!(ask(), (2_000, 2_000));
@@ -327,6 +344,12 @@ for line in sys.stdin:
     // (`models run`: the second file's customers are not in the dims.)
     run_ok(&["models", "run", "--lake", &lake]);
     assert_eq!(ask(), (3_000, 3_000), "marts: the run's commit visible");
+    drop(ask);
+    // The lookup equalled the scan every time, and saw the commit at once.
+    let in_second = second.lines().filter(|l| l.contains(&customer)).count() as i64;
+    assert_eq!(lookups[0], lookups[1]);
+    assert_eq!(lookups[2], lookups[0] + in_second, "{lookups:?}");
+    assert_eq!(lookups[3], lookups[2]);
     drop(to);
     let _ = held.wait();
 }

@@ -24,7 +24,8 @@
 //! * **Point lookups** ([`point_get`], [`customer_index`], [`data_file`],
 //!   [`column_cache`]):
 //!   a customer's newest transactions come from an index and decoded columns
-//!   kept in memory, not from a planned scan.
+//!   kept in memory, not from a planned scan; an unprepared lookup's plan is
+//!   kept from one `Parse` to the next (`lookup_plans`).
 //!
 //! ```no_run
 //! # async fn serve() -> txpipe_core::error::Result<()> {
@@ -43,8 +44,10 @@ pub mod column_cache;
 pub mod customer_index;
 pub mod data_file;
 pub mod functions;
+mod lookup_plans;
 pub mod point_get;
 pub mod readonly;
+mod replies;
 mod rows;
 pub mod service;
 pub mod tls;
@@ -231,6 +234,7 @@ pub async fn serve_pg(lake: Lake, opts: PgOptions) -> Result<PgServer> {
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
         Arc::new(catalog_queries::CatalogQueryHook),
+        Arc::new(lookup_plans::LookupPlans::new(Arc::clone(&schema))),
     ];
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(LakeHandlers {

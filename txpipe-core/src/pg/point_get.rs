@@ -46,7 +46,7 @@ use crate::error::Result;
 use crate::schema::FACT_TABLE;
 
 /// The customer a lookup is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Customer {
     /// Written in the statement.
     Literal(String),
@@ -55,7 +55,7 @@ pub enum Customer {
 }
 
 /// A statement of the point-lookup shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Latest {
     /// The columns asked for, `None` for `*`.
     pub columns: Option<Vec<String>>,
