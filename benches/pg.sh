@@ -19,7 +19,9 @@
 #     timestamptz, date, text, boolean, double precision, bigint, text[], bytea),
 #     then CREATE INDEX ON fact_transaction (customer_id, transaction_ts DESC) and
 #     VACUUM (ANALYZE). The load time is reported on its own (the export is not in it);
-#   * start `txpipe serve --pg-addr 127.0.0.1:0` on the same lake;
+#   * start `txpipe serve --pg-addr 127.0.0.1:0 --pg-lookup-cache 1024` on the same
+#     lake (the lookups' cache of decoded blocks gets the 1 GiB PostgreSQL's
+#     shared_buffers get; LOOKUP_CACHE to change, in MiB);
 #   * run the same queries against both from one psycopg 3 client (benches/pg_bench.py):
 #     the dashboard's panel queries over the marts (plain, and filtered to 7 days and
 #     one country over int_merchant_daily joined to dim_merchant), a GROUP BY over the
@@ -37,7 +39,8 @@
 #   TXPIPE_DELTA_PYTHON=~/.cache/txpipe-tools/delta-venv/bin/python benches/pg.sh [--pg-only] [SIZE...]
 #
 # --pg-only (or PG_ONLY=1) skips txpipe's endpoint: PostgreSQL only (a txpipe
-# binary without --pg-addr still builds the lakes). Also: RUNS, TRANSFER_ROWS, BENCH_DIR.
+# binary without --pg-addr still builds the lakes). Also: RUNS, TRANSFER_ROWS, BENCH_DIR,
+# LOOKUP_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TX="${TXPIPE:-$PWD/target/release/txpipe}"
@@ -45,6 +48,7 @@ PY="${TXPIPE_DELTA_PYTHON:-python3}"
 WORK="${BENCH_DIR:-$PWD/target/txpipe-bench/pg}"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 RUNS="${RUNS:-5}"
+LOOKUP_CACHE="${LOOKUP_CACHE:-1024}"
 TRANSFER_ROWS="${TRANSFER_ROWS:-1000000}"
 BENCH_PY="$PWD/benches/pg_bench.py"
 PG_ONLY="${PG_ONLY:-}"
@@ -156,7 +160,8 @@ EOF
 start_txpipe() { # DIR -> sets TX_PID, TX_PG_PORT
   local out="$1/serve.log"
   : >"$out"
-  "$TX" serve --lake "$1/lake" --addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 >"$out" 2>&1 &
+  "$TX" serve --lake "$1/lake" --addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 \
+    --pg-lookup-cache "$LOOKUP_CACHE" >"$out" 2>&1 &
   TX_PID=$!
   TX_PG_PORT=""
   for _ in $(seq 600); do

@@ -57,13 +57,20 @@ pub(crate) async fn flagged(lake: &str) -> BTreeMap<String, (String, f64, String
 /// one JSON line per message.
 const CONSUME: &str = r#"
 import json, sys, time
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 brokers, topic, expect = sys.argv[1], sys.argv[2], int(sys.argv[3])
 c = Consumer({"bootstrap.servers": brokers, "group.id": "alert-check-" + topic,
               "auto.offset.reset": "earliest", "enable.auto.commit": False,
               "isolation.level": "read_committed"})
-c.subscribe([topic])
-seen, out, last, start = set(), [], time.time(), time.time()
+# Every partition from its first record, assigned directly: what is in the
+# topic, without depending on the test broker's group coordination.
+start = time.time()
+parts = []
+while not parts and time.time() - start < 60:
+    md = c.list_topics(topic, timeout=5).topics.get(topic)
+    parts = sorted(md.partitions) if md is not None and md.error is None else []
+c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+seen, out, last, per = set(), [], time.time(), {}
 while time.time() - start < 180:
     m = c.poll(0.5)
     if m is None:
@@ -75,8 +82,12 @@ while time.time() - start < 180:
     last = time.time()
     a = json.loads(m.value())
     assert m.key().decode() == a["customer_id"], "keyed by customer"
+    per[m.partition()] = per.get(m.partition(), 0) + 1
     seen.add(a["transaction_id"])
     out.append(a)
+marks = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=5) for p in parts}
+print(f"alerts topic {topic}: partitions {parts}, records read per partition {per}, "
+      f"watermarks {marks}, {len(seen)} distinct of {expect} expected", file=sys.stderr)
 c.close()
 for a in out:
     print(json.dumps(a))
@@ -92,6 +103,8 @@ pub(crate) fn consume_alerts(brokers: &str, topic: &str, expect: usize) -> Vec<s
         "consumer failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown with a failing test's output: what the topic held.
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim_end());
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("alert JSON"))

@@ -105,10 +105,13 @@ pub struct Args {
     /// Memory one Postgres statement may hold, in MiB (0 = no limit).
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pg_memory_limit: u64,
-    /// Decoded fact-table columns kept in memory for point lookups (a
-    /// customer's newest transactions), in MiB; least recently used go first
-    /// (0 = none: each lookup decodes the pages around its rows).
-    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "pg_addr")]
+    /// Decoded fact-table blocks (4096 rows of one column of one file) kept
+    /// in memory for point lookups (a customer's newest transactions), in
+    /// MiB; filled only by lookups, least recently used out first (0 = none:
+    /// each lookup decodes the pages around its rows). Size it to hold the
+    /// newest days that lookups read: ~1 GiB for the newest 4 of 30 days at
+    /// 10 M rows.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, requires = "pg_addr")]
     pg_lookup_cache: u64,
 }
 

@@ -1,20 +1,24 @@
-//! Decoded columns of recently read data files, for point lookups.
+//! Decoded blocks of recently read data files, for point lookups.
 //!
 //! A lookup of a customer's newest transactions reads a few rows of every
 //! column of the newest day-files; decompressing and decoding the pages
-//! around those rows costs far more than the rows. This cache keeps whole
-//! decoded columns of the files lookups touched — PostgreSQL keeps its
-//! heap pages in `shared_buffers` the same way — so that the next lookup
-//! into the same files only takes its rows. Data files never change once
-//! committed, so an entry never goes stale; the least recently used go first
-//! once the byte budget is reached.
+//! around those rows costs far more than the rows. This cache keeps the
+//! decoded blocks of rows lookups touched (one column of one aligned run of
+//! [`BLOCK_ROWS`](super::data_file::BLOCK_ROWS) rows of one file per entry) —
+//! PostgreSQL keeps its heap pages in `shared_buffers` the same way — so that
+//! the next lookup into the same blocks only takes its rows. Blocks, not whole
+//! columns: a lookup that misses decodes only what it reads anyway, so
+//! lookups spread over more data than the budget cost what they cost without
+//! a cache instead of decoding whole files each time. Data files never change
+//! once committed, so an entry never goes stale; the least recently used go
+//! first once the byte budget is reached.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 
-/// Decoded columns keyed by (file, column), bounded by bytes.
+/// Decoded arrays keyed by (file, block, column), bounded by bytes.
 #[derive(Debug)]
 pub struct ColumnCache {
     budget: usize,
@@ -26,6 +30,8 @@ struct Inner {
     used: usize,
     clock: u64,
     slots: HashMap<String, Slot>,
+    /// Last use → key, oldest first.
+    by_use: BTreeMap<u64, String>,
 }
 
 #[derive(Debug)]
@@ -35,8 +41,8 @@ struct Slot {
     used_at: u64,
 }
 
-fn key(file: &str, column: &str) -> String {
-    format!("{file}\0{column}")
+fn key(file: &str, block: usize, column: &str) -> String {
+    format!("{file}\0{block}\0{column}")
 }
 
 impl ColumnCache {
@@ -58,19 +64,24 @@ impl ColumnCache {
         self.inner.lock().map(|i| i.used).unwrap_or(0)
     }
 
-    /// Column `column` of `file`, if cached.
-    pub fn get(&self, file: &str, column: &str) -> Option<ArrayRef> {
+    /// Column `column` of block `block` of `file`, if cached.
+    pub fn get(&self, file: &str, block: usize, column: &str) -> Option<ArrayRef> {
         let mut inner = self.inner.lock().ok()?;
         inner.clock += 1;
         let now = inner.clock;
-        let slot = inner.slots.get_mut(&key(file, column))?;
-        slot.used_at = now;
-        Some(slot.array.clone())
+        let key = key(file, block, column);
+        let slot = inner.slots.get_mut(&key)?;
+        let before = std::mem::replace(&mut slot.used_at, now);
+        let array = slot.array.clone();
+        inner.by_use.remove(&before);
+        inner.by_use.insert(now, key);
+        Some(array)
     }
 
-    /// Keeps column `column` of `file`, dropping the least recently used
-    /// columns while over budget. An array larger than the budget is not kept.
-    pub fn put(&self, file: &str, column: &str, array: ArrayRef) {
+    /// Keeps column `column` of block `block` of `file`, dropping the least
+    /// recently used entries while over budget. An array larger than the
+    /// budget is not kept.
+    pub fn put(&self, file: &str, block: usize, column: &str, array: ArrayRef) {
         let bytes = array.get_array_memory_size();
         if bytes > self.budget {
             return;
@@ -79,22 +90,21 @@ impl ColumnCache {
             return;
         };
         inner.clock += 1;
+        let now = inner.clock;
+        let key = key(file, block, column);
         let slot = Slot {
             array,
             bytes,
-            used_at: inner.clock,
+            used_at: now,
         };
-        if let Some(old) = inner.slots.insert(key(file, column), slot) {
+        if let Some(old) = inner.slots.insert(key.clone(), slot) {
             inner.used -= old.bytes;
+            inner.by_use.remove(&old.used_at);
         }
+        inner.by_use.insert(now, key);
         inner.used += bytes;
         while inner.used > self.budget {
-            let Some(oldest) = inner
-                .slots
-                .iter()
-                .min_by_key(|(_, s)| s.used_at)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some((_, oldest)) = inner.by_use.pop_first() else {
                 break;
             };
             if let Some(gone) = inner.slots.remove(&oldest) {
@@ -120,19 +130,21 @@ mod tests {
     fn the_least_recently_used_go_first_and_the_budget_holds() {
         let one = column(1000).get_array_memory_size();
         let cache = ColumnCache::new(2 * one + one / 2);
-        cache.put("a", "x", column(1000));
-        cache.put("b", "x", column(1000));
-        assert!(cache.get("a", "x").is_some()); // a is now newer than b
-        cache.put("c", "x", column(1000));
-        assert!(cache.get("b", "x").is_none());
-        assert_eq!(cache.get("a", "x").map(|a| a.len()), Some(1000));
-        assert_eq!(cache.get("c", "x").map(|a| a.len()), Some(1000));
+        cache.put("a", 0, "x", column(1000));
+        cache.put("b", 0, "x", column(1000));
+        assert!(cache.get("a", 0, "x").is_some()); // a is now newer than b
+        cache.put("c", 0, "x", column(1000));
+        assert!(cache.get("b", 0, "x").is_none());
+        assert_eq!(cache.get("a", 0, "x").map(|a| a.len()), Some(1000));
+        assert_eq!(cache.get("c", 0, "x").map(|a| a.len()), Some(1000));
         assert!(cache.used() <= cache.budget());
+        // Another block of the same file and column is another entry.
+        assert!(cache.get("a", 1, "x").is_none());
         // Too big to keep at all; nothing kept without a budget.
-        cache.put("d", "x", column(10_000));
-        assert!(cache.get("d", "x").is_none());
+        cache.put("d", 0, "x", column(10_000));
+        assert!(cache.get("d", 0, "x").is_none());
         let off = ColumnCache::new(0);
-        off.put("a", "x", column(1));
-        assert!(off.get("a", "x").is_none());
+        off.put("a", 0, "x", column(1));
+        assert!(off.get("a", 0, "x").is_none());
     }
 }

@@ -17,7 +17,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::{cast, interleave_record_batch};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
 use futures::{StreamExt, TryStreamExt};
@@ -138,14 +141,15 @@ impl CustomerIndex {
                 .map_err(|_| Error::Config("too many files to index".into()))?;
             self.by_path.insert(file.path.clone(), id);
             self.files.push(Arc::new(file));
-            for (row, (customer, ts)) in keys.into_iter().enumerate() {
+            for row in 0..keys.customers.len() {
+                let customer = keys.customers.value(row);
                 let loc = Loc {
-                    ts,
+                    ts: keys.ts.value(row),
                     file: id,
                     row: row as u32,
                 };
                 self.entries += 1;
-                match self.customers.get_mut(customer.as_str()) {
+                match self.customers.get_mut(customer) {
                     Some(entry) => {
                         if !entry.dirty {
                             entry.dirty = true;
@@ -242,7 +246,7 @@ fn trim(entry: &mut Entry) -> usize {
 }
 
 /// Opens one file and reads its `customer_id` and `transaction_ts`.
-async fn read_keys(lake: &Lake, path: String, size: u64) -> Result<(DataFile, Vec<(String, i64)>)> {
+async fn read_keys(lake: &Lake, path: String, size: u64) -> Result<(DataFile, Keys)> {
     let file = DataFile::open(lake, path, size).await?;
     let batch = file
         .read(lake, ["customer_id", "transaction_ts"], |b| {
@@ -265,17 +269,26 @@ async fn read_keys(lake: &Lake, path: String, size: u64) -> Result<(DataFile, Ve
         .ok_or_else(|| {
             Error::Config(format!("indexing {}: transaction_ts is not µs", file.path))
         })?;
-    let keys = (0..batch.num_rows())
-        .map(|i| (customers.value(i).to_string(), ts.value(i)))
-        .collect();
-    Ok((file, keys))
+    Ok((
+        file,
+        Keys {
+            customers: customers.clone(),
+            ts: ts.clone(),
+        },
+    ))
+}
+
+/// A file's `customer_id` and `transaction_ts`, row by row.
+struct Keys {
+    customers: StringArray,
+    ts: TimestampMicrosecondArray,
 }
 
 impl Picked {
     /// Reads the picked rows from their files, in the picked order, as
     /// columns of `schema` (each taken from the files by name and cast to
     /// the schema's type; `event_date` from the files' partition folder).
-    /// With a `cache` budget, whole decoded columns of the files are kept
+    /// With a `cache` budget, decoded blocks of the files' rows are kept
     /// there and the rows taken from them; without, only the pages around
     /// the rows are read.
     ///

@@ -1,15 +1,14 @@
 //! One data file of the fact table as point lookups read it: its footer
 //! (with page index) loaded once, and given rows of it read either from the
-//! pages that hold them or from whole decoded columns kept in a
+//! pages that hold them or from decoded blocks of rows kept in a
 //! [`ColumnCache`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array,
-};
-use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{cast, concat_batches, interleave};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
@@ -27,6 +26,11 @@ use crate::decode::timestamp::parse_date;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::schema::{EVENT_DATE, FACT_TABLE};
+
+/// Rows per cached block: aligned runs of this many rows of a file are what
+/// the [`ColumnCache`] keeps. The page size of Z-ordered files (`txpipe
+/// compact --zorder-by`), so that there a block is one page of each column.
+pub const BLOCK_ROWS: usize = 4096;
 
 /// A committed data file of the fact table.
 #[derive(Debug)]
@@ -76,6 +80,17 @@ impl DataFile {
         names: impl IntoIterator<Item = &'a str>,
         configure: impl FnOnce(Builder) -> Builder,
     ) -> Result<RecordBatch> {
+        let (schema, batches) = self.read_batches(lake, names, configure).await?;
+        Ok(concat_batches(&schema, &batches)?)
+    }
+
+    /// [`DataFile::read`] as the reader's batches.
+    async fn read_batches<'a>(
+        &self,
+        lake: &Lake,
+        names: impl IntoIterator<Item = &'a str>,
+        configure: impl FnOnce(Builder) -> Builder,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let fail =
             |e: parquet::errors::ParquetError| Error::Config(format!("reading {}: {e}", self.path));
         let reader = file_reader(lake, &self.path, self.size)?;
@@ -85,7 +100,7 @@ impl DataFile {
         let stream = configure(builder).build().map_err(fail)?;
         let schema = stream.schema().clone();
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(fail)?;
-        Ok(concat_batches(&schema, &batches)?)
+        Ok((schema, batches))
     }
 
     /// The rows `rows` (ascending) in the file's columns that `stored`
@@ -100,30 +115,8 @@ impl DataFile {
         rows: &[u32],
         stored: &SchemaRef,
     ) -> Result<HashMap<String, ArrayRef>> {
-        // The row groups holding the rows, and the rows within them.
-        let mut groups = Vec::new();
-        let mut ranges = Vec::new();
-        let mut start = 0usize;
-        let mut next = 0usize;
-        let mut offset = 0usize;
-        for (g, group) in self.meta.metadata().row_groups().iter().enumerate() {
-            let len = group.num_rows() as usize;
-            let end = start + len;
-            let first = next;
-            while next < rows.len() && (rows[next] as usize) < end {
-                next += 1;
-            }
-            if next > first {
-                groups.push(g);
-                for &r in &rows[first..next] {
-                    let at = offset + r as usize - start;
-                    ranges.push(at..at + 1);
-                }
-                offset += len;
-            }
-            start = end;
-        }
-        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
+        let ranges: Vec<Range<usize>> = rows.iter().map(|&r| r as usize..r as usize + 1).collect();
+        let (groups, selection) = self.select(&ranges);
         let names = stored.fields().iter().map(|f| f.name().as_str());
         let batch = self
             .read(lake, names, |b| {
@@ -140,8 +133,9 @@ impl DataFile {
     }
 
     /// The rows `rows` (ascending) in the file's columns that `stored`
-    /// names, taken from whole columns kept in `cache`: those missing there
-    /// are read, brought to their type in `stored` and put there first.
+    /// names, taken from decoded blocks of [`BLOCK_ROWS`] rows kept in
+    /// `cache`: the blocks missing there are read (only the pages holding
+    /// them), brought to their types in `stored` and put there first.
     /// Columns the file lacks are absent.
     ///
     /// # Errors
@@ -153,44 +147,151 @@ impl DataFile {
         stored: &SchemaRef,
         cache: &ColumnCache,
     ) -> Result<HashMap<String, ArrayRef>> {
-        let mut whole: HashMap<String, ArrayRef> = HashMap::new();
-        let mut missing = Vec::new();
-        for name in stored.fields().iter().map(|f| f.name()) {
-            match cache.get(&self.path, name) {
-                Some(column) => {
-                    whole.insert(name.clone(), column);
-                }
-                None => missing.push(name.as_str()),
-            }
+        let file_rows =
+            usize::try_from(self.meta.metadata().file_metadata().num_rows()).unwrap_or(0);
+        if rows.iter().any(|&r| r as usize >= file_rows) {
+            return Err(Error::Config(format!(
+                "{}: an indexed row is past the end of the file",
+                self.path
+            )));
         }
-        if !missing.is_empty() {
-            let file_rows = self.meta.metadata().file_metadata().num_rows().max(1) as usize;
-            let read = self
-                .read(lake, missing, |b| b.with_batch_size(file_rows))
-                .await?;
-            for (field, column) in read.schema().fields().iter().zip(read.columns()) {
-                let column = match stored.field_with_name(field.name()) {
-                    Ok(want) if want.data_type() != column.data_type() => {
-                        cast(column, want.data_type())?
+        let here = self.meta.schema();
+        let names: Vec<&str> = stored
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| here.field_with_name(n).is_ok())
+            .collect();
+        let mut blocks: Vec<usize> = rows.iter().map(|&r| r as usize / BLOCK_ROWS).collect();
+        blocks.dedup();
+        // What the cache has, and which blocks and columns are to be read.
+        let mut have: HashMap<(usize, &str), ArrayRef> = HashMap::new();
+        let mut read_blocks = Vec::new();
+        let mut read_names = BTreeSet::new();
+        for &b in &blocks {
+            for &name in &names {
+                match cache.get(&self.path, b, name) {
+                    Some(a) => {
+                        have.insert((b, name), a);
                     }
-                    _ => Arc::clone(column),
-                };
-                cache.put(&self.path, field.name(), Arc::clone(&column));
-                whole.insert(field.name().clone(), column);
+                    None => {
+                        if read_blocks.last() != Some(&b) {
+                            read_blocks.push(b);
+                        }
+                        read_names.insert(name);
+                    }
+                }
             }
         }
-        let indices = UInt32Array::from(rows.to_vec());
-        let mut taken = HashMap::with_capacity(whole.len());
-        for (name, column) in whole {
-            if rows.iter().any(|&r| r as usize >= column.len()) {
-                return Err(Error::Config(format!(
-                    "{}: an indexed row is past the end of the file",
-                    self.path
-                )));
+        if !read_blocks.is_empty() {
+            let ranges: Vec<Range<usize>> = read_blocks
+                .iter()
+                .map(|&b| b * BLOCK_ROWS..((b + 1) * BLOCK_ROWS).min(file_rows))
+                .collect();
+            let (groups, selection) = self.select(&ranges);
+            let (schema, batches) = self
+                .read_batches(lake, read_names.iter().copied(), |b| {
+                    b.with_row_groups(groups)
+                        .with_row_selection(selection)
+                        .with_batch_size(BLOCK_ROWS)
+                })
+                .await?;
+            // The reader's batches are the blocks when they line up (pages
+            // of BLOCK_ROWS rows, row groups a multiple of it); otherwise a
+            // block is copied together from the pieces.
+            let mut batches = batches.into_iter();
+            let mut rest: Option<RecordBatch> = None;
+            for (&b, range) in read_blocks.iter().zip(&ranges) {
+                let mut pieces = Vec::new();
+                let mut got = 0;
+                while got < range.len() {
+                    let Some(next) = rest.take().or_else(|| batches.next()) else {
+                        return Err(Error::Config(format!(
+                            "{}: block {b} ended early",
+                            self.path
+                        )));
+                    };
+                    let want = range.len() - got;
+                    if next.num_rows() > want {
+                        rest = Some(next.slice(want, next.num_rows() - want));
+                        pieces.push(next.slice(0, want));
+                    } else {
+                        got += next.num_rows();
+                        pieces.push(next);
+                        continue;
+                    }
+                    got += want;
+                }
+                let part = match pieces.as_slice() {
+                    [one] => one.clone(),
+                    _ => concat_batches(&schema, &pieces)?,
+                };
+                for (field, column) in part.schema().fields().iter().zip(part.columns()) {
+                    let Some(&name) = names.iter().find(|n| **n == field.name().as_str()) else {
+                        continue;
+                    };
+                    let column = match stored.field_with_name(name) {
+                        Ok(want) if want.data_type() != column.data_type() => {
+                            cast(column, want.data_type())?
+                        }
+                        _ => Arc::clone(column),
+                    };
+                    cache.put(&self.path, b, name, Arc::clone(&column));
+                    have.insert((b, name), column);
+                }
             }
-            taken.insert(name, take(column.as_ref(), &indices, None)?);
+        }
+        // Each row: (its block's place in `blocks`, its row in the block).
+        let mut picks = Vec::with_capacity(rows.len());
+        let mut place = 0;
+        for &r in rows {
+            let r = r as usize;
+            while blocks[place] != r / BLOCK_ROWS {
+                place += 1;
+            }
+            picks.push((place, r % BLOCK_ROWS));
+        }
+        let mut taken = HashMap::with_capacity(names.len());
+        for name in names {
+            let arrays = blocks
+                .iter()
+                .map(|&b| {
+                    have.get(&(b, name)).map(|a| a.as_ref()).ok_or_else(|| {
+                        Error::Config(format!("{}: block {b} of {name} was not read", self.path))
+                    })
+                })
+                .collect::<Result<Vec<&dyn Array>>>()?;
+            taken.insert(name.to_string(), interleave(&arrays, &picks)?);
         }
         Ok(taken)
+    }
+
+    /// The row groups holding the file-level row `ranges` (ascending, not
+    /// overlapping) and the selection of those rows within the groups.
+    fn select(&self, ranges: &[Range<usize>]) -> (Vec<usize>, RowSelection) {
+        let mut groups = Vec::new();
+        let mut selected = Vec::new();
+        let mut start = 0usize;
+        let mut offset = 0usize;
+        for (g, group) in self.meta.metadata().row_groups().iter().enumerate() {
+            let end = start + usize::try_from(group.num_rows()).unwrap_or(0);
+            let first = selected.len();
+            for r in ranges {
+                let (from, to) = (r.start.max(start), r.end.min(end));
+                if from < to {
+                    selected.push(offset + from - start..offset + to - start);
+                }
+            }
+            if selected.len() > first {
+                groups.push(g);
+                offset += end - start;
+            }
+            start = end;
+        }
+        (
+            groups,
+            RowSelection::from_consecutive_ranges(selected.into_iter(), offset),
+        )
     }
 }
 

@@ -113,8 +113,9 @@ pub struct PgOptions {
     /// How often the table list (`pg_catalog`, `\dt`) is refreshed; a query
     /// naming a table reads it at once regardless.
     pub refresh: Duration,
-    /// Bytes of decoded fact-table columns kept for point lookups
-    /// ([`column_cache`]); 0 keeps none.
+    /// Bytes of decoded fact-table blocks kept for point lookups
+    /// ([`column_cache`]; 1 GiB by default, filled only by lookups); 0 keeps
+    /// none.
     pub lookup_cache: usize,
 }
 
@@ -133,7 +134,7 @@ impl PgOptions {
                 memory: Some(2 << 30),
             },
             refresh: Duration::from_secs(1),
-            lookup_cache: 256 << 20,
+            lookup_cache: 1 << 30,
         }
     }
 }
