@@ -18,7 +18,9 @@ use std::sync::Mutex;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 
-/// Decoded arrays keyed by (file, block, column), bounded by bytes.
+/// Decoded arrays keyed by (file, block, column), bounded by bytes; files
+/// and columns by number ([`DataFile::id`](super::data_file::DataFile::id),
+/// the column's place in the file).
 #[derive(Debug)]
 pub struct ColumnCache {
     budget: usize,
@@ -29,9 +31,9 @@ pub struct ColumnCache {
 struct Inner {
     used: usize,
     clock: u64,
-    slots: HashMap<String, Slot>,
+    slots: HashMap<Key, Slot>,
     /// Last use → key, oldest first.
-    by_use: BTreeMap<u64, String>,
+    by_use: BTreeMap<u64, Key>,
 }
 
 #[derive(Debug)]
@@ -41,9 +43,8 @@ struct Slot {
     used_at: u64,
 }
 
-fn key(file: &str, block: usize, column: &str) -> String {
-    format!("{file}\0{block}\0{column}")
-}
+/// (file, block, column).
+type Key = (u64, usize, usize);
 
 impl ColumnCache {
     /// A cache holding at most `budget` bytes of arrays (0: nothing is kept).
@@ -65,11 +66,11 @@ impl ColumnCache {
     }
 
     /// Column `column` of block `block` of `file`, if cached.
-    pub fn get(&self, file: &str, block: usize, column: &str) -> Option<ArrayRef> {
+    pub fn get(&self, file: u64, block: usize, column: usize) -> Option<ArrayRef> {
         let mut inner = self.inner.lock().ok()?;
         inner.clock += 1;
         let now = inner.clock;
-        let key = key(file, block, column);
+        let key = (file, block, column);
         let slot = inner.slots.get_mut(&key)?;
         let before = std::mem::replace(&mut slot.used_at, now);
         let array = slot.array.clone();
@@ -81,7 +82,7 @@ impl ColumnCache {
     /// Keeps column `column` of block `block` of `file`, dropping the least
     /// recently used entries while over budget. An array larger than the
     /// budget is not kept.
-    pub fn put(&self, file: &str, block: usize, column: &str, array: ArrayRef) {
+    pub fn put(&self, file: u64, block: usize, column: usize, array: ArrayRef) {
         let bytes = array.get_array_memory_size();
         if bytes > self.budget {
             return;
@@ -91,13 +92,13 @@ impl ColumnCache {
         };
         inner.clock += 1;
         let now = inner.clock;
-        let key = key(file, block, column);
+        let key = (file, block, column);
         let slot = Slot {
             array,
             bytes,
             used_at: now,
         };
-        if let Some(old) = inner.slots.insert(key.clone(), slot) {
+        if let Some(old) = inner.slots.insert(key, slot) {
             inner.used -= old.bytes;
             inner.by_use.remove(&old.used_at);
         }
@@ -130,21 +131,21 @@ mod tests {
     fn the_least_recently_used_go_first_and_the_budget_holds() {
         let one = column(1000).get_array_memory_size();
         let cache = ColumnCache::new(2 * one + one / 2);
-        cache.put("a", 0, "x", column(1000));
-        cache.put("b", 0, "x", column(1000));
-        assert!(cache.get("a", 0, "x").is_some()); // a is now newer than b
-        cache.put("c", 0, "x", column(1000));
-        assert!(cache.get("b", 0, "x").is_none());
-        assert_eq!(cache.get("a", 0, "x").map(|a| a.len()), Some(1000));
-        assert_eq!(cache.get("c", 0, "x").map(|a| a.len()), Some(1000));
+        cache.put(1, 0, 0, column(1000));
+        cache.put(2, 0, 0, column(1000));
+        assert!(cache.get(1, 0, 0).is_some()); // a is now newer than b
+        cache.put(3, 0, 0, column(1000));
+        assert!(cache.get(2, 0, 0).is_none());
+        assert_eq!(cache.get(1, 0, 0).map(|a| a.len()), Some(1000));
+        assert_eq!(cache.get(3, 0, 0).map(|a| a.len()), Some(1000));
         assert!(cache.used() <= cache.budget());
         // Another block of the same file and column is another entry.
-        assert!(cache.get("a", 1, "x").is_none());
+        assert!(cache.get(1, 1, 0).is_none());
         // Too big to keep at all; nothing kept without a budget.
-        cache.put("d", 0, "x", column(10_000));
-        assert!(cache.get("d", 0, "x").is_none());
+        cache.put(4, 0, 0, column(10_000));
+        assert!(cache.get(4, 0, 0).is_none());
         let off = ColumnCache::new(0);
-        off.put("a", 0, "x", column(1));
-        assert!(off.get("a", 0, "x").is_none());
+        off.put(1, 0, 0, column(1));
+        assert!(off.get(1, 0, 0).is_none());
     }
 }

@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions, StringArray,
-    TimestampMicrosecondArray,
+    new_null_array, Array, ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions,
+    StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::{cast, interleave_record_batch};
+use datafusion::arrow::compute::{cast, interleave, interleave_record_batch};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
 use futures::{StreamExt, TryStreamExt};
 
@@ -285,6 +285,72 @@ struct Keys {
 }
 
 impl Picked {
+    /// The picked rows as columns of `stored`, read from their pages.
+    async fn from_pages(&self, lake: &Lake, stored: &SchemaRef) -> Result<RecordBatch> {
+        let mut per_file = Vec::with_capacity(self.files.len());
+        for (file, rows) in &self.files {
+            let columns = file.rows_from_pages(lake, rows, stored).await?;
+            per_file.push(conform(&file.path, columns, stored, rows.len())?);
+        }
+        let batches: Vec<&RecordBatch> = per_file.iter().collect();
+        Ok(match batches.is_empty() {
+            true => RecordBatch::new_empty(Arc::clone(stored)),
+            false => interleave_record_batch(&batches, &self.order)?,
+        })
+    }
+
+    /// The picked rows as columns of `stored`, taken from the decoded
+    /// blocks in `cache`: one interleave per column over all files' blocks.
+    async fn from_blocks(
+        &self,
+        lake: &Lake,
+        stored: &SchemaRef,
+        cache: &ColumnCache,
+    ) -> Result<RecordBatch> {
+        let mut per_file = Vec::with_capacity(self.files.len());
+        for (file, rows) in &self.files {
+            per_file.push(file.blocks(lake, rows, stored, cache).await?);
+        }
+        let mut columns = Vec::with_capacity(stored.fields().len());
+        for (at, field) in stored.fields().iter().enumerate() {
+            // Every file's blocks of this column one after another (a file
+            // without the column: one NULL), and where each file's start.
+            let mut arrays: Vec<ArrayRef> = Vec::new();
+            let mut base = Vec::with_capacity(per_file.len());
+            for blocks in &per_file {
+                base.push(arrays.len());
+                match &blocks.columns[at] {
+                    Some(list) => arrays.extend(list.iter().cloned()),
+                    None => arrays.push(new_null_array(field.data_type(), 1)),
+                }
+            }
+            let indices: Vec<(usize, usize)> = self
+                .order
+                .iter()
+                .map(|&(f, i)| match per_file[f].columns[at] {
+                    Some(_) => {
+                        let (block, row) = per_file[f].picks[i];
+                        (base[f] + block, row)
+                    }
+                    None => (base[f], 0),
+                })
+                .collect();
+            columns.push(match arrays.is_empty() {
+                true => new_null_array(field.data_type(), 0),
+                false => {
+                    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                    interleave(&refs, &indices)?
+                }
+            });
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(self.order.len()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(stored),
+            columns,
+            &options,
+        )?)
+    }
+
     /// Reads the picked rows from their files, in the picked order, as
     /// columns of `schema` (each taken from the files by name and cast to
     /// the schema's type; `event_date` from the files' partition folder).
@@ -310,19 +376,9 @@ impl Picked {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        let mut per_file = Vec::with_capacity(self.files.len());
-        for (file, rows) in &self.files {
-            let columns = if cache.budget() == 0 {
-                file.rows_from_pages(lake, rows, &stored).await?
-            } else {
-                file.rows_from_cache(lake, rows, &stored, cache).await?
-            };
-            per_file.push(conform(&file.path, columns, &stored, rows.len())?);
-        }
-        let batches: Vec<&RecordBatch> = per_file.iter().collect();
-        let picked = match batches.is_empty() {
-            true => RecordBatch::new_empty(Arc::clone(&stored)),
-            false => interleave_record_batch(&batches, &self.order)?,
+        let picked = match cache.budget() {
+            0 => self.from_pages(lake, &stored).await?,
+            _ => self.from_blocks(lake, &stored, cache).await?,
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{cast, concat_batches, interleave};
+use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
@@ -32,11 +33,25 @@ use crate::schema::{EVENT_DATE, FACT_TABLE};
 /// compact --zorder-by`), so that there a block is one page of each column.
 pub const BLOCK_ROWS: usize = 4096;
 
+/// The decoded blocks of one file that hold a lookup's rows.
+#[derive(Debug)]
+pub struct Blocks {
+    /// Per column of the lookup's stored schema, in its types: the blocks'
+    /// arrays, or `None` when the file does not have the column.
+    pub columns: Vec<Option<Vec<ArrayRef>>>,
+    /// Each row asked for: (its block's place in the lists, its row within
+    /// the block).
+    pub picks: Vec<(usize, usize)>,
+}
+
 /// A committed data file of the fact table.
 #[derive(Debug)]
 pub struct DataFile {
     /// Table-relative path, e.g. `event_date=2026-11-01/part-….parquet`.
     pub path: String,
+    /// A number no other file opened by this process has (the
+    /// [`ColumnCache`]'s key).
+    pub id: u64,
     size: u64,
     meta: ArrowReaderMetadata,
     /// Days since the epoch of the file's `event_date` partition.
@@ -61,8 +76,10 @@ impl DataFile {
         )
         .await
         .map_err(|e| Error::Config(format!("reading {path}: {e}")))?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(DataFile {
             path,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             size,
             meta,
             day,
@@ -132,21 +149,20 @@ impl DataFile {
             .collect())
     }
 
-    /// The rows `rows` (ascending) in the file's columns that `stored`
-    /// names, taken from decoded blocks of [`BLOCK_ROWS`] rows kept in
-    /// `cache`: the blocks missing there are read (only the pages holding
-    /// them), brought to their types in `stored` and put there first.
-    /// Columns the file lacks are absent.
+    /// The decoded blocks of [`BLOCK_ROWS`] rows that hold the rows `rows`
+    /// (ascending), in the file's columns that `stored` names, from `cache`:
+    /// the blocks missing there are read (only the pages holding them),
+    /// brought to their types in `stored` and put there first.
     ///
     /// # Errors
     /// The file could not be read, or a row is past its end.
-    pub async fn rows_from_cache(
+    pub async fn blocks(
         &self,
         lake: &Lake,
         rows: &[u32],
         stored: &SchemaRef,
         cache: &ColumnCache,
-    ) -> Result<HashMap<String, ArrayRef>> {
+    ) -> Result<Blocks> {
         let file_rows =
             usize::try_from(self.meta.metadata().file_metadata().num_rows()).unwrap_or(0);
         if rows.iter().any(|&r| r as usize >= file_rows) {
@@ -155,24 +171,32 @@ impl DataFile {
                 self.path
             )));
         }
+        // (name, place in `stored`, place in the file) of the columns the
+        // file has.
         let here = self.meta.schema();
-        let names: Vec<&str> = stored
+        let names: Vec<(&str, usize, usize)> = stored
             .fields()
             .iter()
-            .map(|f| f.name().as_str())
-            .filter(|n| here.field_with_name(n).is_ok())
+            .enumerate()
+            .filter_map(|(i, f)| Some((f.name().as_str(), i, here.index_of(f.name()).ok()?)))
             .collect();
         let mut blocks: Vec<usize> = rows.iter().map(|&r| r as usize / BLOCK_ROWS).collect();
         blocks.dedup();
         // What the cache has, and which blocks and columns are to be read.
-        let mut have: HashMap<(usize, &str), ArrayRef> = HashMap::new();
+        let mut have: HashMap<(usize, usize), ArrayRef> = HashMap::new();
         let mut read_blocks = Vec::new();
         let mut read_names = BTreeSet::new();
         for &b in &blocks {
-            for &name in &names {
-                match cache.get(&self.path, b, name) {
+            for &(name, at, column) in &names {
+                match cache.get(self.id, b, column) {
                     Some(a) => {
-                        have.insert((b, name), a);
+                        // Kept in the type another statement's result had.
+                        let want = stored.field(at).data_type();
+                        let a = match a.data_type() == want {
+                            true => a,
+                            false => cast(&a, want)?,
+                        };
+                        have.insert((b, column), a);
                     }
                     None => {
                         if read_blocks.last() != Some(&b) {
@@ -227,7 +251,9 @@ impl DataFile {
                     _ => concat_batches(&schema, &pieces)?,
                 };
                 for (field, column) in part.schema().fields().iter().zip(part.columns()) {
-                    let Some(&name) = names.iter().find(|n| **n == field.name().as_str()) else {
+                    let Some(&(name, _, place)) =
+                        names.iter().find(|n| n.0 == field.name().as_str())
+                    else {
                         continue;
                     };
                     let column = match stored.field_with_name(name) {
@@ -236,8 +262,8 @@ impl DataFile {
                         }
                         _ => Arc::clone(column),
                     };
-                    cache.put(&self.path, b, name, Arc::clone(&column));
-                    have.insert((b, name), column);
+                    cache.put(self.id, b, place, Arc::clone(&column));
+                    have.insert((b, place), column);
                 }
             }
         }
@@ -251,19 +277,19 @@ impl DataFile {
             }
             picks.push((place, r % BLOCK_ROWS));
         }
-        let mut taken = HashMap::with_capacity(names.len());
-        for name in names {
+        let mut columns = vec![None; stored.fields().len()];
+        for (name, at, place) in names {
             let arrays = blocks
                 .iter()
                 .map(|&b| {
-                    have.get(&(b, name)).map(|a| a.as_ref()).ok_or_else(|| {
+                    have.remove(&(b, place)).ok_or_else(|| {
                         Error::Config(format!("{}: block {b} of {name} was not read", self.path))
                     })
                 })
-                .collect::<Result<Vec<&dyn Array>>>()?;
-            taken.insert(name.to_string(), interleave(&arrays, &picks)?);
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            columns[at] = Some(arrays);
         }
-        Ok(taken)
+        Ok(Blocks { columns, picks })
     }
 
     /// The row groups holding the file-level row `ranges` (ascending, not
