@@ -286,7 +286,7 @@ struct Keys {
 
 impl Picked {
     /// The picked rows as columns of `stored`, read from their pages.
-    async fn from_pages(&self, lake: &Lake, stored: &SchemaRef) -> Result<RecordBatch> {
+    async fn read_pages(&self, lake: &Lake, stored: &SchemaRef) -> Result<RecordBatch> {
         let mut per_file = Vec::with_capacity(self.files.len());
         for (file, rows) in &self.files {
             let columns = file.rows_from_pages(lake, rows, stored).await?;
@@ -301,7 +301,7 @@ impl Picked {
 
     /// The picked rows as columns of `stored`, taken from the decoded
     /// blocks in `cache`: one interleave per column over all files' blocks.
-    async fn from_blocks(
+    async fn read_blocks(
         &self,
         lake: &Lake,
         stored: &SchemaRef,
@@ -377,8 +377,8 @@ impl Picked {
                 .collect::<Vec<_>>(),
         ));
         let picked = match cache.budget() {
-            0 => self.from_pages(lake, &stored).await?,
-            _ => self.from_blocks(lake, &stored, cache).await?,
+            0 => self.read_pages(lake, &stored).await?,
+            _ => self.read_blocks(lake, &stored, cache).await?,
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
