@@ -23,7 +23,7 @@
 //!   ends that statement or connection only.
 //! * **Point lookups** ([`point_get`], [`customer_index`], [`data_file`],
 //!   [`column_cache`]):
-//!   a customer's newest transactions come from an index and decoded columns
+//!   a customer's newest transactions come from an index and decoded blocks
 //!   kept in memory, not from a planned scan; an unprepared lookup's plan is
 //!   kept from one `Parse` to the next (`lookup_plans`).
 //!

@@ -202,7 +202,7 @@ pub struct PointGet {
 
 impl PointGet {
     /// Lookups over the fact table of `tables`, keeping up to `cache_bytes`
-    /// of decoded columns of the files they read ([`ColumnCache`]; 0: only
+    /// of decoded blocks of the files they read ([`ColumnCache`]; 0: only
     /// the pages around the rows are read, every time). The index is built
     /// at the first lookup.
     pub fn new(tables: Arc<LakeSchema>, cache_bytes: usize) -> Self {
