@@ -67,8 +67,13 @@ c = Consumer({"bootstrap.servers": brokers, "group.id": "alert-check-" + topic,
 start = time.time()
 parts = []
 while not parts and time.time() - start < 60:
-    md = c.list_topics(topic, timeout=5).topics.get(topic)
-    parts = sorted(md.partitions) if md is not None and md.error is None else []
+    try:
+        md = c.list_topics(topic, timeout=5).topics.get(topic)
+        parts = sorted(md.partitions) if md is not None and md.error is None else []
+    except Exception as e:  # a slow broker: ask again
+        print(f"metadata of {topic}: {e}", file=sys.stderr)
+    if not parts:
+        time.sleep(0.5)
 c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
 seen, out, last, per = set(), [], time.time(), {}
 while time.time() - start < 180:
@@ -85,7 +90,12 @@ while time.time() - start < 180:
     per[m.partition()] = per.get(m.partition(), 0) + 1
     seen.add(a["transaction_id"])
     out.append(a)
-marks = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=5) for p in parts}
+marks = {}
+for p in parts:
+    try:
+        marks[p] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+    except Exception as e:  # diagnostics only
+        marks[p] = str(e)
 print(f"alerts topic {topic}: partitions {parts}, records read per partition {per}, "
       f"watermarks {marks}, {len(seen)} distinct of {expect} expected", file=sys.stderr)
 c.close()
