@@ -120,18 +120,26 @@ impl CustomerIndex {
 
     async fn apply(&mut self, lake: &Lake, version: u64, files: Vec<(String, u64)>) -> Result<()> {
         let current: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        // Files kept from the index being replaced: their footers need no
+        // second read, and their blocks stay in the cache (same file id).
+        let mut opened: HashMap<String, Arc<DataFile>> = HashMap::new();
         if self.by_path.keys().any(|p| !current.contains(p.as_str())) {
-            *self = CustomerIndex::default();
+            let old = std::mem::take(self);
+            opened = old
+                .files
+                .into_iter()
+                .filter(|f| current.contains(f.path.as_str()))
+                .map(|f| (f.path.clone(), f))
+                .collect();
         }
         let added: Vec<(String, u64)> = files
             .into_iter()
             .filter(|(p, _)| !self.by_path.contains_key(p))
             .collect();
-        let mut read = futures::stream::iter(
-            added
-                .into_iter()
-                .map(|(path, size)| read_keys(lake, path, size)),
-        )
+        let mut read = futures::stream::iter(added.into_iter().map(|(path, size)| {
+            let known = opened.remove(&path);
+            read_keys(lake, path, size, known)
+        }))
         .buffered(READ_AHEAD);
         // Customers given rows by this update: their rows are put in order
         // (newest first, at most DEPTH) once all files are in.
@@ -140,7 +148,7 @@ impl CustomerIndex {
             let id = u32::try_from(self.files.len())
                 .map_err(|_| Error::Config("too many files to index".into()))?;
             self.by_path.insert(file.path.clone(), id);
-            self.files.push(Arc::new(file));
+            self.files.push(file);
             for row in 0..keys.customers.len() {
                 let customer = keys.customers.value(row);
                 let loc = Loc {
@@ -245,9 +253,18 @@ fn trim(entry: &mut Entry) -> usize {
     dropped
 }
 
-/// Opens one file and reads its `customer_id` and `transaction_ts`.
-async fn read_keys(lake: &Lake, path: String, size: u64) -> Result<(DataFile, Keys)> {
-    let file = DataFile::open(lake, path, size).await?;
+/// Opens one file (unless `known` already is) and reads its `customer_id`
+/// and `transaction_ts`.
+async fn read_keys(
+    lake: &Lake,
+    path: String,
+    size: u64,
+    known: Option<Arc<DataFile>>,
+) -> Result<(Arc<DataFile>, Keys)> {
+    let file = match known {
+        Some(f) => f,
+        None => Arc::new(DataFile::open(lake, path, size).await?),
+    };
     let batch = file
         .read(lake, ["customer_id", "transaction_ts"], |b| {
             b.with_batch_size(64 * 1024)
