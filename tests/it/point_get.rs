@@ -176,7 +176,7 @@ async fn lookups_from_the_index_equal_the_scan_through_ingests_and_compaction() 
 
     let (ctx, tables) = lake_session(&Lake::open(&lake).unwrap()).await.unwrap();
     // Without a column cache (rows read from their pages), with one too
-    // small for the table (columns evicted and read again), with a large one.
+    // small for the table (blocks evicted and read again), with a large one.
     let lookups: Vec<PointGet> = [0, 256 << 10, 64 << 20]
         .into_iter()
         .map(|bytes| PointGet::new(Arc::clone(&tables), bytes))

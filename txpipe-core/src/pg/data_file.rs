@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
     DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
@@ -191,12 +191,7 @@ impl DataFile {
                 match cache.get(self.id, b, column) {
                     Some(a) => {
                         // Kept in the type another statement's result had.
-                        let want = stored.field(at).data_type();
-                        let a = match a.data_type() == want {
-                            true => a,
-                            false => cast(&a, want)?,
-                        };
-                        have.insert((b, column), a);
+                        have.insert((b, column), typed(a, stored.field(at).data_type())?);
                     }
                     None => {
                         if read_blocks.last() != Some(&b) {
@@ -220,48 +215,15 @@ impl DataFile {
                         .with_batch_size(BLOCK_ROWS)
                 })
                 .await?;
-            // The reader's batches are the blocks when they line up (pages
-            // of BLOCK_ROWS rows, row groups a multiple of it); otherwise a
-            // block is copied together from the pieces.
-            let mut batches = batches.into_iter();
-            let mut rest: Option<RecordBatch> = None;
-            for (&b, range) in read_blocks.iter().zip(&ranges) {
-                let mut pieces = Vec::new();
-                let mut got = 0;
-                while got < range.len() {
-                    let Some(next) = rest.take().or_else(|| batches.next()) else {
-                        return Err(Error::Config(format!(
-                            "{}: block {b} ended early",
-                            self.path
-                        )));
-                    };
-                    let want = range.len() - got;
-                    if next.num_rows() > want {
-                        rest = Some(next.slice(want, next.num_rows() - want));
-                        pieces.push(next.slice(0, want));
-                    } else {
-                        got += next.num_rows();
-                        pieces.push(next);
-                        continue;
-                    }
-                    got += want;
-                }
-                let part = match pieces.as_slice() {
-                    [one] => one.clone(),
-                    _ => concat_batches(&schema, &pieces)?,
-                };
+            let lens = ranges.iter().map(|r| r.len());
+            let parts = cut(&self.path, &schema, batches, lens)?;
+            for (&b, part) in read_blocks.iter().zip(parts) {
                 for (field, column) in part.schema().fields().iter().zip(part.columns()) {
-                    let Some(&(name, _, place)) =
-                        names.iter().find(|n| n.0 == field.name().as_str())
+                    let Some(&(_, at, place)) = names.iter().find(|n| n.0 == field.name().as_str())
                     else {
                         continue;
                     };
-                    let column = match stored.field_with_name(name) {
-                        Ok(want) if want.data_type() != column.data_type() => {
-                            cast(column, want.data_type())?
-                        }
-                        _ => Arc::clone(column),
-                    };
+                    let column = typed(Arc::clone(column), stored.field(at).data_type())?;
                     cache.put(self.id, b, place, Arc::clone(&column));
                     have.insert((b, place), column);
                 }
@@ -343,8 +305,7 @@ pub fn conform(
                     field.name()
                 )))
             }
-            Some(c) if c.data_type() == field.data_type() => Arc::clone(c),
-            Some(c) => cast(c, field.data_type())?,
+            Some(c) => typed(Arc::clone(c), field.data_type())?,
             None => new_null_array(field.data_type(), rows),
         };
         out.push(column);
@@ -355,6 +316,50 @@ pub fn conform(
         out,
         &options,
     )?)
+}
+
+/// `array` as `want`: itself when it has that type, else cast.
+fn typed(array: ArrayRef, want: &DataType) -> Result<ArrayRef> {
+    Ok(match array.data_type() == want {
+        true => array,
+        false => cast(&array, want)?,
+    })
+}
+
+/// The reader's `batches` (of `path`) cut into consecutive parts of `lens`
+/// rows. They are the parts already when they line up (pages of
+/// [`BLOCK_ROWS`] rows, row groups a multiple of it); otherwise a part is
+/// copied together from pieces.
+fn cut(
+    path: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    lens: impl Iterator<Item = usize>,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = batches.into_iter();
+    let mut rest: Option<RecordBatch> = None;
+    let mut parts = Vec::new();
+    for len in lens {
+        let mut pieces = Vec::new();
+        let mut got = 0;
+        while got < len {
+            let next = rest
+                .take()
+                .or_else(|| batches.next())
+                .ok_or_else(|| Error::Config(format!("{path}: fewer rows read than asked")))?;
+            let take = (len - got).min(next.num_rows());
+            if take < next.num_rows() {
+                rest = Some(next.slice(take, next.num_rows() - take));
+            }
+            pieces.push(next.slice(0, take));
+            got += take;
+        }
+        parts.push(match pieces.as_slice() {
+            [one] => one.clone(),
+            _ => concat_batches(schema, &pieces)?,
+        });
+    }
+    Ok(parts)
 }
 
 /// A Parquet reader of the fact table's file at `path` (`size` bytes),
@@ -387,7 +392,7 @@ fn partition_day(path: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{AsArray, Int32Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
 
     use super::*;
 
@@ -416,6 +421,45 @@ mod tests {
         );
         // Fewer rows than indexed is an error, not a short answer.
         assert!(conform("f.parquet", columns, &stored, 3).is_err());
+    }
+
+    #[test]
+    fn batches_are_cut_into_parts_whether_or_not_they_line_up() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = |from: i32, to: i32| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from_iter_values(from..to))],
+            )
+            .unwrap()
+        };
+        let values = |b: &RecordBatch| b.column(0).as_primitive::<Int32Type>().values().to_vec();
+        // Lined up: the batches themselves.
+        let parts = cut(
+            "f",
+            &schema,
+            vec![batch(0, 3), batch(3, 5)],
+            [3, 2].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            parts.iter().map(values).collect::<Vec<_>>(),
+            [vec![0, 1, 2], vec![3, 4]]
+        );
+        // Not lined up: parts taken across and within batches, in order.
+        let parts = cut(
+            "f",
+            &schema,
+            vec![batch(0, 2), batch(2, 7)],
+            [4, 1, 2].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            parts.iter().map(values).collect::<Vec<_>>(),
+            [vec![0, 1, 2, 3], vec![4], vec![5, 6]]
+        );
+        // Fewer rows than asked is an error.
+        assert!(cut("f", &schema, vec![batch(0, 2)], [3].into_iter()).is_err());
     }
 
     #[test]
